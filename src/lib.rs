@@ -1,5 +1,167 @@
 //! lossc: a compiler for machine-learning loss functions.
+//!
+//! A `.loss` file states a loss the way an ML engineer designs one: the task,
+//! the data and the model's outputs with their domains, the formula, and the
+//! properties the author expects. lossc reads it through this pipeline:
+//!
+//! ```text
+//! .loss text ──parse──▶ AST (spans) ──sema──▶ Checked spec
+//!   (grammar/loss.pest,   (ast.rs)     (sema/: names, shapes, domains,
+//!    parse/: Pratt ops)                  levels, the prelude's signatures)
+//! ```
+//!
+//! | stage   | module            | input → output                          |
+//! |---------|-------------------|-----------------------------------------|
+//! | parse   | [`parse`]         | text → [`ast::Spec`] or a syntax error   |
+//! | check   | [`sema`]          | spec → [`sema::Checked`] or every error  |
+//! | report  | [`diag`]          | diagnostics → rendered, located messages |
+//!
+//! Later stages (symbolic differentiation, the fused evaluator, analysis and
+//! validation) build on [`Loss`], which is the stable entry point:
+//!
+//! ```
+//! use lossc::Loss;
+//!
+//! let loss = Loss::from_source(
+//!     "loss demo\ntask binary\ndata y : label {0, 1}\npred z : logit\nminimize mean(bce_logits(y, z))\n",
+//! )?;
+//! assert_eq!(loss.checked().name, "demo");
+//! assert!(loss.warnings().is_empty());
+//! # Ok::<(), lossc::Error>(())
+//! ```
+//!
+//! Errors never panic: a malformed spec yields [`Error::Spec`], whose
+//! [`Report`] renders every diagnostic with its file, line and column.
+
 pub mod ast;
 pub mod diag;
 pub mod parse;
+pub mod sema;
 pub mod span;
+
+pub use diag::{Color, Diagnostic, Report, Severity};
+pub use sema::Checked;
+pub use span::{SourceFile, Span};
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Everything that can go wrong when loading a spec.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read (missing, unreadable, a directory).
+    #[error("cannot read `{path}`: {reason}")]
+    Read {
+        /// The path as given.
+        path: String,
+        /// What the operating system said, in words.
+        reason: String,
+    },
+    /// The file is not UTF-8 text.
+    #[error("`{path}` is not UTF-8 text: invalid byte at line {line}, column {col}")]
+    NotUtf8 {
+        /// The path as given.
+        path: String,
+        /// 1-based line of the first invalid byte.
+        line: usize,
+        /// 1-based column (in bytes) of the first invalid byte.
+        col: usize,
+    },
+    /// The spec has errors; the report holds every one of them.
+    #[error("{}", .0.render(Color::Never))]
+    Spec(Box<Report>),
+}
+
+impl Error {
+    /// Renders the error for a terminal: diagnostics with their source
+    /// excerpts, other errors as one `error: ...` line.
+    pub fn render(&self, color: Color) -> String {
+        match self {
+            Error::Spec(r) => r.render(color),
+            other => format!("error: {other}\n"),
+        }
+    }
+}
+
+/// A parsed and checked loss specification.
+#[derive(Clone, Debug)]
+pub struct Loss {
+    file: SourceFile,
+    checked: Checked,
+    warnings: Vec<Diagnostic>,
+    overrides: BTreeMap<String, f64>,
+}
+
+impl Loss {
+    /// Reads, parses and checks a `.loss` file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Loss, Error> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        if path.is_dir() {
+            return Err(Error::Read { path: shown, reason: "it is a directory, not a .loss file".into() });
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::Read { path: shown.clone(), reason: io_reason(&e) })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+            let col = valid.len() - valid.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+            Error::NotUtf8 { path: shown.clone(), line, col }
+        })?;
+        Loss::from_named_source(shown, text)
+    }
+
+    /// Parses and checks spec text (named `<source>` in messages).
+    pub fn from_source(text: impl Into<String>) -> Result<Loss, Error> {
+        Loss::from_named_source("<source>", text)
+    }
+
+    /// Parses and checks spec text, calling it `name` in messages.
+    pub fn from_named_source(name: impl Into<String>, text: impl Into<String>) -> Result<Loss, Error> {
+        Loss::build(SourceFile::new(name, text), BTreeMap::new())
+    }
+
+    /// The same spec with `name`'s value replaced, checked against the
+    /// param's declared range like a default would be.
+    pub fn with_param(&self, name: &str, value: f64) -> Result<Loss, Error> {
+        let mut overrides = self.overrides.clone();
+        overrides.insert(name.to_string(), value);
+        Loss::build(self.file.clone(), overrides)
+    }
+
+    fn build(file: SourceFile, overrides: BTreeMap<String, f64>) -> Result<Loss, Error> {
+        let fail = |file: &SourceFile, diagnostics| Error::Spec(Box::new(Report { file: file.clone(), diagnostics }));
+        let spec = parse::parse(file.text()).map_err(|d| fail(&file, d))?;
+        let (checked, warnings) = sema::check_with(spec, file.text(), &overrides).map_err(|d| fail(&file, d))?;
+        Ok(Loss { file, checked, warnings, overrides })
+    }
+
+    /// The checked spec: name, task, declarations, expectations.
+    pub fn checked(&self) -> &Checked {
+        &self.checked
+    }
+
+    /// The warnings found while checking (the spec is valid regardless).
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
+    }
+
+    /// The warnings as a renderable report.
+    pub fn warning_report(&self) -> Report {
+        Report { file: self.file.clone(), diagnostics: self.warnings.clone() }
+    }
+
+    /// The source file the spec was read from.
+    pub fn source(&self) -> &SourceFile {
+        &self.file
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound => "no such file".into(),
+        PermissionDenied => "permission denied".into(),
+        IsADirectory => "it is a directory, not a .loss file".into(),
+        _ => e.to_string(),
+    }
+}
