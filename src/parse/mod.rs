@@ -18,9 +18,17 @@ use std::sync::OnceLock;
 #[grammar = "../grammar/loss.pest"]
 struct LossParser;
 
-/// Deeper nesting than this is rejected before pest sees it: the parser is
-/// recursive, and a hostile file must not overflow the stack.
-pub const MAX_NESTING: usize = 200;
+/// Deeper bracket nesting than this is rejected before pest sees it: the
+/// parser is recursive, and a hostile file must not overflow the stack.
+pub const MAX_NESTING: usize = 64;
+
+/// The most operators one expression may chain at one bracket level (the
+/// Pratt parser recurses on right-associative and prefix operators).
+pub const MAX_OPERATORS: usize = 256;
+
+/// The deepest expression tree accepted; every later stage walks trees
+/// recursively, so this bounds their stack use too.
+pub const MAX_DEPTH: usize = 200;
 
 /// Parses a whole `.loss` file.
 ///
@@ -37,8 +45,9 @@ pub fn parse(src: &str) -> Result<Spec, Vec<Diagnostic>> {
     let span = Span::from(file.as_span());
     let body = file.into_inner().find(|p| p.as_rule() == Rule::body);
     let stmts = body.into_iter().flat_map(|p| p.into_inner()).map(|p| b.stmt(p)).collect();
+    let spec = Spec { stmts, span };
     if b.diags.is_empty() {
-        Ok(Spec { stmts, span })
+        check_depth(&spec).map_or(Ok(spec), |d| Err(vec![d]))
     } else {
         Err(b.diags)
     }
@@ -127,15 +136,29 @@ fn check_nesting(src: &str) -> Option<Diagnostic> {
             _ => {}
         }
     }
-    // Long chains of prefix operators recurse too (`- - - - x`).
-    let prefix_run = src
-        .split(|c: char| !(c == '-' || c.is_whitespace()))
-        .map(|run| run.chars().filter(|&c| c == '-').count())
-        .max()
-        .unwrap_or(0);
-    if prefix_run > MAX_NESTING {
-        let at = src.find("- -").unwrap_or(0);
-        return Some(Diagnostic::error("E0002", Span::new(at, at + 1), "too many operators in a row").with_label("here"));
+    None
+}
+
+/// Rejects expression trees deeper than [`MAX_DEPTH`], measured without
+/// recursion so the measurement itself cannot overflow.
+fn check_depth(spec: &Spec) -> Option<Diagnostic> {
+    let roots = spec.stmts.iter().filter_map(|s| match &s.kind {
+        StmtKind::Let(_, e) | StmtKind::Minimize(e) => Some(e),
+        StmtKind::Def(d) => Some(&d.body),
+        _ => None,
+    });
+    for root in roots {
+        let mut stack = vec![(root, 1usize)];
+        while let Some((e, depth)) = stack.pop() {
+            if depth > MAX_DEPTH {
+                return Some(
+                    Diagnostic::error("E0002", root.span, format!("expression nested more than {MAX_DEPTH} levels deep"))
+                        .with_label("too deep")
+                        .with_hint("split it into `let` bindings"),
+                );
+            }
+            crate::sema::each_child(e, &mut |c| stack.push((c, depth + 1)));
+        }
     }
     None
 }
@@ -346,6 +369,16 @@ impl Builder {
 
     // expr = { prefix* ~ postfixed ~ (infix ~ nl* ~ prefix* ~ postfixed)* }
     fn expr(&mut self, p: Pair<'_, Rule>) -> Expr {
+        let span: Span = p.as_span().into();
+        let operators = p.clone().into_inner().filter(|q| is_operator(q.as_rule())).count();
+        if operators > MAX_OPERATORS {
+            self.diags.push(
+                Diagnostic::error("E0002", span, format!("more than {MAX_OPERATORS} operators in one expression"))
+                    .with_label("too long")
+                    .with_hint("split it into `let` bindings"),
+            );
+            return Expr { kind: ExprKind::Num(0.0), span };
+        }
         self.pratt_expr(p.into_inner())
     }
 
@@ -460,6 +493,12 @@ impl Builder {
     }
 }
 
+/// Infix and prefix operators: what the Pratt parser recurses on.
+fn is_operator(r: Rule) -> bool {
+    use Rule::*;
+    matches!(r, add | sub | mul | div | pow | eq | ne | lt | le | gt | ge | and | or | neg | not)
+}
+
 fn description(p: Pair<'_, Rule>) -> String {
     p.into_inner().next().map(|s| s.as_str().to_string()).unwrap_or_default()
 }
@@ -536,8 +575,15 @@ fn syntax_error(src: &str, e: pest::error::Error<Rule>) -> Diagnostic {
             }
         }
     }
+    // Single operator symbols say nothing "an operator" does not; keep the
+    // closing brackets and separators, which tell what is missing.
+    const OPERATORS: &[&str] = &["`+`", "`-`", "`*`", "`/`", "`^`", "`==`", "`!=`", "`<`", "`<=`", "`>`", "`>=`", "`@`", "`[`"];
+    if expected.iter().any(|e| OPERATORS.contains(&e.as_str())) && !expected.iter().any(|e| e == "an operator") {
+        expected.push("an operator".into());
+    }
+    expected.retain(|e| !OPERATORS.contains(&e.as_str()) && e.chars().all(|c| c.is_ascii_graphic() || c == ' '));
     let found = found_token(src, pos);
-    let at_line_end = found.is_empty() || found == "\n" || found == "\r\n";
+    let at_line_end = found.is_empty() || found.starts_with(['\n', '\r']);
     let shown = if src[pos..].is_empty() {
         "the end of the file".to_string()
     } else if at_line_end {
@@ -545,18 +591,42 @@ fn syntax_error(src: &str, e: pest::error::Error<Rule>) -> Diagnostic {
     } else {
         format!("`{found}`")
     };
-    let width = if at_line_end { 1.min(src.len() - pos) } else { found.len() };
-    let span = Span::new(pos, pos + width.max(0));
+    let width = if at_line_end { usize::from(pos < src.len()) } else { found.len() };
+    let span = Span::new(pos, pos + width);
     let message = if expected.is_empty() {
         format!("syntax error: unexpected {shown}")
     } else {
         format!("syntax error: expected {}, found {shown}", join_or(&expected))
     };
     let mut d = Diagnostic::error("E0001", span, message).with_label(format!("unexpected {shown}"));
-    if let Some(h) = syntax_hint(src, pos, &found, &expected) {
+    if let Some(open) = unclosed_bracket(&src[..pos]) {
+        let ch = &src[open..open + 1];
+        d = d
+            .with_secondary(Span::new(open, open + 1), format!("this `{ch}` is never closed"))
+            .with_hint(format!("close the `{ch}` before the next statement"));
+    } else if let Some(h) = syntax_hint(src, pos, &found, &expected) {
         d = d.with_hint(h);
     }
     d
+}
+
+/// The byte offset of the last bracket in `text` that is still open.
+fn unclosed_bracket(text: &str) -> Option<usize> {
+    let mut open = Vec::new();
+    let mut in_comment = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '#' => in_comment = true,
+            '\n' => in_comment = false,
+            _ if in_comment => {}
+            '(' | '[' | '{' => open.push(i),
+            ')' | ']' | '}' => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    open.pop()
 }
 
 fn found_token(src: &str, pos: usize) -> String {
@@ -575,11 +645,6 @@ fn found_token(src: &str, pos: usize) -> String {
 fn syntax_hint(src: &str, pos: usize, found: &str, expected: &[String]) -> Option<String> {
     let line_start = src[..pos].rfind('\n').map_or(0, |i| i + 1);
     let before = &src[line_start..pos];
-    let opens = before.matches(['(', '[', '{']).count();
-    let closes = before.matches([')', ']', '}']).count();
-    if (found.is_empty() || found.starts_with(['\n', '\r'])) && opens > closes {
-        return Some("a bracket opened on this line is never closed".into());
-    }
     if found == "=" && expected.iter().any(|e| e == "an operator") {
         return Some("compare with `==`; `=` only binds names in let, param and def".into());
     }

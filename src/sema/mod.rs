@@ -1469,6 +1469,15 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// Whether `n` names a value visible here (so `z[n]` indexes by a value,
+    /// not by an unbound index).
+    fn is_value_name(&self, n: &str) -> bool {
+        match self.frames.last() {
+            Some(f) => f.params.contains_key(n) || f.sizes.contains_key(n) || (f.sees_globals && self.globals.contains_key(n)),
+            None => self.globals.contains_key(n) || self.all_lets.contains_key(n),
+        }
+    }
+
     fn unknown_name(&mut self, n: &str, span: Span) -> Ty {
         let mut candidates: Vec<String> = self.indices.iter().map(|i| i.name.clone()).collect();
         if let Some(f) = self.frames.last() {
@@ -1568,6 +1577,16 @@ impl<'a> Checker<'a> {
                 return Ty::Error;
             }
             return comp;
+        }
+        if let ExprKind::Var(n) = &k.kind
+            && !self.is_value_name(n)
+        {
+            self.emit(
+                Diagnostic::error("E0040", k.span, format!("index `{n}` is not bound"))
+                    .with_label("no reduction binds it")
+                    .with_hint(format!("bind it with a feature reduction, as in sum[{n}]({})", self.text(span))),
+            );
+            return Ty::Error;
         }
         let tk = self.value(k);
         let Ty::Val { shape: ks, dom: kd, level: kl } = tk else {
@@ -2108,7 +2127,7 @@ fn uses_at(e: &Expr, name: &str) -> bool {
 }
 
 /// Calls `f` on `e`'s direct children.
-fn each_child(e: &Expr, f: &mut dyn FnMut(&Expr)) {
+pub fn each_child<'e>(e: &'e Expr, f: &mut dyn FnMut(&'e Expr)) {
     match &e.kind {
         ExprKind::Num(_) | ExprKind::Var(_) | ExprKind::Row => {}
         ExprKind::Unary(_, a) | ExprKind::At(a, _) => f(a),
@@ -2132,7 +2151,7 @@ fn each_child(e: &Expr, f: &mut dyn FnMut(&Expr)) {
 }
 
 /// Calls `f` on `e` and every expression below it.
-pub fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
+pub fn walk<'e>(e: &'e Expr, f: &mut dyn FnMut(&'e Expr)) {
     f(e);
     each_child(e, &mut |c| walk(c, f));
 }

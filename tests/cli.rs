@@ -1,0 +1,139 @@
+//! The `lossc` binary end to end: exit codes, what goes to stdout and
+//! stderr, and the flags of `lossc check`.
+
+use std::process::{Command, Output};
+
+fn lossc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lossc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("lossc runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn scratch(name: &str, contents: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("lossc-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn check_prints_a_summary_line_and_exits_zero() {
+    let out = lossc(&["check", "examples/xray_triage.loss"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    insta::assert_snapshot!(text(&out.stdout), @"");
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn check_takes_many_files_and_reports_each() {
+    let out = lossc(&["check", "examples/mse.loss", "examples/cce_logits.loss"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout).lines().count(), 2);
+}
+
+#[test]
+fn check_fails_with_every_diagnostic_and_a_count() {
+    let bad = scratch(
+        "two_errors.loss",
+        "loss x\ntask binary\ndata y : label {0, 1}\npred z : logit\nminimize mean(bce(y, z) + hinge(y, z))\n",
+    );
+    let out = lossc(&["check", "--color", "never", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("error[E0060]: `bce` expects"), "{err}");
+    assert!(err.contains("error[E0060]: `hinge` expects"), "{err}");
+    assert!(err.contains("two_errors.loss:5:"), "{err}");
+    assert!(err.trim_end().ends_with("2 errors"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_bad_file_among_good_ones_fails_the_run_but_all_are_checked() {
+    let bad = scratch("bad_task.loss", "loss x\ntask regresion\ndata y : real\npred f : real\nminimize mean(mse(y, f))\n");
+    let out = lossc(&["check", "--color", "never", "examples/mse.loss", &bad, "examples/mae.loss"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout).lines().count(), 2);
+    assert!(text(&out.stderr).contains("did you mean `regression`?"));
+}
+
+#[test]
+fn warnings_pass_unless_denied() {
+    let warn = scratch("unused.loss", "loss x\ntask regression\ndata y : real\ndata w : real\npred f : real\nminimize mean(mse(y, f))\n");
+    let out = lossc(&["check", "--color", "never", &warn]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("warning[W0001]: data `w` is never used"));
+    let out = lossc(&["check", "--color", "never", "--deny-warnings", &warn]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("1 warning denied by --deny-warnings"));
+}
+
+#[test]
+fn missing_files_directories_and_binary_files_are_clean_errors() {
+    let out = lossc(&["check", "no/such/file.loss"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "error: cannot read `no/such/file.loss`: no such file\n");
+    let out = lossc(&["check", "examples"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("it is a directory"));
+    let bin = scratch("binary.loss", "\u{0}\u{1}");
+    std::fs::write(&bin, [0xff, 0xfe, 0x00]).unwrap();
+    let out = lossc(&["check", &bin]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is not UTF-8 text"));
+}
+
+#[test]
+fn param_overrides_are_range_checked() {
+    let out = lossc(&["check", "--color", "never", "--param", "alpha=3", "examples/xray_triage.loss"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("alpha = 3"));
+    let out = lossc(&["check", "--color", "never", "--param", "alpha=30", "examples/xray_triage.loss"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("the value given with --param is outside [0, 10]"), "{}", text(&out.stderr));
+    let out = lossc(&["check", "--color", "never", "--param", "gama=3", "examples/focal_logits.loss"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("did you mean `gamma`?"), "{}", text(&out.stderr));
+    let out = lossc(&["check", "--param", "alpha", "examples/xray_triage.loss"]);
+    assert_eq!(out.status.code(), Some(2), "a malformed flag is a usage error");
+}
+
+#[test]
+fn color_always_colours_and_never_does_not() {
+    let bad = scratch("color.loss", "loss x\n");
+    let out = lossc(&["check", "--color", "always", &bad]);
+    assert!(text(&out.stderr).contains('\u{1b}'));
+    let out = lossc(&["check", "--color", "never", &bad]);
+    assert!(!text(&out.stderr).contains('\u{1b}'));
+}
+
+#[test]
+fn help_lists_every_command_and_flag() {
+    let out = lossc(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    for word in ["check", "prelude", "--color"] {
+        assert!(help.contains(word), "{word} missing from:\n{help}");
+    }
+    let out = lossc(&["check", "--help"]);
+    let help = text(&out.stdout);
+    for word in ["--deny-warnings", "--param", "SPEC", "Exits 0"] {
+        assert!(help.contains(word), "{word} missing from:\n{help}");
+    }
+    let out = lossc(&["check"]);
+    assert_eq!(out.status.code(), Some(2), "no spec given is a usage error");
+}
+
+#[test]
+fn prelude_prints_the_standard_losses() {
+    let out = lossc(&["prelude"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), lossc::sema::PRELUDE_SOURCE);
+}
