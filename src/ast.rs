@@ -373,12 +373,22 @@ impl StmtKind {
                 let _ = write!(out, "(task {})", n.name);
             }
             StmtKind::Data(d) | StmtKind::Pred(d) => {
-                let kw = if matches!(self, StmtKind::Data(_)) { "data" } else { "pred" };
+                let kw = if matches!(self, StmtKind::Data(_)) {
+                    "data"
+                } else {
+                    "pred"
+                };
                 let _ = write!(out, "({kw} {} {}{})", d.name.name, d.ty, desc(&d.desc));
             }
             StmtKind::Param(p) => {
                 let range = p.range.map(|r| format!(" in {r}")).unwrap_or_default();
-                let _ = write!(out, "(param {} {}{range}{})", p.name.name, fmt_num(p.value.value), desc(&p.desc));
+                let _ = write!(
+                    out,
+                    "(param {} {}{range}{})",
+                    p.name.name,
+                    fmt_num(p.value.value),
+                    desc(&p.desc)
+                );
             }
             StmtKind::Cost(items) => {
                 out.push_str("(cost");
@@ -484,7 +494,12 @@ impl Expr {
                 e.write_sexpr(out);
                 let _ = write!(out, " {})", j.name);
             }
-            ExprKind::Reduce { op, index, filter, body } => {
+            ExprKind::Reduce {
+                op,
+                index,
+                filter,
+                body,
+            } => {
                 let _ = write!(out, "({}[{}", op.name(), index.name);
                 if let Some(f) = filter {
                     out.push_str(": ");

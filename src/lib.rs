@@ -98,14 +98,25 @@ impl Loss {
         let path = path.as_ref();
         let shown = path.display().to_string();
         if path.is_dir() {
-            return Err(Error::Read { path: shown, reason: "it is a directory, not a .loss file".into() });
+            return Err(Error::Read {
+                path: shown,
+                reason: "it is a directory, not a .loss file".into(),
+            });
         }
-        let bytes = std::fs::read(path).map_err(|e| Error::Read { path: shown.clone(), reason: io_reason(&e) })?;
+        let bytes = std::fs::read(path).map_err(|e| Error::Read {
+            path: shown.clone(),
+            reason: io_reason(&e),
+        })?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
             let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-            let col = valid.len() - valid.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
-            Error::NotUtf8 { path: shown.clone(), line, col }
+            let col =
+                valid.len() - valid.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+            Error::NotUtf8 {
+                path: shown.clone(),
+                line,
+                col,
+            }
         })?;
         Loss::from_named_source(shown, text)
     }
@@ -116,7 +127,10 @@ impl Loss {
     }
 
     /// Parses and checks spec text, calling it `name` in messages.
-    pub fn from_named_source(name: impl Into<String>, text: impl Into<String>) -> Result<Loss, Error> {
+    pub fn from_named_source(
+        name: impl Into<String>,
+        text: impl Into<String>,
+    ) -> Result<Loss, Error> {
         Loss::build(SourceFile::new(name, text), BTreeMap::new())
     }
 
@@ -129,10 +143,21 @@ impl Loss {
     }
 
     fn build(file: SourceFile, overrides: BTreeMap<String, f64>) -> Result<Loss, Error> {
-        let fail = |file: &SourceFile, diagnostics| Error::Spec(Box::new(Report { file: file.clone(), diagnostics }));
+        let fail = |file: &SourceFile, diagnostics| {
+            Error::Spec(Box::new(Report {
+                file: file.clone(),
+                diagnostics,
+            }))
+        };
         let spec = parse::parse(file.text()).map_err(|d| fail(&file, d))?;
-        let (checked, warnings) = sema::check_with(spec, file.text(), &overrides).map_err(|d| fail(&file, d))?;
-        Ok(Loss { file, checked, warnings, overrides })
+        let (checked, warnings) =
+            sema::check_with(spec, file.text(), &overrides).map_err(|d| fail(&file, d))?;
+        Ok(Loss {
+            file,
+            checked,
+            warnings,
+            overrides,
+        })
     }
 
     /// The checked spec: name, task, declarations, expectations.
@@ -147,7 +172,10 @@ impl Loss {
 
     /// The warnings as a renderable report.
     pub fn warning_report(&self) -> Report {
-        Report { file: self.file.clone(), diagnostics: self.warnings.clone() }
+        Report {
+            file: self.file.clone(),
+            diagnostics: self.warnings.clone(),
+        }
     }
 
     /// The source file the spec was read from.

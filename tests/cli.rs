@@ -28,7 +28,7 @@ fn scratch(name: &str, contents: &str) -> String {
 fn check_prints_a_summary_line_and_exits_zero() {
     let out = lossc(&["check", "examples/xray_triage.loss"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    insta::assert_snapshot!(text(&out.stdout), @"");
+    insta::assert_snapshot!(text(&out.stdout), @"examples/xray_triage.loss: ok · loss xray_triage · task binary · pred p : prob · data y : label {0, 1}, s : real [1, 10] · params alpha = 1");
     assert!(out.stderr.is_empty());
 }
 
@@ -57,8 +57,18 @@ fn check_fails_with_every_diagnostic_and_a_count() {
 
 #[test]
 fn a_bad_file_among_good_ones_fails_the_run_but_all_are_checked() {
-    let bad = scratch("bad_task.loss", "loss x\ntask regresion\ndata y : real\npred f : real\nminimize mean(mse(y, f))\n");
-    let out = lossc(&["check", "--color", "never", "examples/mse.loss", &bad, "examples/mae.loss"]);
+    let bad = scratch(
+        "bad_task.loss",
+        "loss x\ntask regresion\ndata y : real\npred f : real\nminimize mean(mse(y, f))\n",
+    );
+    let out = lossc(&[
+        "check",
+        "--color",
+        "never",
+        "examples/mse.loss",
+        &bad,
+        "examples/mae.loss",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout).lines().count(), 2);
     assert!(text(&out.stderr).contains("did you mean `regression`?"));
@@ -66,7 +76,10 @@ fn a_bad_file_among_good_ones_fails_the_run_but_all_are_checked() {
 
 #[test]
 fn warnings_pass_unless_denied() {
-    let warn = scratch("unused.loss", "loss x\ntask regression\ndata y : real\ndata w : real\npred f : real\nminimize mean(mse(y, f))\n");
+    let warn = scratch(
+        "unused.loss",
+        "loss x\ntask regression\ndata y : real\ndata w : real\npred f : real\nminimize mean(mse(y, f))\n",
+    );
     let out = lossc(&["check", "--color", "never", &warn]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stderr).contains("warning[W0001]: data `w` is never used"));
@@ -79,7 +92,10 @@ fn warnings_pass_unless_denied() {
 fn missing_files_directories_and_binary_files_are_clean_errors() {
     let out = lossc(&["check", "no/such/file.loss"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stderr), "error: cannot read `no/such/file.loss`: no such file\n");
+    assert_eq!(
+        text(&out.stderr),
+        "error: cannot read `no/such/file.loss`: no such file\n"
+    );
     let out = lossc(&["check", "examples"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("it is a directory"));
@@ -92,17 +108,50 @@ fn missing_files_directories_and_binary_files_are_clean_errors() {
 
 #[test]
 fn param_overrides_are_range_checked() {
-    let out = lossc(&["check", "--color", "never", "--param", "alpha=3", "examples/xray_triage.loss"]);
+    let out = lossc(&[
+        "check",
+        "--color",
+        "never",
+        "--param",
+        "alpha=3",
+        "examples/xray_triage.loss",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("alpha = 3"));
-    let out = lossc(&["check", "--color", "never", "--param", "alpha=30", "examples/xray_triage.loss"]);
+    let out = lossc(&[
+        "check",
+        "--color",
+        "never",
+        "--param",
+        "alpha=30",
+        "examples/xray_triage.loss",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("the value given with --param is outside [0, 10]"), "{}", text(&out.stderr));
-    let out = lossc(&["check", "--color", "never", "--param", "gama=3", "examples/focal_logits.loss"]);
+    assert!(
+        text(&out.stderr).contains("the value given with --param is outside [0, 10]"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = lossc(&[
+        "check",
+        "--color",
+        "never",
+        "--param",
+        "gama=3",
+        "examples/focal_logits.loss",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("did you mean `gamma`?"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("did you mean `gamma`?"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = lossc(&["check", "--param", "alpha", "examples/xray_triage.loss"]);
-    assert_eq!(out.status.code(), Some(2), "a malformed flag is a usage error");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a malformed flag is a usage error"
+    );
 }
 
 #[test]

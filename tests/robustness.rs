@@ -24,7 +24,8 @@ fn tokens(src: &str) -> Vec<String> {
     while let Some(c) = chars.next() {
         let mut tok = c.to_string();
         let same_class = |a: char, b: char| {
-            (a.is_alphanumeric() || a == '_' || a == '.') && (b.is_alphanumeric() || b == '_' || b == '.')
+            (a.is_alphanumeric() || a == '_' || a == '.')
+                && (b.is_alphanumeric() || b == '_' || b == '.')
                 || (a == ' ' && b == ' ')
         };
         while let Some(&n) = chars.peek() {
@@ -41,9 +42,51 @@ fn tokens(src: &str) -> Vec<String> {
 }
 
 const VOCAB: &[&str] = &[
-    "(", ")", "[", "]", "{", "}", ",", ":", "=", "==", "@", "^", "-", "+", "*", "/", "\n", "if", "then", "else", "sum",
-    "mean", "c", "j", "i", "inf", "let", "def", "minimize", "expect", "not", "1e999", "0", "-1", "\"", "#", "max",
-    "softmax", "z", "y", "const", "onehot", "logsumexp", "sum[c]", "x@j",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ":",
+    "=",
+    "==",
+    "@",
+    "^",
+    "-",
+    "+",
+    "*",
+    "/",
+    "\n",
+    "if",
+    "then",
+    "else",
+    "sum",
+    "mean",
+    "c",
+    "j",
+    "i",
+    "inf",
+    "let",
+    "def",
+    "minimize",
+    "expect",
+    "not",
+    "1e999",
+    "0",
+    "-1",
+    "\"",
+    "#",
+    "max",
+    "softmax",
+    "z",
+    "y",
+    "const",
+    "onehot",
+    "logsumexp",
+    "sum[c]",
+    "x@j",
 ];
 
 /// Parses and checks; only the absence of a panic is asserted, and that an
@@ -53,7 +96,11 @@ fn survive(src: &str) {
         Ok(_) => {}
         Err(lossc::Error::Spec(report)) => {
             assert!(!report.diagnostics.is_empty());
-            assert!(report.diagnostics.iter().all(|d| d.span.is_some()), "unlocated: {:#?}", report.diagnostics);
+            assert!(
+                report.diagnostics.iter().all(|d| d.span.is_some()),
+                "unlocated: {:#?}",
+                report.diagnostics
+            );
             let _ = report.render(lossc::Color::Never);
         }
         Err(other) => panic!("unexpected error kind: {other}"),
@@ -137,19 +184,36 @@ fn deep_and_long_inputs_are_handled() {
     }
     for n in [150, 199, 200, 260] {
         let chain = vec!["huber(y, f)"; n].join(" + ");
-        survive(&format!("loss x\ntask regression\ndata y : real\npred f : real\nminimize mean({chain})\n"));
+        survive(&format!(
+            "loss x\ntask regression\ndata y : real\npred f : real\nminimize mean({chain})\n"
+        ));
         let tower = vec!["f"; n].join("^");
-        survive(&format!("loss x\ntask regression\ndata y : real\npred f : real\nminimize mean(y - {tower})\n"));
+        survive(&format!(
+            "loss x\ntask regression\ndata y : real\npred f : real\nminimize mean(y - {tower})\n"
+        ));
     }
     let nested = format!("{}f{}", "sigmoid(".repeat(60), ")".repeat(60));
-    survive(&format!("loss x\ntask regression\ndata y : real\npred f : real\nminimize mean(mse(y, {nested}))\n"));
+    survive(&format!(
+        "loss x\ntask regression\ndata y : real\npred f : real\nminimize mean(mse(y, {nested}))\n"
+    ));
     let chain = vec!["sigmoid(f)"; 5_000].join(" + ");
-    survive(&format!("loss x\ntask regression\ndata y : real\npred f : real\nminimize mean(y - {chain})\n"));
+    survive(&format!(
+        "loss x\ntask regression\ndata y : real\npred f : real\nminimize mean(y - {chain})\n"
+    ));
     let minus = "-".repeat(10_000);
-    survive(&format!("loss x\ntask binary\ndata y : real\npred f : real\nminimize mean(if {}y == 1 then f else 0)\n", "not ".repeat(5_000)));
-    survive(&format!("loss x\ntask regression\ndata y : real\npred f : real\nminimize mean({minus}f)\n"));
-    let lets: String = (0..2_000).map(|k| format!("let a{k} = f * {k}\n")).collect();
-    survive(&format!("loss x\ntask regression\ndata y : real\npred f : real\n{lets}minimize mean(a1999 - y)\n"));
+    survive(&format!(
+        "loss x\ntask binary\ndata y : real\npred f : real\nminimize mean(if {}y == 1 then f else 0)\n",
+        "not ".repeat(5_000)
+    ));
+    survive(&format!(
+        "loss x\ntask regression\ndata y : real\npred f : real\nminimize mean({minus}f)\n"
+    ));
+    let lets: String = (0..2_000)
+        .map(|k| format!("let a{k} = f * {k}\n"))
+        .collect();
+    survive(&format!(
+        "loss x\ntask regression\ndata y : real\npred f : real\n{lets}minimize mean(a1999 - y)\n"
+    ));
     survive(&"loss x\n".repeat(10_000));
     survive("");
     survive("\n\n\n");

@@ -50,8 +50,13 @@ enum Command {
 }
 
 fn parse_param(s: &str) -> Result<(String, f64), String> {
-    let (name, value) = s.split_once('=').ok_or_else(|| format!("expected NAME=VALUE, got `{s}`"))?;
-    let value: f64 = value.trim().parse().map_err(|_| format!("`{}` is not a number", value.trim()))?;
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got `{s}`"))?;
+    let value: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{}` is not a number", value.trim()))?;
     if !value.is_finite() {
         return Err(format!("`{s}`: the value must be finite"));
     }
@@ -72,7 +77,11 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Check { specs, deny_warnings, params } => check(&specs, deny_warnings, &params, color),
+        Command::Check {
+            specs,
+            deny_warnings,
+            params,
+        } => check(&specs, deny_warnings, &params, color),
         Command::Prelude => {
             print!("{}", lossc::sema::PRELUDE_SOURCE);
             ExitCode::SUCCESS
@@ -80,12 +89,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(specs: &[String], deny_warnings: bool, params: &[(String, f64)], color: Color) -> ExitCode {
+fn check(
+    specs: &[String],
+    deny_warnings: bool,
+    params: &[(String, f64)],
+    color: Color,
+) -> ExitCode {
     let mut failed = 0;
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     for path in specs {
-        let loaded = Loss::from_file(path).and_then(|l| params.iter().try_fold(l, |l, (n, v)| l.with_param(n, *v)));
+        let loaded = Loss::from_file(path)
+            .and_then(|l| params.iter().try_fold(l, |l, (n, v)| l.with_param(n, *v)));
         match loaded {
             Ok(loss) => {
                 let warnings = loss.warnings();
@@ -109,10 +124,18 @@ fn check(specs: &[String], deny_warnings: bool, params: &[(String, f64)], color:
                 let _ = write!(stderr.lock(), "{}", e.render(color));
                 if let lossc::Error::Spec(report) = &e {
                     let n = report.error_count();
-                    let _ = writeln!(stderr.lock(), "error: {path}: {n} error{}", if n == 1 { "" } else { "s" });
+                    let _ = writeln!(
+                        stderr.lock(),
+                        "error: {path}: {n} error{}",
+                        if n == 1 { "" } else { "s" }
+                    );
                 }
             }
         }
     }
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -44,7 +44,11 @@ pub fn parse(src: &str) -> Result<Spec, Vec<Diagnostic>> {
     let mut b = Builder { diags: Vec::new() };
     let span = Span::from(file.as_span());
     let body = file.into_inner().find(|p| p.as_rule() == Rule::body);
-    let stmts = body.into_iter().flat_map(|p| p.into_inner()).map(|p| b.stmt(p)).collect();
+    let stmts = body
+        .into_iter()
+        .flat_map(|p| p.into_inner())
+        .map(|p| b.stmt(p))
+        .collect();
     let spec = Spec { stmts, span };
     if b.diags.is_empty() {
         check_depth(&spec).map_or(Ok(spec), |d| Err(vec![d]))
@@ -62,13 +66,19 @@ pub fn parse_expr(src: &str) -> Result<Expr, Vec<Diagnostic>> {
     let text = format!("loss x\nminimize {src}\n");
     let offset = "loss x\nminimize ".len();
     let shift = |mut d: Diagnostic| {
-        d.span = d.span.map(|s| Span::new(s.start.saturating_sub(offset), s.end.saturating_sub(offset)));
+        d.span = d
+            .span
+            .map(|s| Span::new(s.start.saturating_sub(offset), s.end.saturating_sub(offset)));
         d
     };
     let spec = parse(&text).map_err(|ds| ds.into_iter().map(shift).collect::<Vec<_>>())?;
     match spec.stmts.into_iter().nth(1).map(|s| s.kind) {
         Some(StmtKind::Minimize(e)) => Ok(shift_expr(e, offset)),
-        _ => Err(vec![Diagnostic::error("E0001", Span::new(0, src.len()), "expected one expression")]),
+        _ => Err(vec![Diagnostic::error(
+            "E0001",
+            Span::new(0, src.len()),
+            "expected one expression",
+        )]),
     }
 }
 
@@ -99,7 +109,12 @@ fn shift_expr(mut e: Expr, by: usize) -> Expr {
                 walk(a, by);
                 shift(&mut j.span, by);
             }
-            ExprKind::Reduce { index, filter, body, .. } => {
+            ExprKind::Reduce {
+                index,
+                filter,
+                body,
+                ..
+            } => {
                 shift(&mut index.span, by);
                 if let Some(f) = filter {
                     walk(f, by);
@@ -126,9 +141,13 @@ fn check_nesting(src: &str) -> Option<Diagnostic> {
                 depth += 1;
                 if depth > MAX_NESTING {
                     return Some(
-                        Diagnostic::error("E0002", Span::new(i, i + 1), format!("brackets nested more than {MAX_NESTING} deep"))
-                            .with_label("too deep")
-                            .with_hint("split the expression into `let` bindings"),
+                        Diagnostic::error(
+                            "E0002",
+                            Span::new(i, i + 1),
+                            format!("brackets nested more than {MAX_NESTING} deep"),
+                        )
+                        .with_label("too deep")
+                        .with_hint("split the expression into `let` bindings"),
                     );
                 }
             }
@@ -152,9 +171,13 @@ fn check_depth(spec: &Spec) -> Option<Diagnostic> {
         while let Some((e, depth)) = stack.pop() {
             if depth > MAX_DEPTH {
                 return Some(
-                    Diagnostic::error("E0002", root.span, format!("expression nested more than {MAX_DEPTH} levels deep"))
-                        .with_label("too deep")
-                        .with_hint("split it into `let` bindings"),
+                    Diagnostic::error(
+                        "E0002",
+                        root.span,
+                        format!("expression nested more than {MAX_DEPTH} levels deep"),
+                    )
+                    .with_label("too deep")
+                    .with_hint("split it into `let` bindings"),
                 );
             }
             crate::sema::each_child(e, &mut |c| stack.push((c, depth + 1)));
@@ -188,6 +211,37 @@ struct Builder {
     diags: Vec<Diagnostic>,
 }
 
+/// A pair's span without the whitespace and comments that pest's implicit
+/// skipping leaves at its end when a trailing optional part is absent.
+fn trimmed_span(p: &Pair<'_, Rule>) -> Span {
+    let start = p.as_span().start();
+    let mut text = p.as_str();
+    loop {
+        let trimmed = text.trim_end();
+        let line_start = trimmed.rfind('\n').map_or(0, |i| i + 1);
+        // A `#` outside a description string starts a comment.
+        let mut in_string = false;
+        let comment = trimmed[line_start..]
+            .char_indices()
+            .find_map(|(i, c)| match c {
+                '"' => {
+                    in_string = !in_string;
+                    None
+                }
+                '#' if !in_string => Some(line_start + i),
+                _ => None,
+            });
+        match comment {
+            Some(at) => text = &trimmed[..at],
+            None => {
+                text = trimmed;
+                break;
+            }
+        }
+    }
+    Span::new(start, start + text.len())
+}
+
 fn ident(p: Pair<'_, Rule>) -> Ident {
     Ident {
         name: p.as_str().to_string(),
@@ -197,12 +251,13 @@ fn ident(p: Pair<'_, Rule>) -> Ident {
 
 /// Skips the keyword tokens, which carry no information.
 fn significant<'i>(p: Pair<'i, Rule>) -> impl Iterator<Item = Pair<'i, Rule>> {
-    p.into_inner().filter(|q| !format!("{:?}", q.as_rule()).starts_with("kw_"))
+    p.into_inner()
+        .filter(|q| !format!("{:?}", q.as_rule()).starts_with("kw_"))
 }
 
 impl Builder {
     fn stmt(&mut self, p: Pair<'_, Rule>) -> Stmt {
-        let span: Span = p.as_span().into();
+        let span = trimmed_span(&p);
         let rule = p.as_rule();
         let mut it = significant(p);
         let kind = match rule {
@@ -216,7 +271,11 @@ impl Builder {
                 let ty = self.type_expr(it.next().unwrap());
                 let desc = it.next().map(description);
                 let d = Decl { name, ty, desc };
-                if rule == Rule::data_stmt { StmtKind::Data(d) } else { StmtKind::Pred(d) }
+                if rule == Rule::data_stmt {
+                    StmtKind::Data(d)
+                } else {
+                    StmtKind::Pred(d)
+                }
             }
             // param_stmt = { kw_param ~ name ~ "=" ~ signed_number ~ (kw_in ~ interval)? ~ description? }
             Rule::param_stmt => {
@@ -230,7 +289,12 @@ impl Builder {
                         _ => desc = Some(description(q)),
                     }
                 }
-                StmtKind::Param(ParamDecl { name, value, range, desc })
+                StmtKind::Param(ParamDecl {
+                    name,
+                    value,
+                    range,
+                    desc,
+                })
             }
             // cost_stmt = { kw_cost ~ cost_item ~ ("," ~ cost_item)* }
             Rule::cost_stmt => StmtKind::Cost(
@@ -258,7 +322,11 @@ impl Builder {
                         _ => body = Some(self.expr(q)),
                     }
                 }
-                StmtKind::Def(Def { name, params, body: body.unwrap() })
+                StmtKind::Def(Def {
+                    name,
+                    params,
+                    body: body.unwrap(),
+                })
             }
             // minimize_stmt = { kw_minimize ~ nl* ~ expr }
             Rule::minimize_stmt => StmtKind::Minimize(self.expr(it.next().unwrap())),
@@ -283,7 +351,12 @@ impl Builder {
                         _ => target = Some(ident(q)),
                     }
                 }
-                StmtKind::Expect(Expect { negated, property: property.unwrap(), value, target })
+                StmtKind::Expect(Expect {
+                    negated,
+                    property: property.unwrap(),
+                    value,
+                    target,
+                })
             }
             other => unreachable!("the grammar has no statement {other:?}"),
         };
@@ -307,7 +380,7 @@ impl Builder {
 
     // type_expr = { name ~ (interval | label_set | size_arg)? }
     fn type_expr(&mut self, p: Pair<'_, Rule>) -> TypeExpr {
-        let span = p.as_span().into();
+        let span = trimmed_span(&p);
         let mut it = p.into_inner();
         let name = ident(it.next().unwrap());
         let arg = it.next().map(|q| match q.as_rule() {
@@ -323,7 +396,8 @@ impl Builder {
                         Ok(n) => TypeArg::Size(SizeRef::Lit(n, s)),
                         Err(_) => {
                             self.diags.push(
-                                Diagnostic::error("E0003", s, "size is too large").with_label("does not fit in 64 bits"),
+                                Diagnostic::error("E0003", s, "size is too large")
+                                    .with_label("does not fit in 64 bits"),
                             );
                             TypeArg::Size(SizeRef::Lit(0, s))
                         }
@@ -343,7 +417,13 @@ impl Builder {
         let lo = self.number(it.next().unwrap());
         let hi = self.number(it.next().unwrap());
         let hi_closed = it.next().unwrap().as_str() == "]";
-        Interval { lo, hi, lo_closed, hi_closed, span }
+        Interval {
+            lo,
+            hi,
+            lo_closed,
+            hi_closed,
+            span,
+        }
     }
 
     // number = @{ "inf" | digits ("." digits?)? exponent? | "." digits exponent? }
@@ -355,29 +435,51 @@ impl Builder {
             Some(b) => (true, b),
             None => (false, text.as_str()),
         };
-        let mut value = if body == "inf" { f64::INFINITY } else { body.parse::<f64>().unwrap_or(f64::NAN) };
+        let mut value = if body == "inf" {
+            f64::INFINITY
+        } else {
+            body.parse::<f64>().unwrap_or(f64::NAN)
+        };
         if body != "inf" && !value.is_finite() {
             self.diags.push(
-                Diagnostic::error("E0003", span, format!("number `{}` is too large", p.as_str()))
-                    .with_label("overflows a 64-bit float")
-                    .with_hint("write `inf` for infinity"),
+                Diagnostic::error(
+                    "E0003",
+                    span,
+                    format!("number `{}` is too large", p.as_str()),
+                )
+                .with_label("overflows a 64-bit float")
+                .with_hint("write `inf` for infinity"),
             );
             value = 0.0;
         }
-        Number { value: if neg { -value } else { value }, span }
+        Number {
+            value: if neg { -value } else { value },
+            span,
+        }
     }
 
     // expr = { prefix* ~ postfixed ~ (infix ~ nl* ~ prefix* ~ postfixed)* }
     fn expr(&mut self, p: Pair<'_, Rule>) -> Expr {
         let span: Span = p.as_span().into();
-        let operators = p.clone().into_inner().filter(|q| is_operator(q.as_rule())).count();
+        let operators = p
+            .clone()
+            .into_inner()
+            .filter(|q| is_operator(q.as_rule()))
+            .count();
         if operators > MAX_OPERATORS {
             self.diags.push(
-                Diagnostic::error("E0002", span, format!("more than {MAX_OPERATORS} operators in one expression"))
-                    .with_label("too long")
-                    .with_hint("split it into `let` bindings"),
+                Diagnostic::error(
+                    "E0002",
+                    span,
+                    format!("more than {MAX_OPERATORS} operators in one expression"),
+                )
+                .with_label("too long")
+                .with_hint("split it into `let` bindings"),
             );
-            return Expr { kind: ExprKind::Num(0.0), span };
+            return Expr {
+                kind: ExprKind::Num(0.0),
+                span,
+            };
         }
         self.pratt_expr(p.into_inner())
     }
@@ -395,8 +497,15 @@ impl Builder {
             })
             .map_prefix(|op, e| {
                 let span = Span::from(op.as_span()).to(e.span);
-                let u = if op.as_rule() == Rule::neg { UnOp::Neg } else { UnOp::Not };
-                Expr { kind: ExprKind::Unary(u, Box::new(e)), span }
+                let u = if op.as_rule() == Rule::neg {
+                    UnOp::Neg
+                } else {
+                    UnOp::Not
+                };
+                Expr {
+                    kind: ExprKind::Unary(u, Box::new(e)),
+                    span,
+                }
             })
             .map_postfix(|e, op| {
                 let span = e.span.to(op.as_span().into());
@@ -406,10 +515,16 @@ impl Builder {
                         let mut b = Builder { diags: Vec::new() };
                         let k = b.expr(op.into_inner().next().unwrap());
                         cell.borrow_mut().extend(b.diags);
-                        Expr { kind: ExprKind::Index(Box::new(e), Box::new(k)), span }
+                        Expr {
+                            kind: ExprKind::Index(Box::new(e), Box::new(k)),
+                            span,
+                        }
                     }
                     // at = { "@" ~ ident }
-                    _ => Expr { kind: ExprKind::At(Box::new(e), ident(op.into_inner().next().unwrap())), span },
+                    _ => Expr {
+                        kind: ExprKind::At(Box::new(e), ident(op.into_inner().next().unwrap())),
+                        span,
+                    },
                 }
             })
             .map_infix(|a, op, b| {
@@ -429,7 +544,10 @@ impl Builder {
                     _ => BinOp::Or,
                 };
                 let span = a.span.to(b.span);
-                Expr { kind: ExprKind::Binary(bop, Box::new(a), Box::new(b)), span }
+                Expr {
+                    kind: ExprKind::Binary(bop, Box::new(a), Box::new(b)),
+                    span,
+                }
             })
             .parse(pairs);
         self.diags = cell.into_inner();
@@ -445,7 +563,10 @@ impl Builder {
             // paren = { "(" ~ expr ~ ")" }: the span grows to cover the parentheses.
             Rule::paren => {
                 let inner = self.expr(p.into_inner().next().unwrap());
-                return Expr { kind: inner.kind, span };
+                return Expr {
+                    kind: inner.kind,
+                    span,
+                };
             }
             // if_expr = { kw_if ~ expr ~ kw_then ~ expr ~ kw_else ~ expr }
             Rule::if_expr => {
@@ -471,7 +592,12 @@ impl Builder {
                     Some(b) => (Some(Box::new(first)), self.expr(b)),
                     None => (None, first),
                 };
-                ExprKind::Reduce { op, index, filter, body: Box::new(body) }
+                ExprKind::Reduce {
+                    op,
+                    index,
+                    filter,
+                    body: Box::new(body),
+                }
             }
             // call = { ident ~ "(" ~ (arg ~ ("," ~ arg)*)? ~ ")" }
             Rule::call => {
@@ -482,7 +608,10 @@ impl Builder {
                     .map(|a| {
                         let mut parts: Vec<_> = a.into_inner().collect();
                         let value = self.expr(parts.pop().unwrap());
-                        Arg { name: parts.pop().map(ident), value }
+                        Arg {
+                            name: parts.pop().map(ident),
+                            value,
+                        }
                     })
                     .collect();
                 ExprKind::Call(f, args)
@@ -496,22 +625,34 @@ impl Builder {
 /// Infix and prefix operators: what the Pratt parser recurses on.
 fn is_operator(r: Rule) -> bool {
     use Rule::*;
-    matches!(r, add | sub | mul | div | pow | eq | ne | lt | le | gt | ge | and | or | neg | not)
+    matches!(
+        r,
+        add | sub | mul | div | pow | eq | ne | lt | le | gt | ge | and | or | neg | not
+    )
 }
 
 fn description(p: Pair<'_, Rule>) -> String {
-    p.into_inner().next().map(|s| s.as_str().to_string()).unwrap_or_default()
+    p.into_inner()
+        .next()
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default()
 }
 
 /// A user-facing name for a grammar rule, or `None` for rules that would
 /// only add noise to "expected ..." lists.
 fn rule_name(r: Rule) -> Option<&'static str> {
     Some(match r {
-        Rule::expr | Rule::paren | Rule::call | Rule::ident | Rule::number | Rule::if_expr | Rule::reduction => {
-            "an expression"
-        }
+        Rule::expr
+        | Rule::paren
+        | Rule::call
+        | Rule::ident
+        | Rule::number
+        | Rule::if_expr
+        | Rule::reduction => "an expression",
         Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::pow => "an operator",
-        Rule::eq | Rule::ne | Rule::lt | Rule::le | Rule::gt | Rule::ge | Rule::and | Rule::or => "an operator",
+        Rule::eq | Rule::ne | Rule::lt | Rule::le | Rule::gt | Rule::ge | Rule::and | Rule::or => {
+            "an operator"
+        }
         Rule::index | Rule::at => "an operator",
         Rule::neg | Rule::not | Rule::row => "an expression",
         Rule::loss_stmt
@@ -539,7 +680,17 @@ fn rule_name(r: Rule) -> Option<&'static str> {
         Rule::kw_then => "`then`",
         Rule::kw_else => "`else`",
         Rule::kw_for => "`for`",
-        Rule::EOI => "the end of the file",
+        Rule::EOI => "the end of the line",
+        Rule::kw_loss
+        | Rule::kw_task
+        | Rule::kw_data
+        | Rule::kw_pred
+        | Rule::kw_param
+        | Rule::kw_cost
+        | Rule::kw_let
+        | Rule::kw_def
+        | Rule::kw_minimize
+        | Rule::kw_expect => "a statement",
         _ => return None,
     })
 }
@@ -577,11 +728,29 @@ fn syntax_error(src: &str, e: pest::error::Error<Rule>) -> Diagnostic {
     }
     // Single operator symbols say nothing "an operator" does not; keep the
     // closing brackets and separators, which tell what is missing.
-    const OPERATORS: &[&str] = &["`+`", "`-`", "`*`", "`/`", "`^`", "`==`", "`!=`", "`<`", "`<=`", "`>`", "`>=`", "`@`", "`[`"];
-    if expected.iter().any(|e| OPERATORS.contains(&e.as_str())) && !expected.iter().any(|e| e == "an operator") {
+    const OPERATORS: &[&str] = &[
+        "`+`", "`-`", "`*`", "`/`", "`^`", "`==`", "`!=`", "`<`", "`<=`", "`>`", "`>=`", "`@`",
+        "`[`",
+    ];
+    if expected.iter().any(|e| OPERATORS.contains(&e.as_str()))
+        && !expected.iter().any(|e| e == "an operator")
+    {
         expected.push("an operator".into());
     }
-    expected.retain(|e| !OPERATORS.contains(&e.as_str()) && e.chars().all(|c| c.is_ascii_graphic() || c == ' '));
+    // `.` is only ever the inside of a number like `1.5`.
+    expected.retain(|e| {
+        !OPERATORS.contains(&e.as_str())
+            && e != "`.`"
+            && e.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+    });
+    let line_start = src[..pos].rfind('\n').map_or(0, |i| i + 1);
+    let before = &src[line_start..pos];
+    if before.trim().is_empty() && expected.iter().any(|e| e == "a statement") {
+        expected.retain(|e| e != "the end of the line");
+    }
+    if before.trim_end().ends_with(':') && expected == ["a name"] {
+        expected = vec!["a type".to_string()];
+    }
     let found = found_token(src, pos);
     let at_line_end = found.is_empty() || found.starts_with(['\n', '\r']);
     let shown = if src[pos..].is_empty() {
@@ -591,18 +760,34 @@ fn syntax_error(src: &str, e: pest::error::Error<Rule>) -> Diagnostic {
     } else {
         format!("`{found}`")
     };
-    let width = if at_line_end { usize::from(pos < src.len()) } else { found.len() };
+    // At a line end the span is empty: underlining the newline itself
+    // would spill onto the next line.
+    let width = if at_line_end { 0 } else { found.len() };
     let span = Span::new(pos, pos + width);
     let message = if expected.is_empty() {
         format!("syntax error: unexpected {shown}")
     } else {
-        format!("syntax error: expected {}, found {shown}", join_or(&expected))
+        format!(
+            "syntax error: expected {}, found {shown}",
+            join_or(&expected)
+        )
     };
-    let mut d = Diagnostic::error("E0001", span, message).with_label(format!("unexpected {shown}"));
-    if let Some(open) = unclosed_bracket(&src[..pos]) {
+    let label = if at_line_end {
+        format!("{shown} comes too early")
+    } else {
+        format!("unexpected {shown}")
+    };
+    let mut d = Diagnostic::error("E0001", span, message).with_label(label);
+    let starts_line = before.trim().is_empty();
+    // A bracket still open when the next line starts a statement is the
+    // likely cause; inside a line, an open bracket is just where we are.
+    if let Some(open) = unclosed_bracket(&src[..pos]).filter(|_| starts_line || pos == src.len()) {
         let ch = &src[open..open + 1];
         d = d
-            .with_secondary(Span::new(open, open + 1), format!("this `{ch}` is never closed"))
+            .with_secondary(
+                Span::new(open, open + 1),
+                format!("this `{ch}` is never closed"),
+            )
             .with_hint(format!("close the `{ch}` before the next statement"));
     } else if let Some(h) = syntax_hint(src, pos, &found, &expected) {
         d = d.with_hint(h);
@@ -634,9 +819,10 @@ fn found_token(src: &str, pos: usize) -> String {
     let mut chars = rest.chars();
     match chars.next() {
         None => String::new(),
-        Some(c) if c.is_ascii_alphanumeric() || c == '_' || c == '.' => {
-            rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.').collect()
-        }
+        Some(c) if c.is_ascii_alphanumeric() || c == '_' || c == '.' => rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+            .collect(),
         Some('\r') if rest.starts_with("\r\n") => "\r\n".into(),
         Some(c) => c.to_string(),
     }
@@ -652,12 +838,25 @@ fn syntax_hint(src: &str, pos: usize, found: &str, expected: &[String]) -> Optio
         return Some("powers are written with `^`, as in `x^2`".into());
     }
     if expected.iter().any(|e| e == "a statement") {
+        const STATEMENTS: [&str; 10] = [
+            "loss", "task", "data", "pred", "param", "cost", "let", "def", "minimize", "expect",
+        ];
+        if let Some(s) = crate::diag::did_you_mean(found, STATEMENTS) {
+            return Some(format!("did you mean `{s}`?"));
+        }
         return Some(
             "every line starts with a statement: loss, task, data, pred, param, cost, let, def, minimize or expect".into(),
         );
     }
-    if expected.iter().any(|e| e == "an expression") && found.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        return Some(format!("`{found}` is a reserved word and cannot be used as a value"));
+    if expected.iter().any(|e| e == "the end of the line") && !before.trim().is_empty() {
+        return Some("each statement goes on its own line".into());
+    }
+    if expected.iter().any(|e| e == "an expression")
+        && found.starts_with(|c: char| c.is_ascii_alphabetic())
+    {
+        return Some(format!(
+            "`{found}` is a reserved word and cannot be used as a value"
+        ));
     }
     None
 }
@@ -694,28 +893,43 @@ mod tests {
 
     #[test]
     fn conditions_bind_looser_than_arithmetic() {
-        assert_eq!(sx("if y == 1 and not s < 2 then a else b"), "(if (and (== y 1) (not (< s 2))) a b)");
-        assert_eq!(sx("if a then b else if c then d else e"), "(if a b (if c d e))");
+        assert_eq!(
+            sx("if y == 1 and not s < 2 then a else b"),
+            "(if (and (== y 1) (not (< s 2))) a b)"
+        );
+        assert_eq!(
+            sx("if a then b else if c then d else e"),
+            "(if a b (if c d e))"
+        );
     }
 
     #[test]
     fn postfix_indexing_and_batch_access() {
         assert_eq!(sx("z@j[c]"), "(index (at z j) c)");
         assert_eq!(sx("(y - p)[c]"), "(index (- y p) c)");
-        assert_eq!(sx("sum[j: j != i and y@j == y](x@j)"), "(sum[j: (and (!= j i) (== (at y j) y))] (at x j))");
+        assert_eq!(
+            sx("sum[j: j != i and y@j == y](x@j)"),
+            "(sum[j: (and (!= j i) (== (at y j) y))] (at x j))"
+        );
         assert_eq!(sx("max[c: c != y](z[c])"), "(max[c: (!= c y)] (index z c))");
     }
 
     #[test]
     fn calls_with_named_arguments_and_reductions() {
-        assert_eq!(sx("huber(y, yhat, delta = 0.5)"), "(huber y yhat delta=0.5)");
+        assert_eq!(
+            sx("huber(y, yhat, delta = 0.5)"),
+            "(huber y yhat delta=0.5)"
+        );
         assert_eq!(sx("max(a, b) + mean(x)"), "(+ (max a b) (mean x))");
         assert_eq!(sx("f(a == b)"), "(f (== a b))");
     }
 
     #[test]
     fn numbers_in_every_written_form() {
-        assert_eq!(sx(".5 + 1e-7 + 2.5E3 + inf + 1."), "(+ (+ (+ (+ 0.5 0.0000001) 2500) inf) 1)");
+        assert_eq!(
+            sx(".5 + 1e-7 + 2.5E3 + inf + 1."),
+            "(+ (+ (+ (+ 0.5 0.0000001) 2500) inf) 1)"
+        );
     }
 
     #[test]
@@ -735,7 +949,9 @@ mod tests {
     fn spans_cover_children_and_parentheses() {
         let e = parse_expr("(a + b) * c").unwrap();
         assert_eq!(e.span, Span::new(0, 11));
-        let ExprKind::Binary(_, lhs, _) = &e.kind else { panic!() };
+        let ExprKind::Binary(_, lhs, _) = &e.kind else {
+            panic!()
+        };
         assert_eq!(lhs.span, Span::new(0, 7));
     }
 

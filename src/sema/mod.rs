@@ -24,8 +24,8 @@ use types::{Dom, Level, Range, Shape, Size, Ty, arith};
 
 /// The reserved words of the language.
 pub const RESERVED: &[&str] = &[
-    "loss", "task", "data", "pred", "param", "cost", "let", "def", "minimize", "expect", "if", "then", "else", "and",
-    "or", "not", "in", "for", "i", "inf",
+    "loss", "task", "data", "pred", "param", "cost", "let", "def", "minimize", "expect", "if",
+    "then", "else", "and", "or", "not", "in", "for", "i", "inf",
 ];
 
 /// What kind of problem a spec solves; decides which properties and metrics apply.
@@ -57,7 +57,10 @@ impl Task {
 
     /// The task as written in a spec.
     pub fn name(self) -> &'static str {
-        Task::ALL.iter().find(|(_, t)| *t == self).map_or("", |(n, _)| n)
+        Task::ALL
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map_or("", |(n, _)| n)
     }
 }
 
@@ -95,8 +98,17 @@ pub enum Property {
     Estimand(Estimand),
 }
 
-const PROPERTIES: &[&str] = &["differentiable", "convex", "bounded_gradient", "finite", "calibrated", "estimand"];
-const TYPES: &[&str] = &["real", "prob", "logit", "label", "class", "onehot", "multihot", "probs", "vector"];
+const PROPERTIES: &[&str] = &[
+    "differentiable",
+    "convex",
+    "bounded_gradient",
+    "finite",
+    "calibrated",
+    "estimand",
+];
+const TYPES: &[&str] = &[
+    "real", "prob", "logit", "label", "class", "onehot", "multihot", "probs", "vector",
+];
 const COSTS: &[&str] = &["fn", "fp", "tn", "tp"];
 
 /// A declared `data` or `pred`.
@@ -174,13 +186,20 @@ impl Checked {
             if vs.is_empty() {
                 "none".to_string()
             } else {
-                vs.iter().map(|v| format!("{} : {}", v.name, v.type_text)).collect::<Vec<_>>().join(", ")
+                vs.iter()
+                    .map(|v| format!("{} : {}", v.name, v.type_text))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         };
         let params = if self.params.is_empty() {
             "none".to_string()
         } else {
-            self.params.iter().map(|p| format!("{} = {}", p.name, fmt_num(p.value))).collect::<Vec<_>>().join(", ")
+            self.params
+                .iter()
+                .map(|p| format!("{} = {}", p.name, fmt_num(p.value)))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         format!(
             "loss {} · task {} · pred {} · data {} · params {}",
@@ -200,7 +219,8 @@ pub const PRELUDE_SOURCE: &str = include_str!("../prelude.loss");
 /// cleanly, so a failure here is a bug in lossc, not in the user's spec.
 pub fn prelude() -> &'static Spec {
     static PRELUDE: OnceLock<Spec> = OnceLock::new();
-    PRELUDE.get_or_init(|| crate::parse::parse(PRELUDE_SOURCE).expect("the prelude parses (tested)"))
+    PRELUDE
+        .get_or_init(|| crate::parse::parse(PRELUDE_SOURCE).expect("the prelude parses (tested)"))
 }
 
 /// Checks a spec; returns it with its warnings, or every diagnostic.
@@ -255,6 +275,9 @@ enum Global {
     Pred(Variable),
     Param(f64),
     Size,
+    /// Declared with an invalid type (already reported): uses of it are
+    /// silently typed as errors, so one mistake gives one message.
+    Broken,
 }
 
 struct LetInfo {
@@ -304,6 +327,7 @@ struct Checker<'a> {
     def_stack: Vec<String>,
     override_span: Option<Span>,
     task: Option<Task>,
+    in_minimize: bool,
 }
 
 impl<'a> Checker<'a> {
@@ -326,14 +350,21 @@ impl<'a> Checker<'a> {
             def_stack: Vec::new(),
             override_span: None,
             task: None,
+            in_minimize: false,
         }
     }
 
     /// Diagnostics in source order, each reported once.
     fn finish(mut self) -> Vec<Diagnostic> {
         let mut seen = BTreeSet::new();
-        self.diags.retain(|d| seen.insert((d.span, d.code, d.message.clone())));
-        self.diags.sort_by_key(|d| (d.span.map_or(0, |s| s.start), d.severity == crate::diag::Severity::Warning));
+        self.diags
+            .retain(|d| seen.insert((d.span, d.code, d.message.clone())));
+        self.diags.sort_by_key(|d| {
+            (
+                d.span.map_or(0, |s| s.start),
+                d.severity == crate::diag::Severity::Warning,
+            )
+        });
         self.diags
     }
 
@@ -349,7 +380,11 @@ impl<'a> Checker<'a> {
     }
 
     fn text(&self, span: Span) -> &str {
-        if self.override_span.is_some() { "" } else { span.text(self.src) }
+        if self.override_span.is_some() {
+            ""
+        } else {
+            span.text(self.src)
+        }
     }
 
     // -------------------------------------------------------------- files
@@ -359,8 +394,12 @@ impl<'a> Checker<'a> {
             match &stmt.kind {
                 StmtKind::Def(d) => self.declare_def(d, Origin::User),
                 _ => self.emit(
-                    Diagnostic::error("E0004", stmt.span, "a library may only contain `def` statements")
-                        .with_label("not a def"),
+                    Diagnostic::error(
+                        "E0004",
+                        stmt.span,
+                        "a library may only contain `def` statements",
+                    )
+                    .with_label("not a def"),
                 ),
             }
         }
@@ -370,7 +409,13 @@ impl<'a> Checker<'a> {
     fn file(&mut self, spec: &'a Spec, overrides: &BTreeMap<String, f64>) -> Option<Checked> {
         for stmt in &prelude().stmts {
             if let StmtKind::Def(d) = &stmt.kind {
-                self.defs.entry(d.name.name.clone()).or_default().push(DefRef { def: d, origin: Origin::Prelude });
+                self.defs
+                    .entry(d.name.name.clone())
+                    .or_default()
+                    .push(DefRef {
+                        def: d,
+                        origin: Origin::Prelude,
+                    });
             }
         }
         let mut name: Option<&Ident> = None;
@@ -381,7 +426,8 @@ impl<'a> Checker<'a> {
         let mut params = Vec::new();
         let mut costs = BTreeMap::new();
         let mut expects = Vec::new();
-        let mut remaining: BTreeMap<&str, f64> = overrides.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let mut remaining: BTreeMap<&str, f64> =
+            overrides.iter().map(|(k, v)| (k.as_str(), *v)).collect();
 
         // Pass 1: the statement structure and every declaration, so names
         // may be used before the statement that declares them.
@@ -398,8 +444,12 @@ impl<'a> Checker<'a> {
                     } else {
                         if k != 0 {
                             self.emit(
-                                Diagnostic::error("E0004", stmt.span, "`loss NAME` must be the first statement")
-                                    .with_label("move this to the top"),
+                                Diagnostic::error(
+                                    "E0004",
+                                    stmt.span,
+                                    "`loss NAME` must be the first statement",
+                                )
+                                .with_label("move this to the top"),
                             );
                         }
                         self.check_reserved(n);
@@ -429,7 +479,9 @@ impl<'a> Checker<'a> {
                     }
                 }
                 StmtKind::Param(p) => {
-                    let value = remaining.remove(p.name.name.as_str()).unwrap_or(p.value.value);
+                    let value = remaining
+                        .remove(p.name.name.as_str())
+                        .unwrap_or(p.value.value);
                     let overridden = overrides.contains_key(&p.name.name);
                     if let Some(param) = self.declare_param(p, value, overridden) {
                         params.push(param);
@@ -439,23 +491,37 @@ impl<'a> Checker<'a> {
                     for it in items {
                         if !COSTS.contains(&it.name.name.as_str()) {
                             self.emit(
-                                Diagnostic::error("E0071", it.name.span, format!("unknown cost `{}`", it.name.name))
-                                    .with_label("not a cost")
-                                    .with_hint_opt(
-                                        did_you_mean(&it.name.name, COSTS.iter().copied())
-                                            .map(|s| format!("did you mean `{s}`?")),
-                                    )
-                                    .with_hint("costs are fn, fp, tn and tp (false/true negatives/positives)"),
+                                Diagnostic::error(
+                                    "E0071",
+                                    it.name.span,
+                                    format!("unknown cost `{}`", it.name.name),
+                                )
+                                .with_label("not a cost")
+                                .with_hint_opt(
+                                    did_you_mean(&it.name.name, COSTS.iter().copied())
+                                        .map(|s| format!("did you mean `{s}`?")),
+                                )
+                                .with_hint(
+                                    "costs are fn, fp, tn and tp (false/true negatives/positives)",
+                                ),
                             );
                         } else if costs.contains_key(&it.name.name) {
                             self.emit(
-                                Diagnostic::error("E0071", it.name.span, format!("cost `{}` given twice", it.name.name))
-                                    .with_label("again"),
+                                Diagnostic::error(
+                                    "E0071",
+                                    it.name.span,
+                                    format!("cost `{}` given twice", it.name.name),
+                                )
+                                .with_label("again"),
                             );
                         } else if !(it.value.value >= 0.0 && it.value.value.is_finite()) {
                             self.emit(
-                                Diagnostic::error("E0071", it.value.span, "a cost must be a finite number ≥ 0")
-                                    .with_label("here"),
+                                Diagnostic::error(
+                                    "E0071",
+                                    it.value.span,
+                                    "a cost must be a finite number ≥ 0",
+                                )
+                                .with_label("here"),
                             );
                         } else {
                             costs.insert(it.name.name.clone(), it.value.value);
@@ -474,7 +540,9 @@ impl<'a> Checker<'a> {
                             Diagnostic::error("E0031", stmt.span, "a second `minimize` statement")
                                 .with_label("second")
                                 .with_secondary(first, "first")
-                                .with_hint("combine the objectives into one: minimize A + lambda * B"),
+                                .with_hint(
+                                    "combine the objectives into one: minimize A + lambda * B",
+                                ),
                         );
                     } else {
                         minimize = Some(stmt.span);
@@ -489,22 +557,32 @@ impl<'a> Checker<'a> {
             let at = spec.stmts.first().map_or(Span::default(), |s| s.span);
             let names: Vec<&str> = params.iter().map(|p: &Param| p.name.as_str()).collect();
             self.emit(
-                Diagnostic::error("E0010", at, format!("`--param {k}`: this spec has no param `{k}`"))
-                    .with_label("in this spec")
-                    .with_hint_opt(did_you_mean(k, names.iter().copied()).map(|s| format!("did you mean `{s}`?")))
-                    .with_hint(if names.is_empty() {
-                        "it declares no params".to_string()
-                    } else {
-                        format!("its params: {}", names.join(", "))
-                    }),
+                Diagnostic::error(
+                    "E0010",
+                    at,
+                    format!("`--param {k}`: this spec has no param `{k}`"),
+                )
+                .with_label("in this spec")
+                .with_hint_opt(
+                    did_you_mean(k, names.iter().copied()).map(|s| format!("did you mean `{s}`?")),
+                )
+                .with_hint(if names.is_empty() {
+                    "it declares no params".to_string()
+                } else {
+                    format!("its params: {}", names.join(", "))
+                }),
             );
         }
         let file_start = spec.stmts.first().map_or(Span::default(), |s| s.span);
         if name.is_none() {
             self.emit(
-                Diagnostic::error("E0004", Span::new(file_start.start, file_start.start), "missing `loss NAME`")
-                    .with_label("expected `loss NAME` here")
-                    .with_hint("every spec starts with `loss my_loss`"),
+                Diagnostic::error(
+                    "E0004",
+                    Span::new(file_start.start, file_start.start),
+                    "missing `loss NAME`",
+                )
+                .with_label("expected `loss NAME` here")
+                .with_hint("every spec starts with `loss my_loss`"),
             );
         }
         if task_stmt.is_none() {
@@ -516,9 +594,13 @@ impl<'a> Checker<'a> {
         }
         if minimize.is_none() {
             self.emit(
-                Diagnostic::error("E0030", file_start, "missing `minimize`: the spec has no objective")
-                    .with_label("this spec has no objective")
-                    .with_hint("add e.g. `minimize mean(bce(y, p))`"),
+                Diagnostic::error(
+                    "E0030",
+                    file_start,
+                    "missing `minimize`: the spec has no objective",
+                )
+                .with_label("this spec has no objective")
+                .with_hint("add e.g. `minimize mean(bce(y, p))`"),
             );
         }
 
@@ -533,12 +615,22 @@ impl<'a> Checker<'a> {
                     let ty = self.expr(e);
                     let uses = self.uses.pop().unwrap_or_default();
                     if self.all_lets.get(&n.name) == Some(&n.span) {
-                        self.lets.insert(n.name.clone(), LetInfo { ty, uses, span: n.span, used: false });
+                        self.lets.insert(
+                            n.name.clone(),
+                            LetInfo {
+                                ty,
+                                uses,
+                                span: n.span,
+                                used: false,
+                            },
+                        );
                     }
                 }
                 StmtKind::Minimize(e) if Some(stmt.span) == minimize => {
                     self.uses.push(BTreeSet::new());
+                    self.in_minimize = true;
                     let ty = self.expr(e);
+                    self.in_minimize = false;
                     objective_uses = self.uses.pop().unwrap_or_default();
                     self.check_objective(e, &ty);
                 }
@@ -551,8 +643,10 @@ impl<'a> Checker<'a> {
             }
         }
 
-        // Warnings: declared but never reaching the objective.
-        if minimize.is_some() {
+        // Warnings: declared but never reaching the objective. After an
+        // error the use analysis is incomplete, so they would mislead.
+        let has_errors = self.diags.iter().any(Diagnostic::is_error);
+        if minimize.is_some() && !has_errors {
             for v in data.iter().chain(&preds) {
                 if !objective_uses.contains(&v.name) {
                     let kind = if preds.contains(v) { "pred" } else { "data" };
@@ -572,8 +666,12 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        let unused_lets: Vec<(String, Span)> =
-            self.lets.iter().filter(|(_, l)| !l.used).map(|(n, l)| (n.clone(), l.span)).collect();
+        let unused_lets: Vec<(String, Span)> = self
+            .lets
+            .iter()
+            .filter(|(_, l)| !l.used && !has_errors)
+            .map(|(n, l)| (n.clone(), l.span))
+            .collect();
         for (n, span) in unused_lets {
             self.emit(
                 Diagnostic::warning("W0002", span, format!("`let {n}` is never used"))
@@ -582,18 +680,33 @@ impl<'a> Checker<'a> {
             );
         }
         for stmt in &spec.stmts {
+            let registered = |d: &Def| {
+                self.defs
+                    .get(&d.name.name)
+                    .is_some_and(|v| v.iter().any(|r| std::ptr::eq(r.def, d)))
+            };
             if let StmtKind::Def(d) = &stmt.kind
+                && !has_errors
+                && registered(d)
                 && !self.used_defs.contains(&d.name.name)
             {
                 self.emit(
-                    Diagnostic::warning("W0002", d.name.span, format!("`def {}` is never used", d.name.name))
-                        .with_label("defined here")
-                        .with_hint("call it or remove it"),
+                    Diagnostic::warning(
+                        "W0002",
+                        d.name.span,
+                        format!("`def {}` is never used", d.name.name),
+                    )
+                    .with_label("defined here")
+                    .with_hint("call it or remove it"),
                 );
             }
         }
 
-        let sizes = self.sizes.iter().map(|(k, v)| (k.clone(), v.value.map(|(n, _)| n))).collect();
+        let sizes = self
+            .sizes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value.map(|(n, _)| n)))
+            .collect();
         Some(Checked {
             name: name?.name.clone(),
             task: self.task?,
@@ -603,7 +716,10 @@ impl<'a> Checker<'a> {
             costs,
             expects,
             sizes,
-            spec: Spec { stmts: Vec::new(), span: spec.span },
+            spec: Spec {
+                stmts: Vec::new(),
+                span: spec.span,
+            },
         })
     }
 
@@ -653,7 +769,12 @@ impl<'a> Checker<'a> {
 
     fn declare_var(&mut self, d: &Decl, is_pred: bool) -> Option<Variable> {
         let ok = self.declare_name(&d.name, if is_pred { "pred" } else { "data" });
-        let (shape, dom) = self.resolve_type(&d.ty, None)?;
+        let Some((shape, dom)) = self.resolve_type(&d.ty, None) else {
+            if ok {
+                self.globals.insert(d.name.name.clone(), Global::Broken);
+            }
+            return None;
+        };
         let var = Variable {
             name: d.name.name.clone(),
             type_text: d.ty.to_string(),
@@ -662,12 +783,20 @@ impl<'a> Checker<'a> {
             desc: d.desc.clone(),
             span: d.name.span,
         };
-        if is_pred && matches!(var.dom, Dom::Labels(_) | Dom::Class(_) | Dom::Onehot | Dom::Multihot) {
+        if is_pred
+            && matches!(
+                var.dom,
+                Dom::Labels(_) | Dom::Class(_) | Dom::Onehot | Dom::Multihot
+            )
+        {
             self.emit(
                 Diagnostic::error("E0061", d.ty.span, format!("pred `{}` has a discrete type", var.name))
                     .with_label(format!("`{}` takes only discrete values", d.ty))
                     .with_hint("a pred is a model output to differentiate: use real, prob, logit, probs [C] or vector [C]"),
             );
+            if ok {
+                self.globals.insert(var.name.clone(), Global::Broken);
+            }
             return None;
         }
         if !ok {
@@ -675,7 +804,11 @@ impl<'a> Checker<'a> {
         }
         self.globals.insert(
             var.name.clone(),
-            if is_pred { Global::Pred(var.clone()) } else { Global::Data(var.clone()) },
+            if is_pred {
+                Global::Pred(var.clone())
+            } else {
+                Global::Data(var.clone())
+            },
         );
         Some(var)
     }
@@ -686,12 +819,20 @@ impl<'a> Checker<'a> {
         if let Some(r) = range
             && !r.contains(value)
         {
-            let how = if overridden { "the value given with --param" } else { "the default" };
+            let how = if overridden {
+                "the value given with --param"
+            } else {
+                "the default"
+            };
             self.emit(
                 Diagnostic::error(
                     "E0050",
                     p.value.span,
-                    format!("param `{}` = {} is outside its range {r}", p.name.name, fmt_num(value)),
+                    format!(
+                        "param `{}` = {} is outside its range {r}",
+                        p.name.name,
+                        fmt_num(value)
+                    ),
                 )
                 .with_label(format!("{how} is outside {r}"))
                 .with_hint(format!("choose a value in {r}, or widen the range")),
@@ -699,15 +840,26 @@ impl<'a> Checker<'a> {
         }
         if !value.is_finite() {
             self.emit(
-                Diagnostic::error("E0050", p.value.span, format!("param `{}` must be finite", p.name.name))
-                    .with_label("not a finite number"),
+                Diagnostic::error(
+                    "E0050",
+                    p.value.span,
+                    format!("param `{}` must be finite", p.name.name),
+                )
+                .with_label("not a finite number"),
             );
         }
         if !ok {
             return None;
         }
-        self.globals.insert(p.name.name.clone(), Global::Param(value));
-        Some(Param { name: p.name.name.clone(), value, range, desc: p.desc.clone(), span: p.name.span })
+        self.globals
+            .insert(p.name.name.clone(), Global::Param(value));
+        Some(Param {
+            name: p.name.name.clone(),
+            value,
+            range,
+            desc: p.desc.clone(),
+            span: p.name.span,
+        })
     }
 
     fn declare_def(&mut self, d: &'a Def, origin: Origin) {
@@ -717,9 +869,16 @@ impl<'a> Checker<'a> {
         }
         if builtins::lookup(&n.name).is_some() {
             self.emit(
-                Diagnostic::error("E0012", n.span, format!("`{}` is a builtin function", n.name))
-                    .with_label("cannot be redefined")
-                    .with_hint(format!("name your function differently, such as `my_{}`", n.name)),
+                Diagnostic::error(
+                    "E0012",
+                    n.span,
+                    format!("`{}` is a builtin function", n.name),
+                )
+                .with_label("cannot be redefined")
+                .with_hint(format!(
+                    "name your function differently, such as `my_{}`",
+                    n.name
+                )),
             );
             return;
         }
@@ -728,19 +887,30 @@ impl<'a> Checker<'a> {
             self.check_reserved(&p.name);
             if let Some(first) = seen_params.insert(p.name.name.clone(), p.name.span) {
                 self.emit(
-                    Diagnostic::error("E0011", p.name.span, format!("parameter `{}` appears twice", p.name.name))
-                        .with_label("second")
-                        .with_secondary(first, "first"),
+                    Diagnostic::error(
+                        "E0011",
+                        p.name.span,
+                        format!("parameter `{}` appears twice", p.name.name),
+                    )
+                    .with_label("second")
+                    .with_secondary(first, "first"),
                 );
             }
         }
         let existing = self.defs.get(&n.name).cloned().unwrap_or_default();
-        let user_existing: Vec<&DefRef<'a>> = existing.iter().filter(|r| r.origin == Origin::User).collect();
+        let user_existing: Vec<&DefRef<'a>> = existing
+            .iter()
+            .filter(|r| r.origin == Origin::User)
+            .collect();
         if existing.iter().any(|r| r.origin == Origin::Prelude) && user_existing.is_empty() {
             self.emit(
-                Diagnostic::warning("W0003", n.span, format!("`def {}` replaces the standard loss `{}`", n.name, n.name))
-                    .with_label("shadows the prelude")
-                    .with_hint("calls in this file use your definition; rename it to keep both"),
+                Diagnostic::warning(
+                    "W0003",
+                    n.span,
+                    format!("`def {}` replaces the standard loss `{}`", n.name, n.name),
+                )
+                .with_label("shadows the prelude")
+                .with_hint("calls in this file use your definition; rename it to keep both"),
             );
             self.defs.insert(n.name.clone(), Vec::new());
         }
@@ -768,7 +938,10 @@ impl<'a> Checker<'a> {
             }
             self.names.insert(n.name.clone(), (n.span, "def"));
         }
-        self.defs.entry(n.name.clone()).or_default().push(DefRef { def: d, origin });
+        self.defs
+            .entry(n.name.clone())
+            .or_default()
+            .push(DefRef { def: d, origin });
     }
 
     /// Per-def checks that do not need a call: names resolve, annotations are
@@ -778,10 +951,17 @@ impl<'a> Checker<'a> {
         let user_defs: Vec<&'a Def> = spec
             .stmts
             .iter()
-            .filter_map(|s| if let StmtKind::Def(d) = &s.kind { Some(d) } else { None })
+            .filter_map(|s| {
+                if let StmtKind::Def(d) = &s.kind {
+                    Some(d)
+                } else {
+                    None
+                }
+            })
             .collect();
         for d in &user_defs {
-            let mut scope: BTreeSet<String> = d.params.iter().map(|p| p.name.name.clone()).collect();
+            let mut scope: BTreeSet<String> =
+                d.params.iter().map(|p| p.name.name.clone()).collect();
             for p in &d.params {
                 if let Some(t) = &p.ty {
                     let mut local = BTreeMap::new();
@@ -793,8 +973,15 @@ impl<'a> Checker<'a> {
         }
         self.check_recursion(&user_defs);
         for d in user_defs {
-            if !d.params.is_empty() && d.params.iter().all(|p| p.ty.is_some()) && !self.is_recursive(d) {
-                let mut frame = DefFrame { params: BTreeMap::new(), sizes: BTreeMap::new(), sees_globals: !self.library };
+            if !d.params.is_empty()
+                && d.params.iter().all(|p| p.ty.is_some())
+                && !self.is_recursive(d)
+            {
+                let mut frame = DefFrame {
+                    params: BTreeMap::new(),
+                    sizes: BTreeMap::new(),
+                    sees_globals: !self.library,
+                };
                 let mut ok = true;
                 for p in &d.params {
                     let Some(t) = &p.ty else { continue };
@@ -804,8 +991,14 @@ impl<'a> Checker<'a> {
                             for (k, _) in local {
                                 frame.sizes.entry(k.clone()).or_insert(Size::Name(k));
                             }
-                            let level = if p.default.is_some() { Level::Const } else { Level::Sample };
-                            frame.params.insert(p.name.name.clone(), Ty::Val { shape, dom, level });
+                            let level = if p.default.is_some() {
+                                Level::Const
+                            } else {
+                                Level::Sample
+                            };
+                            frame
+                                .params
+                                .insert(p.name.name.clone(), Ty::Val { shape, dom, level });
                         }
                         None => ok = false,
                     }
@@ -826,7 +1019,9 @@ impl<'a> Checker<'a> {
     }
 
     fn is_recursive(&self, d: &Def) -> bool {
-        self.diags.iter().any(|x| x.code == "E0023" && x.span == Some(d.name.span))
+        self.diags
+            .iter()
+            .any(|x| x.code == "E0023" && x.span == Some(d.name.span))
     }
 
     fn check_recursion(&mut self, defs: &[&'a Def]) {
@@ -843,6 +1038,7 @@ impl<'a> Checker<'a> {
             });
             graph.entry(d.name.name.as_str()).or_default().extend(calls);
         }
+        let mut reported: BTreeSet<Vec<&str>> = BTreeSet::new();
         for d in defs {
             let start = d.name.name.as_str();
             // Depth-first search for a path back to `start`.
@@ -852,6 +1048,12 @@ impl<'a> Checker<'a> {
                 for &next in graph.get(node).map(Vec::as_slice).unwrap_or(&[]) {
                     if next == start {
                         let mut cycle = path.clone();
+                        let mut members = cycle.clone();
+                        members.sort_unstable();
+                        if !reported.insert(members) {
+                            stack.clear();
+                            break;
+                        }
                         cycle.push(start);
                         let msg = if path.len() == 1 {
                             format!("`{start}` calls itself")
@@ -880,12 +1082,19 @@ impl<'a> Checker<'a> {
         match &e.kind {
             ExprKind::Var(n) => {
                 let known = scope.contains(n)
-                    || (!self.library && (self.globals.contains_key(n) || self.sizes.contains_key(n)));
+                    || (!self.library
+                        && (self.globals.contains_key(n) || self.sizes.contains_key(n)));
                 if !known {
-                    let candidates: Vec<String> = scope.iter().chain(self.globals.keys()).cloned().collect();
-                    let hint = did_you_mean(n, candidates.iter().map(String::as_str)).map(|s| format!("did you mean `{s}`?"));
-                    let extra = if self.all_lets.contains_key(n) {
-                        Some(format!("`{n}` is a let; lets are not visible inside a def: pass it as an argument"))
+                    let candidates: Vec<String> =
+                        scope.iter().chain(self.globals.keys()).cloned().collect();
+                    let is_let = self.all_lets.contains_key(n);
+                    let hint = did_you_mean(n, candidates.iter().map(String::as_str))
+                        .filter(|_| !is_let)
+                        .map(|s| format!("did you mean `{s}`?"));
+                    let extra = if is_let {
+                        Some(format!(
+                            "`{n}` is a let; lets are not visible inside a def: pass it as an argument"
+                        ))
                     } else {
                         None
                     };
@@ -897,7 +1106,12 @@ impl<'a> Checker<'a> {
                     );
                 }
             }
-            ExprKind::Reduce { index, filter, body, .. } => {
+            ExprKind::Reduce {
+                index,
+                filter,
+                body,
+                ..
+            } => {
                 let fresh = scope.insert(index.name.clone());
                 if let Some(f) = filter {
                     self.resolve_names(f, scope);
@@ -928,13 +1142,21 @@ impl<'a> Checker<'a> {
     fn unknown_function(&mut self, f: &Ident) {
         let mut candidates: Vec<&str> = builtins::BUILTINS.iter().map(|b| b.name).collect();
         candidates.extend(self.defs.keys().map(String::as_str));
-        let hint = did_you_mean(&f.name, candidates.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+        let hint = did_you_mean(&f.name, candidates.iter().copied())
+            .map(|s| format!("did you mean `{s}`?"));
         let is_value = self.globals.contains_key(&f.name) || self.all_lets.contains_key(&f.name);
         let d = Diagnostic::error("E0016", f.span, format!("unknown function `{}`", f.name))
             .with_label("no builtin, standard loss or def has this name")
             .with_hint_opt(hint)
-            .with_hint_opt(is_value.then(|| format!("`{}` is a value, not a function; write `{} * (...)` to multiply", f.name, f.name)))
-            .with_hint_opt((!is_value).then(|| "`lossc prelude` lists the standard losses".to_string()));
+            .with_hint_opt(is_value.then(|| {
+                format!(
+                    "`{}` is a value, not a function; write `{} * (...)` to multiply",
+                    f.name, f.name
+                )
+            }))
+            .with_hint_opt(
+                (!is_value).then(|| "`lossc prelude` lists the standard losses".to_string()),
+            );
         self.emit(d);
     }
 
@@ -942,16 +1164,21 @@ impl<'a> Checker<'a> {
 
     fn interval(&mut self, r: &Interval) -> Option<Range> {
         let range = Range::new(r.lo.value, r.hi.value, r.lo_closed, r.hi_closed);
-        let empty = r.lo.value > r.hi.value || (r.lo.value == r.hi.value && !(r.lo_closed && r.hi_closed));
+        let empty =
+            r.lo.value > r.hi.value || (r.lo.value == r.hi.value && !(r.lo_closed && r.hi_closed));
         if empty {
             self.emit(
                 Diagnostic::error("E0051", r.span, format!("the interval {range} is empty"))
                     .with_label("lower bound must be below the upper bound")
-                    .with_hint(format!("did you mean {}?", Range::new(r.hi.value, r.lo.value, r.lo_closed, r.hi_closed))),
+                    .with_hint(format!(
+                        "did you mean {}?",
+                        Range::new(r.hi.value, r.lo.value, r.lo_closed, r.hi_closed)
+                    )),
             );
             return None;
         }
-        let closed_inf = (r.lo_closed && r.lo.value.is_infinite()) || (r.hi_closed && r.hi.value.is_infinite());
+        let closed_inf =
+            (r.lo_closed && r.lo.value.is_infinite()) || (r.hi_closed && r.hi.value.is_infinite());
         if closed_inf {
             self.emit(
                 Diagnostic::error("E0051", r.span, "an infinite bound must be open")
@@ -968,7 +1195,7 @@ impl<'a> Checker<'a> {
     fn resolve_type(
         &mut self,
         t: &TypeExpr,
-        mut local: Option<&mut BTreeMap<String, Span>>,
+        local: Option<&mut BTreeMap<String, Span>>,
     ) -> Option<(Shape, Dom)> {
         let name = t.name.name.as_str();
         let arg = t.arg.as_ref();
@@ -989,44 +1216,90 @@ impl<'a> Checker<'a> {
         match name {
             "real" => match arg {
                 None => Some((Shape::Scalar, Dom::Range(Range::REAL))),
-                Some(TypeArg::Interval(i)) => self.interval(i).map(|r| (Shape::Scalar, Dom::Range(r))),
-                Some(_) => bad_arg(self, "takes an interval", "write real, real [0, 1] or real (0, inf); for a vector use vector [D]".into()),
+                Some(TypeArg::Interval(i)) => {
+                    self.interval(i).map(|r| (Shape::Scalar, Dom::Range(r)))
+                }
+                Some(_) => bad_arg(
+                    self,
+                    "takes an interval",
+                    "write real, real [0, 1] or real (0, inf); for a vector use vector [D]".into(),
+                ),
             },
             "prob" | "logit" => match arg {
-                None => Some((Shape::Scalar, Dom::Range(if name == "prob" { Range::PROB } else { Range::REAL }))),
-                Some(_) => bad_arg(self, "takes no argument", format!("write `{name}` alone; for a vector use {}", if name == "prob" { "probs [C]" } else { "vector [C]" })),
+                None => Some((
+                    Shape::Scalar,
+                    Dom::Range(if name == "prob" {
+                        Range::PROB
+                    } else {
+                        Range::REAL
+                    }),
+                )),
+                Some(_) => bad_arg(
+                    self,
+                    "takes no argument",
+                    format!(
+                        "write `{name}` alone; for a vector use {}",
+                        if name == "prob" {
+                            "probs [C]"
+                        } else {
+                            "vector [C]"
+                        }
+                    ),
+                ),
             },
             "label" => match arg {
                 Some(TypeArg::Labels(ls)) => {
                     let mut seen = BTreeSet::new();
                     for n in ls {
                         if !n.value.is_finite() {
-                            self.emit(Diagnostic::error("E0053", n.span, "a label must be a finite number").with_label("here"));
+                            self.emit(
+                                Diagnostic::error(
+                                    "E0053",
+                                    n.span,
+                                    "a label must be a finite number",
+                                )
+                                .with_label("here"),
+                            );
                             return None;
                         }
                         if !seen.insert(n.value.to_bits()) {
                             self.emit(
-                                Diagnostic::error("E0053", n.span, format!("label {} is listed twice", fmt_num(n.value)))
-                                    .with_label("duplicate"),
+                                Diagnostic::error(
+                                    "E0053",
+                                    n.span,
+                                    format!("label {} is listed twice", fmt_num(n.value)),
+                                )
+                                .with_label("duplicate"),
                             );
                             return None;
                         }
                     }
                     if ls.len() < 2 {
                         self.emit(
-                            Diagnostic::error("E0053", t.span, "a label set needs at least two values")
-                                .with_label("one value is a constant, not a label")
-                                .with_hint("for binary labels write label {0, 1}"),
+                            Diagnostic::error(
+                                "E0053",
+                                t.span,
+                                "a label set needs at least two values",
+                            )
+                            .with_label("one value is a constant, not a label")
+                            .with_hint("for binary labels write label {0, 1}"),
                         );
                         return None;
                     }
-                    Some((Shape::Scalar, Dom::labels(ls.iter().map(|n| n.value).collect())))
+                    Some((
+                        Shape::Scalar,
+                        Dom::labels(ls.iter().map(|n| n.value).collect()),
+                    ))
                 }
-                _ => bad_arg(self, "needs its set of values", "write label {0, 1} or label {-1, 1}".into()),
+                _ => bad_arg(
+                    self,
+                    "needs its set of values",
+                    "write label {0, 1} or label {-1, 1}".into(),
+                ),
             },
             "class" | "onehot" | "multihot" | "probs" | "vector" => match arg {
                 Some(TypeArg::Size(s)) => {
-                    let size = self.size_ref(s, local.as_deref_mut())?;
+                    let size = self.size_ref(s, local)?;
                     Some(match name {
                         "class" => (Shape::Scalar, Dom::Class(size)),
                         "onehot" => (Shape::Vector(size), Dom::Onehot),
@@ -1035,7 +1308,11 @@ impl<'a> Checker<'a> {
                         _ => (Shape::Vector(size), Dom::Range(Range::REAL)),
                     })
                 }
-                _ => bad_arg(self, "needs a size", format!("write {name} [C] with a size name, or {name} [10]")),
+                _ => bad_arg(
+                    self,
+                    "needs a size",
+                    format!("write {name} [C] with a size name, or {name} [10]"),
+                ),
             },
             _ => {
                 self.emit(
@@ -1049,7 +1326,11 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn size_ref(&mut self, s: &SizeRef, local: Option<&mut BTreeMap<String, Span>>) -> Option<Size> {
+    fn size_ref(
+        &mut self,
+        s: &SizeRef,
+        local: Option<&mut BTreeMap<String, Span>>,
+    ) -> Option<Size> {
         match s {
             SizeRef::Lit(0, span) => {
                 self.emit(
@@ -1070,15 +1351,20 @@ impl<'a> Checker<'a> {
                     }
                     if let Some((first, kind)) = self.names.get(&n.name).copied() {
                         self.emit(
-                            Diagnostic::error("E0011", n.span, format!("`{}` is already declared as a {kind}", n.name))
-                                .with_label("used as a size name here")
-                                .with_secondary(first, format!("declared as a {kind} here"))
-                                .with_hint("size names must differ from every other name"),
+                            Diagnostic::error(
+                                "E0011",
+                                n.span,
+                                format!("`{}` is already declared as a {kind}", n.name),
+                            )
+                            .with_label("used as a size name here")
+                            .with_secondary(first, format!("declared as a {kind} here"))
+                            .with_hint("size names must differ from every other name"),
                         );
                         return None;
                     }
                     self.names.insert(n.name.clone(), (n.span, "size"));
-                    self.sizes.insert(n.name.clone(), SizeBinding { value: None });
+                    self.sizes
+                        .insert(n.name.clone(), SizeBinding { value: None });
                     self.globals.insert(n.name.clone(), Global::Size);
                 }
                 Some(Size::Name(n.name.clone()))
@@ -1088,11 +1374,15 @@ impl<'a> Checker<'a> {
 
     /// Makes two vector sizes agree, binding size names to numbers.
     fn unify(&mut self, a: &Size, b: &Size, span: Span) -> bool {
-        let a = self.subst(a);
-        let b = self.subst(b);
+        // Global names stay names here, so that a name bound to two
+        // different numbers is reported as such rather than as two numbers.
+        let a = self.local(a);
+        let b = self.local(b);
         match (&a, &b) {
             _ if a == b => true,
-            (Size::Name(n), Size::Lit(v)) | (Size::Lit(v), Size::Name(n)) if self.sizes.contains_key(n) => {
+            (Size::Name(n), Size::Lit(v)) | (Size::Lit(v), Size::Name(n))
+                if self.sizes.contains_key(n) =>
+            {
                 let binding = self.sizes.get_mut(n).expect("checked above");
                 match binding.value {
                     None => {
@@ -1102,10 +1392,14 @@ impl<'a> Checker<'a> {
                     Some((w, _)) if w == *v => true,
                     Some((w, first)) => {
                         self.emit(
-                            Diagnostic::error("E0044", span, format!("size `{n}` is bound to two numbers: {w} and {v}"))
-                                .with_label(format!("here `{n}` must be {v}"))
-                                .with_secondary(first, format!("here `{n}` became {w}"))
-                                .with_hint("a size name stands for one length in the whole file"),
+                            Diagnostic::error(
+                                "E0044",
+                                span,
+                                format!("size `{n}` is bound to two numbers: {w} and {v}"),
+                            )
+                            .with_label(format!("here `{n}` must be {v}"))
+                            .with_secondary(first, format!("here `{n}` became {w}"))
+                            .with_hint("a size name stands for one length in the whole file"),
                         );
                         false
                     }
@@ -1118,13 +1412,30 @@ impl<'a> Checker<'a> {
                     "vectors combined component by component must have the same size"
                 };
                 self.emit(
-                    Diagnostic::error("E0043", span, format!("vectors of different sizes combined: {a} and {b}"))
-                        .with_label(format!("sizes {a} and {b}"))
-                        .with_hint(hint),
+                    Diagnostic::error(
+                        "E0043",
+                        span,
+                        format!("vectors of different sizes combined: {a} and {b}"),
+                    )
+                    .with_label(format!("sizes {a} and {b}"))
+                    .with_hint(hint),
                 );
                 false
             }
         }
+    }
+
+    /// A size with a def's local names replaced by what they stand for in
+    /// this call.
+    fn local(&self, s: &Size) -> Size {
+        if let Size::Name(n) = s
+            && let Some(f) = self.frames.last()
+            && let Some(actual) = f.sizes.get(n)
+            && actual != s
+        {
+            return actual.clone();
+        }
+        s.clone()
     }
 
     /// A size with global names replaced by their bound numbers and a def's
@@ -1187,32 +1498,42 @@ impl<'a> Checker<'a> {
             return None;
         }
         let property = match (name, &x.value) {
-            ("estimand", Some((v, arg))) => match (v.name.as_str(), arg) {
-                ("mean", None) => Property::Estimand(Estimand::Mean),
-                ("median", None) => Property::Estimand(Estimand::Median),
-                ("quantile", Some(t)) if t.value > 0.0 && t.value < 1.0 => Property::Estimand(Estimand::Quantile(t.value)),
-                ("quantile", Some(t)) => {
-                    self.emit(
-                        Diagnostic::error("E0015", t.span, "a quantile level must lie in (0, 1)")
+            ("estimand", Some((v, arg))) => {
+                match (v.name.as_str(), arg) {
+                    ("mean", None) => Property::Estimand(Estimand::Mean),
+                    ("median", None) => Property::Estimand(Estimand::Median),
+                    ("quantile", Some(t)) if t.value > 0.0 && t.value < 1.0 => {
+                        Property::Estimand(Estimand::Quantile(t.value))
+                    }
+                    ("quantile", Some(t)) => {
+                        self.emit(
+                            Diagnostic::error(
+                                "E0015",
+                                t.span,
+                                "a quantile level must lie in (0, 1)",
+                            )
                             .with_label("outside (0, 1)")
                             .with_hint("e.g. estimand = quantile(0.9)"),
-                    );
-                    return None;
-                }
-                _ => {
-                    self.emit(
+                        );
+                        return None;
+                    }
+                    _ => {
+                        self.emit(
                         Diagnostic::error("E0015", v.span, format!("unknown estimand `{}`", self.text(v.span)))
                             .with_label("not an estimand")
                             .with_hint("write estimand = mean, estimand = median or estimand = quantile(0.9)"),
                     );
-                    return None;
+                        return None;
+                    }
                 }
-            },
+            }
             ("estimand", None) => {
                 self.emit(
                     Diagnostic::error("E0015", x.property.span, "`estimand` needs a value")
                         .with_label("estimand of what?")
-                        .with_hint("write estimand = mean, estimand = median or estimand = quantile(0.9)"),
+                        .with_hint(
+                            "write estimand = mean, estimand = median or estimand = quantile(0.9)",
+                        ),
                 );
                 return None;
             }
@@ -1242,31 +1563,50 @@ impl<'a> Checker<'a> {
                     _ => ("estimand", "regression tasks"),
                 };
                 self.emit(
-                    Diagnostic::error("E0070", x.property.span, format!("`{what}` does not apply to a {task} task"))
-                        .with_label(format!("only for {tasks}"))
-                        .with_hint("remove this expect, or check the task"),
+                    Diagnostic::error(
+                        "E0070",
+                        x.property.span,
+                        format!("`{what}` does not apply to a {task} task"),
+                    )
+                    .with_label(format!("only for {tasks}"))
+                    .with_hint("remove this expect, or check the task"),
                 );
                 return None;
             }
         }
-        if let Some(t) = &x.target {
-            if !matches!(self.globals.get(&t.name), Some(Global::Pred(_))) {
-                let preds: Vec<String> = self
-                    .globals
-                    .iter()
-                    .filter(|(_, g)| matches!(g, Global::Pred(_)))
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                self.emit(
-                    Diagnostic::error("E0070", t.span, format!("`{}` is not a pred", t.name))
-                        .with_label("expect ... for NAME takes a pred")
-                        .with_hint_opt(did_you_mean(&t.name, preds.iter().map(String::as_str)).map(|s| format!("did you mean `{s}`?")))
-                        .with_hint(format!("preds: {}", if preds.is_empty() { "none".into() } else { preds.join(", ") })),
-                );
-                return None;
-            }
+        if let Some(t) = &x.target
+            && !matches!(self.globals.get(&t.name), Some(Global::Pred(_)))
+        {
+            let preds: Vec<String> = self
+                .globals
+                .iter()
+                .filter(|(_, g)| matches!(g, Global::Pred(_)))
+                .map(|(n, _)| n.clone())
+                .collect();
+            self.emit(
+                Diagnostic::error("E0070", t.span, format!("`{}` is not a pred", t.name))
+                    .with_label("expect ... for NAME takes a pred")
+                    .with_hint_opt(
+                        did_you_mean(&t.name, preds.iter().map(String::as_str))
+                            .map(|s| format!("did you mean `{s}`?")),
+                    )
+                    .with_hint(format!(
+                        "preds: {}",
+                        if preds.is_empty() {
+                            "none".into()
+                        } else {
+                            preds.join(", ")
+                        }
+                    )),
+            );
+            return None;
         }
-        Some(Expectation { negated: x.negated, property, target: x.target.as_ref().map(|t| t.name.clone()), span })
+        Some(Expectation {
+            negated: x.negated,
+            property,
+            target: x.target.as_ref().map(|t| t.name.clone()),
+            span,
+        })
     }
 
     // ------------------------------------------------------- expressions
@@ -1287,7 +1627,10 @@ impl<'a> Checker<'a> {
             self.emit(
                 Diagnostic::error("E0048", e.span, "a condition is used as a number")
                     .with_label("this is true or false, not a number")
-                    .with_hint(format!("write `if {} then 1 else 0` for an indicator", self.text(e.span))),
+                    .with_hint(format!(
+                        "write `if {} then 1 else 0` for an indicator",
+                        self.text(e.span)
+                    )),
             );
             return Ty::Error;
         }
@@ -1307,12 +1650,37 @@ impl<'a> Checker<'a> {
 
     fn combine_levels(&mut self, parts: &[(Span, Level)]) -> Level {
         let has = |l| parts.iter().any(|(_, x)| *x == l);
-        if has(Level::Sample) && has(Level::Reduced) {
-            let span = parts.iter().find(|(_, l)| *l == Level::Sample).map(|(s, _)| *s).unwrap_or_default();
+        if has(Level::Sample) && has(Level::Reduced) && !self.in_minimize {
+            let span = parts
+                .iter()
+                .find(|(_, l)| *l == Level::Reduced)
+                .map(|(s, _)| *s)
+                .unwrap_or_default();
             self.emit(
-                Diagnostic::error("E0034", span, "a per-sample value is combined with a sample reduction")
-                    .with_label("this varies per sample, outside any mean(...) or sum(...)")
-                    .with_hint(format!("move it inside the reduction, e.g. mean({} * ...)", self.text(span))),
+                Diagnostic::error("E0032", span, format!("`{}` reduces over all samples, outside `minimize`", self.text(span)))
+                    .with_label("a sample reduction inside a per-sample value")
+                    .with_hint("mean(...) and sum(...) without an index belong only in `minimize`")
+                    .with_hint("for a batch statistic in a per-sample value use a batch reduction, as in mean[j](x@j)"),
+            );
+            return Level::Sample;
+        }
+        if has(Level::Sample) && has(Level::Reduced) {
+            let span = parts
+                .iter()
+                .find(|(_, l)| *l == Level::Sample)
+                .map(|(s, _)| *s)
+                .unwrap_or_default();
+            self.emit(
+                Diagnostic::error(
+                    "E0034",
+                    span,
+                    "a per-sample value is combined with a sample reduction",
+                )
+                .with_label("this varies per sample, outside any mean(...) or sum(...)")
+                .with_hint(format!(
+                    "move it inside the reduction, e.g. mean({} * ...)",
+                    self.text(span)
+                )),
             );
             return Level::Reduced;
         }
@@ -1348,7 +1716,11 @@ impl<'a> Checker<'a> {
                 Ty::Cond
             }
             ExprKind::Unary(UnOp::Neg, a) => match self.value(a) {
-                Ty::Val { shape, dom, level } => Ty::Val { shape, dom: arith::neg(&dom), level },
+                Ty::Val { shape, dom, level } => Ty::Val {
+                    shape,
+                    dom: arith::neg(&dom),
+                    level,
+                },
                 other => other,
             },
             ExprKind::Binary(op, a, b) if op.is_logical() => {
@@ -1363,7 +1735,18 @@ impl<'a> Checker<'a> {
             ExprKind::Binary(op, a, b) => {
                 let ta = self.value(a);
                 let tb = self.value(b);
-                let (Ty::Val { shape: sa, dom: da, level: la }, Ty::Val { shape: sb, dom: db, level: lb }) = (ta, tb)
+                let (
+                    Ty::Val {
+                        shape: sa,
+                        dom: da,
+                        level: la,
+                    },
+                    Ty::Val {
+                        shape: sb,
+                        dom: db,
+                        level: lb,
+                    },
+                ) = (ta, tb)
                 else {
                     return Ty::Error;
                 };
@@ -1382,23 +1765,43 @@ impl<'a> Checker<'a> {
                 self.cond(c);
                 let ta = self.value(a);
                 let tb = self.value(b);
-                let (Ty::Val { shape: sa, dom: da, level: la }, Ty::Val { shape: sb, dom: db, level: lb }) = (ta, tb)
+                let (
+                    Ty::Val {
+                        shape: sa,
+                        dom: da,
+                        level: la,
+                    },
+                    Ty::Val {
+                        shape: sb,
+                        dom: db,
+                        level: lb,
+                    },
+                ) = (ta, tb)
                 else {
                     return Ty::Error;
                 };
                 let shape = self.broadcast(&[(a.span, &sa), (b.span, &sb)], e.span);
-                let level = self.combine_levels(&[(a.span, la), (b.span, lb), (c.span, Level::Sample.min(la.max(lb)))]);
+                let level = self.combine_levels(&[
+                    (a.span, la),
+                    (b.span, lb),
+                    (c.span, Level::Sample.min(la.max(lb))),
+                ]);
                 let dom = match (&da, &db) {
-                    (Dom::Labels(x), Dom::Labels(y)) => Dom::labels(x.iter().chain(y).copied().collect()),
+                    (Dom::Labels(x), Dom::Labels(y)) => {
+                        Dom::labels(x.iter().chain(y).copied().collect())
+                    }
                     _ => Dom::Unknown,
                 };
                 Ty::Val { shape, dom, level }
             }
             ExprKind::Index(v, k) => self.index(v, k, e.span),
             ExprKind::At(x, j) => self.at(x, j),
-            ExprKind::Reduce { op, index, filter, body } => {
-                self.reduce(*op, index, filter.as_deref(), body)
-            }
+            ExprKind::Reduce {
+                op,
+                index,
+                filter,
+                body,
+            } => self.reduce(*op, index, filter.as_deref(), body),
             ExprKind::Call(f, args) => self.call(f, args, e.span),
         }
     }
@@ -1421,7 +1824,10 @@ impl<'a> Checker<'a> {
                 return t.clone();
             }
             if frame.sizes.contains_key(n) {
-                return Ty::scalar(Dom::Range(Range::new(1.0, f64::INFINITY, true, false)), Level::Const);
+                return Ty::scalar(
+                    Dom::Range(Range::new(1.0, f64::INFINITY, true, false)),
+                    Level::Const,
+                );
             }
             if !frame.sees_globals {
                 return self.unknown_name(n, span);
@@ -1448,10 +1854,18 @@ impl<'a> Checker<'a> {
         match self.globals.get(n).cloned() {
             Some(Global::Data(v)) | Some(Global::Pred(v)) => {
                 self.record_use(n);
-                Ty::Val { shape: v.shape, dom: v.dom, level: Level::Sample }
+                Ty::Val {
+                    shape: v.shape,
+                    dom: v.dom,
+                    level: Level::Sample,
+                }
             }
             Some(Global::Param(value)) => Ty::scalar(Dom::labels(vec![value]), Level::Const),
-            Some(Global::Size) => Ty::scalar(Dom::Range(Range::new(1.0, f64::INFINITY, true, false)), Level::Const),
+            Some(Global::Size) => Ty::scalar(
+                Dom::Range(Range::new(1.0, f64::INFINITY, true, false)),
+                Level::Const,
+            ),
+            Some(Global::Broken) => Ty::Error,
             None => {
                 if self.frames.is_empty()
                     && let Some(later) = self.all_lets.get(n).copied()
@@ -1460,7 +1874,9 @@ impl<'a> Checker<'a> {
                         Diagnostic::error("E0024", span, format!("`{n}` is used before its `let`"))
                             .with_label("used here")
                             .with_secondary(later, "defined later here")
-                            .with_hint("lets are evaluated top to bottom: move the let above this line"),
+                            .with_hint(
+                                "lets are evaluated top to bottom: move the let above this line",
+                            ),
                     );
                     return Ty::Error;
                 }
@@ -1473,7 +1889,11 @@ impl<'a> Checker<'a> {
     /// not by an unbound index).
     fn is_value_name(&self, n: &str) -> bool {
         match self.frames.last() {
-            Some(f) => f.params.contains_key(n) || f.sizes.contains_key(n) || (f.sees_globals && self.globals.contains_key(n)),
+            Some(f) => {
+                f.params.contains_key(n)
+                    || f.sizes.contains_key(n)
+                    || (f.sees_globals && self.globals.contains_key(n))
+            }
             None => self.globals.contains_key(n) || self.all_lets.contains_key(n),
         }
     }
@@ -1489,8 +1909,11 @@ impl<'a> Checker<'a> {
             candidates.extend(self.globals.keys().cloned());
             candidates.extend(self.lets.keys().cloned());
         }
-        let hint = did_you_mean(n, candidates.iter().map(String::as_str)).map(|s| format!("did you mean `{s}`?"));
-        let fallback = hint.is_none().then(|| "declare it with data, pred, param or let".to_string());
+        let hint = did_you_mean(n, candidates.iter().map(String::as_str))
+            .map(|s| format!("did you mean `{s}`?"));
+        let fallback = hint
+            .is_none()
+            .then(|| "declare it with data, pred, param or let".to_string());
         self.emit(
             Diagnostic::error("E0010", span, format!("unknown name `{n}`"))
                 .with_label("not declared")
@@ -1505,7 +1928,12 @@ impl<'a> Checker<'a> {
         // other operand must be a scalar value.
         let is_row = |this: &Self, e: &Expr| match &e.kind {
             ExprKind::Row => true,
-            ExprKind::Var(n) => this.indices.iter().rev().find(|i| &i.name == n).is_some_and(|i| i.kind == IndexKind::Batch),
+            ExprKind::Var(n) => this
+                .indices
+                .iter()
+                .rev()
+                .find(|i| &i.name == n)
+                .is_some_and(|i| i.kind == IndexKind::Batch),
             _ => false,
         };
         let (ra, rb) = (is_row(self, a), is_row(self, b));
@@ -1515,19 +1943,31 @@ impl<'a> Checker<'a> {
         if ra || rb {
             let (row, other) = if ra { (a, b) } else { (b, a) };
             self.emit(
-                Diagnostic::error("E0041", row.span, format!("row index `{}` compared with a value", self.text(row.span)))
-                    .with_label("a row index")
-                    .with_secondary(other.span, "a value")
-                    .with_hint("compare rows with rows (j != i) and values with values (y@j == y)"),
+                Diagnostic::error(
+                    "E0041",
+                    row.span,
+                    format!("row index `{}` compared with a value", self.text(row.span)),
+                )
+                .with_label("a row index")
+                .with_secondary(other.span, "a value")
+                .with_hint("compare rows with rows (j != i) and values with values (y@j == y)"),
             );
             return;
         }
         for side in [a, b] {
-            if let Ty::Val { shape: Shape::Vector(s), .. } = self.value(side) {
+            if let Ty::Val {
+                shape: Shape::Vector(s),
+                ..
+            } = self.value(side)
+            {
                 self.emit(
-                    Diagnostic::error("E0047", side.span, format!("cannot compare a vector of size {s}"))
-                        .with_label("a vector")
-                        .with_hint("compare one component, as in z[c] > 0"),
+                    Diagnostic::error(
+                        "E0047",
+                        side.span,
+                        format!("cannot compare a vector of size {s}"),
+                    )
+                    .with_label("a vector")
+                    .with_hint("compare one component, as in z[c] > 0"),
                 );
             }
         }
@@ -1544,11 +1984,18 @@ impl<'a> Checker<'a> {
             self.emit(
                 Diagnostic::error("E0042", v.span, format!("`{}` is a scalar and cannot be indexed", self.text(v.span)))
                     .with_label("a scalar")
-                    .with_hint("only vectors (class [C] targets index onehot, probs and vector values) take [index]"),
+                    .with_hint(format!(
+                        "only vectors take an index: declare `{}` as probs [C] or vector [C] to pick a component",
+                        self.text(v.span)
+                    )),
             );
             return Ty::Error;
         };
-        let comp = Ty::Val { shape: Shape::Scalar, dom: dom.component(), level };
+        let comp = Ty::Val {
+            shape: Shape::Scalar,
+            dom: dom.component(),
+            level,
+        };
         // A reduction's feature index: binds or checks its range.
         if let ExprKind::Var(n) = &k.kind
             && let Some(pos) = self.indices.iter().rposition(|i| &i.name == n)
@@ -1567,12 +2014,23 @@ impl<'a> Checker<'a> {
         }
         if let ExprKind::Num(x) = k.kind {
             let lit = self.subst(&size);
-            let valid = x >= 0.0 && x.fract() == 0.0 && !matches!(lit, Size::Lit(n) if x >= n as f64);
+            let valid =
+                x >= 0.0 && x.fract() == 0.0 && !matches!(lit, Size::Lit(n) if x >= n as f64);
             if !valid {
                 self.emit(
-                    Diagnostic::error("E0045", k.span, format!("index {} is out of range for a vector of size {lit}", fmt_num(x)))
-                        .with_label("not a valid component")
-                        .with_hint(format!("components are numbered 0 to {lit} - 1")),
+                    Diagnostic::error(
+                        "E0045",
+                        k.span,
+                        format!(
+                            "index {} is out of range for a vector of size {lit}",
+                            fmt_num(x)
+                        ),
+                    )
+                    .with_label("not a valid component")
+                    .with_hint(match lit {
+                        Size::Lit(n) => format!("components are numbered 0 to {}", n - 1),
+                        Size::Name(n) => format!("components are numbered 0 to {n} - 1"),
+                    }),
                 );
                 return Ty::Error;
             }
@@ -1584,12 +2042,20 @@ impl<'a> Checker<'a> {
             self.emit(
                 Diagnostic::error("E0040", k.span, format!("index `{n}` is not bound"))
                     .with_label("no reduction binds it")
-                    .with_hint(format!("bind it with a feature reduction, as in sum[{n}]({})", self.text(span))),
+                    .with_hint(format!(
+                        "bind it with a feature reduction, as in sum[{n}]({})",
+                        self.text(span)
+                    )),
             );
             return Ty::Error;
         }
         let tk = self.value(k);
-        let Ty::Val { shape: ks, dom: kd, level: kl } = tk else {
+        let Ty::Val {
+            shape: ks,
+            dom: kd,
+            level: kl,
+        } = tk
+        else {
             return Ty::Error;
         };
         let ok = ks == Shape::Scalar
@@ -1601,23 +2067,44 @@ impl<'a> Checker<'a> {
         if !ok {
             let hint = match (&k.kind, self.indices.is_empty()) {
                 (ExprKind::Var(n), true) if n.len() == 1 => {
-                    format!("bind `{n}` with a reduction, as in sum[{n}]({})", self.text(span))
+                    format!(
+                        "bind `{n}` with a reduction, as in sum[{n}]({})",
+                        self.text(span)
+                    )
                 }
-                _ => "index with a reduction index (sum[c](z[c])) or a class [C] value (z[y])".to_string(),
+                _ => "index with a reduction index (sum[c](z[c])) or a class [C] value (z[y])"
+                    .to_string(),
             };
             self.emit(
-                Diagnostic::error("E0040", k.span, format!("`{}` is not an index", self.text(k.span)))
-                    .with_label(format!("{} is {}", self.text(k.span), describe_ty(&ks, &kd)))
-                    .with_hint(hint),
+                Diagnostic::error(
+                    "E0040",
+                    k.span,
+                    format!("`{}` is not an index", self.text(k.span)),
+                )
+                .with_label(format!(
+                    "{} is {}",
+                    self.text(k.span),
+                    describe_ty(&ks, &kd)
+                ))
+                .with_hint(hint),
             );
             return Ty::Error;
         }
         let level = self.combine_levels(&[(v.span, level), (k.span, kl)]);
-        Ty::Val { shape: Shape::Scalar, dom: dom.component(), level }
+        Ty::Val {
+            shape: Shape::Scalar,
+            dom: dom.component(),
+            level,
+        }
     }
 
     fn at(&mut self, x: &Expr, j: &Ident) -> Ty {
-        let bound = self.indices.iter().rev().find(|i| i.name == j.name).map(|i| i.kind);
+        let bound = self
+            .indices
+            .iter()
+            .rev()
+            .find(|i| i.name == j.name)
+            .map(|i| i.kind);
         match bound {
             Some(IndexKind::Batch) => {}
             _ => {
@@ -1641,7 +2128,11 @@ impl<'a> Checker<'a> {
         }
         match self.value(x) {
             // Evaluated in another row, it varies per sample whatever it is.
-            Ty::Val { shape, dom, .. } => Ty::Val { shape, dom, level: Level::Sample },
+            Ty::Val { shape, dom, .. } => Ty::Val {
+                shape,
+                dom,
+                level: Level::Sample,
+            },
             other => other,
         }
     }
@@ -1649,8 +2140,16 @@ impl<'a> Checker<'a> {
     fn reduce(&mut self, op: Reducer, index: &Ident, filter: Option<&Expr>, body: &Expr) -> Ty {
         self.check_reserved(index);
         let batch = uses_at(body, &index.name) || filter.is_some_and(|f| uses_at(f, &index.name));
-        let kind = if batch { IndexKind::Batch } else { IndexKind::Feature };
-        self.indices.push(IndexVar { name: index.name.clone(), kind, size: None });
+        let kind = if batch {
+            IndexKind::Batch
+        } else {
+            IndexKind::Feature
+        };
+        self.indices.push(IndexVar {
+            name: index.name.clone(),
+            kind,
+            size: None,
+        });
         let tb = self.value(body);
         let size = self.indices.last().and_then(|i| i.size.clone());
         if let Some(f) = filter {
@@ -1669,11 +2168,22 @@ impl<'a> Checker<'a> {
             return Ty::Error;
         }
         match tb {
-            Ty::Val { shape: Shape::Vector(s), .. } => {
+            Ty::Val {
+                shape: Shape::Vector(s),
+                ..
+            } => {
                 self.emit(
-                    Diagnostic::error("E0047", body.span, format!("the body of {}[{}] is a vector of size {s}", op.name(), index.name))
-                        .with_label("must be one number per index")
-                        .with_hint(format!("index it with [{}]", index.name)),
+                    Diagnostic::error(
+                        "E0047",
+                        body.span,
+                        format!(
+                            "the body of {}[{}] is a vector of size {s}",
+                            op.name(),
+                            index.name
+                        ),
+                    )
+                    .with_label("must be one number per index")
+                    .with_hint(format!("index it with [{}]", index.name)),
                 );
                 Ty::Error
             }
@@ -1685,7 +2195,11 @@ impl<'a> Checker<'a> {
                     Reducer::Max | Reducer::Min => dom,
                     _ => Dom::Unknown,
                 };
-                Ty::Val { shape: Shape::Scalar, dom, level: if batch { Level::Sample } else { level } }
+                Ty::Val {
+                    shape: Shape::Scalar,
+                    dom,
+                    level: if batch { Level::Sample } else { level },
+                }
             }
             other => other,
         }
@@ -1705,11 +2219,17 @@ impl<'a> Checker<'a> {
         self.used_defs.insert(f.name.clone());
         // Argument types are computed once, in the caller's context.
         let tys: Vec<Ty> = args.iter().map(|a| self.value(&a.value)).collect();
-        if tys.iter().any(|t| *t == Ty::Error) {
+        if tys.contains(&Ty::Error) {
             return Ty::Error;
         }
         let chosen = if defs.len() > 1 {
-            let first_is_vector = matches!(tys.first(), Some(Ty::Val { shape: Shape::Vector(_), .. }));
+            let first_is_vector = matches!(
+                tys.first(),
+                Some(Ty::Val {
+                    shape: Shape::Vector(_),
+                    ..
+                })
+            );
             defs.iter()
                 .find(|d| first_param_shape(d.def) == Some(first_is_vector))
                 .copied()
@@ -1723,11 +2243,11 @@ impl<'a> Checker<'a> {
     }
 
     /// Matches arguments to parameter names: positional first, then named.
-    fn bind_args<'e>(
+    fn bind_args(
         &mut self,
         fname: &str,
         params: &[(&str, bool)],
-        args: &'e [Arg],
+        args: &[Arg],
         call_span: Span,
     ) -> Option<Vec<Option<usize>>> {
         let mut slots: Vec<Option<usize>> = vec![None; params.len()];
@@ -1737,19 +2257,32 @@ impl<'a> Checker<'a> {
             match &a.name {
                 None if seen_named => {
                     self.emit(
-                        Diagnostic::error("E0020", a.value.span, "a positional argument after a named one")
-                            .with_label("positional")
-                            .with_hint("put positional arguments first"),
+                        Diagnostic::error(
+                            "E0020",
+                            a.value.span,
+                            "a positional argument after a named one",
+                        )
+                        .with_label("positional")
+                        .with_hint("put positional arguments first"),
                     );
                     ok = false;
                 }
                 None if k >= params.len() => {
-                    let sig = params.iter().map(|(p, _)| *p).collect::<Vec<_>>().join(", ");
+                    let sig = params
+                        .iter()
+                        .map(|(p, _)| *p)
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     self.emit(
                         Diagnostic::error(
                             "E0020",
                             a.value.span,
-                            format!("`{fname}` takes {} argument{}, but {} were given", params.len(), plural(params.len()), args.len()),
+                            format!(
+                                "`{fname}` takes {} argument{}, but {} were given",
+                                params.len(),
+                                plural(params.len()),
+                                args.len()
+                            ),
                         )
                         .with_label("extra argument")
                         .with_hint(format!("{fname}({sig})")),
@@ -1763,21 +2296,39 @@ impl<'a> Checker<'a> {
                         None => {
                             let names = params.iter().map(|(p, _)| *p);
                             self.emit(
-                                Diagnostic::error("E0021", n.span, format!("`{fname}` has no parameter `{}`", n.name))
-                                    .with_label("unknown parameter")
-                                    .with_hint_opt(did_you_mean(&n.name, names).map(|s| format!("did you mean `{s}`?")))
-                                    .with_hint(format!(
-                                        "{fname}({})",
-                                        params.iter().map(|(p, _)| *p).collect::<Vec<_>>().join(", ")
-                                    )),
+                                Diagnostic::error(
+                                    "E0021",
+                                    n.span,
+                                    format!("`{fname}` has no parameter `{}`", n.name),
+                                )
+                                .with_label("unknown parameter")
+                                .with_hint_opt(
+                                    did_you_mean(&n.name, names)
+                                        .map(|s| format!("did you mean `{s}`?")),
+                                )
+                                .with_hint(format!(
+                                    "{fname}({})",
+                                    params
+                                        .iter()
+                                        .map(|(p, _)| *p)
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )),
                             );
                             ok = false;
                         }
                         Some(p) if slots[p].is_some() => {
                             self.emit(
-                                Diagnostic::error("E0022", n.span, format!("argument `{}` given twice", n.name))
-                                    .with_label("again")
-                                    .with_secondary(args[slots[p].unwrap_or(0)].value.span, "first given here"),
+                                Diagnostic::error(
+                                    "E0022",
+                                    n.span,
+                                    format!("argument `{}` given twice", n.name),
+                                )
+                                .with_label("again")
+                                .with_secondary(
+                                    args[slots[p].unwrap_or(0)].value.span,
+                                    "first given here",
+                                ),
                             );
                             ok = false;
                         }
@@ -1788,11 +2339,19 @@ impl<'a> Checker<'a> {
         }
         for (slot, (p, has_default)) in slots.iter().zip(params) {
             if slot.is_none() && !has_default && ok {
-                let sig = params.iter().map(|(p, _)| *p).collect::<Vec<_>>().join(", ");
+                let sig = params
+                    .iter()
+                    .map(|(p, _)| *p)
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 self.emit(
-                    Diagnostic::error("E0020", call_span, format!("`{fname}` is missing argument `{p}`"))
-                        .with_label(format!("`{p}` not given"))
-                        .with_hint(format!("{fname}({sig})")),
+                    Diagnostic::error(
+                        "E0020",
+                        call_span,
+                        format!("`{fname}` is missing argument `{p}`"),
+                    )
+                    .with_label(format!("`{p}` not given"))
+                    .with_hint(format!("{fname}({sig})")),
                 );
                 ok = false;
             }
@@ -1805,10 +2364,7 @@ impl<'a> Checker<'a> {
         if b.kind == Kind::SampleReduction {
             return self.sample_reduction(b.name, f, args, span);
         }
-        let tys: Vec<Ty> = args
-            .iter()
-            .map(|a| self.value(&a.value))
-            .collect();
+        let tys: Vec<Ty> = args.iter().map(|a| self.value(&a.value)).collect();
         let Some(slots) = self.bind_args(b.name, &params, args, span) else {
             return Ty::Error;
         };
@@ -1827,7 +2383,8 @@ impl<'a> Checker<'a> {
         let level = self.combine_levels(&levels);
         match b.kind {
             Kind::Componentwise | Kind::Identity => {
-                let shapes: Vec<(Span, &Shape)> = vals.iter().map(|(e, s, _, _)| (e.span, s)).collect();
+                let shapes: Vec<(Span, &Shape)> =
+                    vals.iter().map(|(e, s, _, _)| (e.span, s)).collect();
                 let shape = self.broadcast(&shapes, span);
                 let dom = match (b.name, vals.as_slice()) {
                     ("clip", [_, (_, _, Dom::Labels(lo), _), (_, _, Dom::Labels(hi), _)])
@@ -1852,9 +2409,20 @@ impl<'a> Checker<'a> {
                                 _ => "",
                             };
                             self.emit(
-                                Diagnostic::error("E0047", e.span, format!("`{}` expects a vector, but `{}` is a scalar", b.name, self.text(e.span)))
-                                    .with_label("a scalar")
-                                    .with_hint(format!("{} works on vectors such as vector [D] or probs [C]{alt}", b.name)),
+                                Diagnostic::error(
+                                    "E0047",
+                                    e.span,
+                                    format!(
+                                        "`{}` expects a vector, but `{}` is a scalar",
+                                        b.name,
+                                        self.text(e.span)
+                                    ),
+                                )
+                                .with_label("a scalar")
+                                .with_hint(format!(
+                                    "{} works on vectors such as vector [D] or probs [C]{alt}",
+                                    b.name
+                                )),
                             );
                             return Ty::Error;
                         }
@@ -1869,9 +2437,17 @@ impl<'a> Checker<'a> {
                 }
                 let size = size.unwrap_or(Size::Lit(1));
                 if b.kind == Kind::VectorToVector {
-                    Ty::Val { shape: Shape::Vector(size), dom: Dom::Probs, level }
+                    Ty::Val {
+                        shape: Shape::Vector(size),
+                        dom: Dom::Probs,
+                        level,
+                    }
                 } else {
-                    Ty::Val { shape: Shape::Scalar, dom: builtins::result_dom(b.name, &Dom::Unknown), level }
+                    Ty::Val {
+                        shape: Shape::Scalar,
+                        dom: builtins::result_dom(b.name, &Dom::Unknown),
+                        level,
+                    }
                 }
             }
             _ => Ty::Error,
@@ -1879,7 +2455,9 @@ impl<'a> Checker<'a> {
     }
 
     fn onehot_builtin(&mut self, k: Option<(&Expr, Ty)>, c: Option<&Expr>) -> Ty {
-        let (Some((ke, kt)), Some(ce)) = (k, c) else { return Ty::Error };
+        let (Some((ke, kt)), Some(ce)) = (k, c) else {
+            return Ty::Error;
+        };
         let size = match &ce.kind {
             ExprKind::Num(v) if *v >= 1.0 && v.fract() == 0.0 && *v < 1e15 => Size::Lit(*v as u64),
             ExprKind::Var(n)
@@ -1890,14 +2468,23 @@ impl<'a> Checker<'a> {
             }
             _ => {
                 self.emit(
-                    Diagnostic::error("E0052", ce.span, "the second argument of `onehot` must be a size")
-                        .with_label("not a size")
-                        .with_hint("write onehot(y, C) with a size name, or onehot(y, 10)"),
+                    Diagnostic::error(
+                        "E0052",
+                        ce.span,
+                        "the second argument of `onehot` must be a size",
+                    )
+                    .with_label("not a size")
+                    .with_hint("write onehot(y, C) with a size name, or onehot(y, 10)"),
                 );
                 return Ty::Error;
             }
         };
-        let Ty::Val { shape: Shape::Scalar, dom, level } = kt else {
+        let Ty::Val {
+            shape: Shape::Scalar,
+            dom,
+            level,
+        } = kt
+        else {
             self.emit(
                 Diagnostic::error("E0047", ke.span, "`onehot` takes a scalar class index")
                     .with_label("not a scalar")
@@ -1909,7 +2496,11 @@ impl<'a> Checker<'a> {
             let s = s.clone();
             self.unify(&s, &size, ke.span);
         }
-        Ty::Val { shape: Shape::Vector(size), dom: Dom::Onehot, level }
+        Ty::Val {
+            shape: Shape::Vector(size),
+            dom: Dom::Onehot,
+            level,
+        }
     }
 
     fn sample_reduction(&mut self, name: &str, f: &Ident, args: &[Arg], span: Span) -> Ty {
@@ -1929,11 +2520,21 @@ impl<'a> Checker<'a> {
         let t = self.value(&args[0].value);
         self.sample_depth -= 1;
         match t {
-            Ty::Val { shape: Shape::Vector(s), .. } => {
+            Ty::Val {
+                shape: Shape::Vector(s),
+                ..
+            } => {
                 self.emit(
-                    Diagnostic::error("E0033", args[0].value.span, format!("`{name}` over samples of a vector of size {s}"))
-                        .with_label("one vector per sample")
-                        .with_hint(format!("reduce the components first: {name}(sum[c]({}[c]))", self.text(args[0].value.span))),
+                    Diagnostic::error(
+                        "E0033",
+                        args[0].value.span,
+                        format!("`{name}` over samples of a vector of size {s}"),
+                    )
+                    .with_label("one vector per sample")
+                    .with_hint(format!(
+                        "reduce the components first: {name}(sum[c]({}))",
+                        indexed(self.text(args[0].value.span), "c")
+                    )),
                 );
                 Ty::Error
             }
@@ -1944,19 +2545,33 @@ impl<'a> Checker<'a> {
 
     fn def_call(&mut self, d: DefRef<'a>, args: &[Arg], tys: Vec<Ty>, span: Span) -> Ty {
         let def = d.def;
-        if self.def_stack.iter().any(|n| *n == def.name.name) {
+        if self.def_stack.contains(&def.name.name) {
             return Ty::Error; // recursion, reported once by check_recursion
         }
-        let params: Vec<(&str, bool)> = def.params.iter().map(|p| (p.name.name.as_str(), p.default.is_some())).collect();
+        let params: Vec<(&str, bool)> = def
+            .params
+            .iter()
+            .map(|p| (p.name.name.as_str(), p.default.is_some()))
+            .collect();
         let Some(slots) = self.bind_args(&def.name.name, &params, args, span) else {
             return Ty::Error;
         };
-        let mut frame = DefFrame { params: BTreeMap::new(), sizes: BTreeMap::new(), sees_globals: d.origin == Origin::User };
+        let mut frame = DefFrame {
+            params: BTreeMap::new(),
+            sizes: BTreeMap::new(),
+            sees_globals: d.origin == Origin::User,
+        };
         let mut ok = true;
         for (p, slot) in def.params.iter().zip(&slots) {
             let (arg_expr, mut ty) = match slot {
                 Some(i) => (Some(&args[*i].value), tys[*i].clone()),
-                None => (None, Ty::scalar(Dom::labels(vec![p.default.map_or(0.0, |n| n.value)]), Level::Const)),
+                None => (
+                    None,
+                    Ty::scalar(
+                        Dom::labels(vec![p.default.map_or(0.0, |n| n.value)]),
+                        Level::Const,
+                    ),
+                ),
             };
             if let (Some(t), Ty::Val { shape, dom, level }) = (&p.ty, &ty) {
                 let mut local = BTreeMap::new();
@@ -1972,7 +2587,9 @@ impl<'a> Checker<'a> {
                 // A class index stands for its one-hot row where a
                 // probability vector is expected.
                 let (shape, dom) = match (&want_shape, shape, dom) {
-                    (Shape::Vector(_), Shape::Scalar, Dom::Class(c)) if matches!(want_dom, Dom::Probs | Dom::Onehot) => {
+                    (Shape::Vector(_), Shape::Scalar, Dom::Class(c))
+                        if matches!(want_dom, Dom::Probs | Dom::Onehot) =>
+                    {
                         (Shape::Vector(c.clone()), Dom::Onehot)
                     }
                     _ => (shape.clone(), dom.clone()),
@@ -1987,17 +2604,22 @@ impl<'a> Checker<'a> {
                                 format!("`{}` expects a scalar for `{}`, but `{}` is a vector of size {s}", def.name.name, p.name.name, self.text(at)),
                             )
                             .with_label("a vector")
-                            .with_hint(format!("apply it per component and sum: sum[c]({}(...[c]))", def.name.name)),
+                            .with_hint(format!("apply it per component and sum: sum[c]({})", per_component(&def.name.name, args, &tys, self.src))),
                         );
-                        ok = false;
-                        continue;
+                        // One shape error per call: the others would repeat it.
+                        return Ty::Error;
                     }
                     (Shape::Vector(_), Shape::Scalar) => {
                         self.emit(
                             Diagnostic::error(
                                 "E0047",
                                 at,
-                                format!("`{}` expects a vector for `{}`, but `{}` is a scalar", def.name.name, p.name.name, self.text(at)),
+                                format!(
+                                    "`{}` expects a vector for `{}`, but `{}` is a scalar",
+                                    def.name.name,
+                                    p.name.name,
+                                    self.text(at)
+                                ),
                             )
                             .with_label("a scalar")
                             .with_hint_opt(scalar_alternative(&def.name.name)),
@@ -2033,7 +2655,12 @@ impl<'a> Checker<'a> {
                         Diagnostic::error(
                             "E0060",
                             at,
-                            format!("`{}` expects {} for `{}`, but {arg_desc}", def.name.name, want_dom.describe(), p.name.name),
+                            format!(
+                                "`{}` expects {} for `{}`, but {arg_desc}",
+                                def.name.name,
+                                want_dom.describe(),
+                                p.name.name
+                            ),
                         )
                         .with_label(format!("not {}", want_dom.describe()))
                         .with_hint_opt(hint),
@@ -2041,7 +2668,11 @@ impl<'a> Checker<'a> {
                     ok = false;
                     continue;
                 }
-                ty = Ty::Val { shape, dom, level: *level };
+                ty = Ty::Val {
+                    shape,
+                    dom,
+                    level: *level,
+                };
             }
             frame.params.insert(p.name.name.clone(), ty);
         }
@@ -2066,16 +2697,58 @@ impl<'a> Checker<'a> {
     fn describe_arg(&self, e: Option<&Expr>, dom: &Dom) -> String {
         match e.map(|e| &e.kind) {
             Some(ExprKind::Var(n)) => match self.globals.get(n) {
-                Some(Global::Data(v)) | Some(Global::Pred(v)) => format!("`{n}` is declared `{}`", v.type_text),
+                Some(Global::Data(v)) | Some(Global::Pred(v)) => {
+                    format!("`{n}` is declared `{}`", v.type_text)
+                }
                 _ => format!("`{n}` is {}", dom.describe()),
             },
-            Some(_) => format!("`{}` is {}", self.text(e.map_or(Span::default(), |e| e.span)), dom.describe()),
+            Some(_) => format!(
+                "`{}` is {}",
+                self.text(e.map_or(Span::default(), |e| e.span)),
+                dom.describe()
+            ),
             None => format!("the default is {}", dom.describe()),
         }
     }
 }
 
 // ----------------------------------------------------------------- helpers
+
+/// `f(a[c], b[c])`: a call rewritten to apply per component, for hints.
+fn per_component(f: &str, args: &[Arg], tys: &[Ty], src: &str) -> String {
+    let parts: Vec<String> = args
+        .iter()
+        .zip(tys)
+        .map(|(a, t)| {
+            let text = a.value.span.text(src);
+            let text = if matches!(
+                t,
+                Ty::Val {
+                    shape: Shape::Vector(_),
+                    ..
+                }
+            ) {
+                indexed(text, "c")
+            } else {
+                text.to_string()
+            };
+            match &a.name {
+                Some(n) => format!("{} = {text}", n.name),
+                None => text,
+            }
+        })
+        .collect();
+    format!("{f}({})", parts.join(", "))
+}
+
+/// `text[c]`, parenthesised unless `text` is a plain name.
+fn indexed(text: &str, c: &str) -> String {
+    if text.chars().all(|ch| ch.is_alphanumeric() || ch == '_') {
+        format!("{text}[{c}]")
+    } else {
+        format!("({text})[{c}]")
+    }
+}
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
@@ -2092,13 +2765,18 @@ fn describe_ty(shape: &Shape, dom: &Dom) -> String {
 /// type, `Some(false)` for a scalar type, `None` when not annotated.
 fn first_param_shape(d: &Def) -> Option<bool> {
     let t = d.params.first()?.ty.as_ref()?;
-    Some(matches!(t.name.name.as_str(), "onehot" | "multihot" | "probs" | "vector"))
+    Some(matches!(
+        t.name.name.as_str(),
+        "onehot" | "multihot" | "probs" | "vector"
+    ))
 }
 
 fn row_misuse(span: Span) -> Diagnostic {
     Diagnostic::error("E0041", span, "`i` (the current row) used as a value")
         .with_label("only valid in a comparison with a batch index")
-        .with_hint("write the current row's value as `x`; compare rows in a filter: sum[j: j != i](...)")
+        .with_hint(
+            "write the current row's value as `x`; compare rows in a filter: sum[j: j != i](...)",
+        )
 }
 
 fn batch_misuse(n: &str, span: Span) -> Diagnostic {
@@ -2110,7 +2788,10 @@ fn batch_misuse(n: &str, span: Span) -> Diagnostic {
 fn unbound_index(j: &Ident) -> Diagnostic {
     Diagnostic::error("E0040", j.span, format!("index `{}` is not bound", j.name))
         .with_label("no reduction binds it")
-        .with_hint(format!("bind it with a batch reduction, as in sum[{0}](x@{0})", j.name))
+        .with_hint(format!(
+            "bind it with a batch reduction, as in sum[{0}](x@{0})",
+            j.name
+        ))
 }
 
 /// Whether `name` is used as a batch index (`x@name`) anywhere in `e`.
@@ -2194,7 +2875,8 @@ fn mismatch_hint(f: &str, param: &str, dom: &Dom, args: &[Arg], src: &str) -> Op
     let a = |k: usize| args.get(k).map_or("?", |x| x.value.span.text(src));
     let zero_one = *dom == Dom::labels(vec![0.0, 1.0]);
     let pm_one = *dom == Dom::labels(vec![-1.0, 1.0]);
-    let unbounded = matches!(dom, Dom::Range(r) if r.lo == f64::NEG_INFINITY || r.hi == f64::INFINITY);
+    let unbounded =
+        matches!(dom, Dom::Range(r) if r.lo == f64::NEG_INFINITY || r.hi == f64::INFINITY);
     Some(match (f, param) {
         ("bce" | "focal" | "cce", "p") if unbounded || matches!(dom, Dom::Range(_)) => {
             if unbounded {
@@ -2204,20 +2886,33 @@ fn mismatch_hint(f: &str, param: &str, dom: &Dom, args: &[Arg], src: &str) -> Op
             }
         }
         ("cce" | "cce_logits", "y") if *dom == Dom::Multihot => {
-            "several labels per example is a multilabel task: use sum[c](bce_logits(y[c], z[c]))".into()
+            "several labels per example is a multilabel task: use sum[c](bce_logits(y[c], z[c]))"
+                .into()
         }
         ("cce", "p") if *dom == Dom::Multihot || matches!(dom, Dom::Range(_)) => {
             format!("for logits use cce_logits({}, {})", a(0), a(1))
         }
         ("hinge" | "squared_hinge", "y") if zero_one => {
-            format!("map {{0, 1}} labels to {{-1, 1}}: {f}(2 * {} - 1, {})", a(0), a(1))
+            format!(
+                "map {{0, 1}} labels to {{-1, 1}}: {f}(2 * {} - 1, {})",
+                a(0),
+                a(1)
+            )
         }
         ("bce" | "bce_logits" | "focal" | "focal_logits", "y") if pm_one => {
-            format!("map {{-1, 1}} labels to {{0, 1}}: {f}(({} + 1) / 2, {})", a(0), a(1))
+            format!(
+                "map {{-1, 1}} labels to {{0, 1}}: {f}(({} + 1) / 2, {})",
+                a(0),
+                a(1)
+            )
         }
-        ("focal" | "focal_logits", "y") => "focal loss needs hard labels {0, 1}; for soft targets use bce".into(),
-        (_, _) if matches!(dom, Dom::Labels(vs) if vs.len() == 1) => {
-            format!("the standard loss `{f}` documents the allowed values of `{param}` in `lossc prelude`")
+        ("focal" | "focal_logits", "y") => {
+            "focal loss needs hard labels {0, 1}; for soft targets use bce".into()
+        }
+        ("bce" | "bce_logits", "y") if unbounded => {
+            format!(
+                "the target of {f} is a label or a probability in [0, 1]; for a real-valued target use a regression loss such as mse"
+            )
         }
         _ => return None,
     })
@@ -2233,7 +2928,9 @@ impl fmt::Display for Property {
             Property::Calibrated => f.write_str("calibrated"),
             Property::Estimand(Estimand::Mean) => f.write_str("estimand = mean"),
             Property::Estimand(Estimand::Median) => f.write_str("estimand = median"),
-            Property::Estimand(Estimand::Quantile(t)) => write!(f, "estimand = quantile({})", fmt_num(*t)),
+            Property::Estimand(Estimand::Quantile(t)) => {
+                write!(f, "estimand = quantile({})", fmt_num(*t))
+            }
         }
     }
 }
@@ -2260,7 +2957,10 @@ mod tests {
         assert!(!dom_fits(&Dom::Range(Range::REAL), &p));
         assert!(dom_fits(&Dom::Onehot, &Dom::Probs));
         assert!(!dom_fits(&Dom::Multihot, &Dom::Probs));
-        assert!(!dom_fits(&Dom::labels(vec![0.0, 1.0]), &Dom::labels(vec![-1.0, 1.0])));
+        assert!(!dom_fits(
+            &Dom::labels(vec![0.0, 1.0]),
+            &Dom::labels(vec![-1.0, 1.0])
+        ));
         assert!(dom_fits(&Dom::Unknown, &p));
     }
 }

@@ -60,26 +60,49 @@ pub struct Range {
 
 impl Range {
     /// All reals.
-    pub const REAL: Range = Range { lo: f64::NEG_INFINITY, hi: f64::INFINITY, lo_closed: false, hi_closed: false };
+    pub const REAL: Range = Range {
+        lo: f64::NEG_INFINITY,
+        hi: f64::INFINITY,
+        lo_closed: false,
+        hi_closed: false,
+    };
     /// `(0, 1)`, the domain of `prob`.
-    pub const PROB: Range = Range { lo: 0.0, hi: 1.0, lo_closed: false, hi_closed: false };
+    pub const PROB: Range = Range {
+        lo: 0.0,
+        hi: 1.0,
+        lo_closed: false,
+        hi_closed: false,
+    };
     /// `[0, 1]`.
-    pub const UNIT: Range = Range { lo: 0.0, hi: 1.0, lo_closed: true, hi_closed: true };
+    pub const UNIT: Range = Range {
+        lo: 0.0,
+        hi: 1.0,
+        lo_closed: true,
+        hi_closed: true,
+    };
 
     /// A range from its bounds.
     pub fn new(lo: f64, hi: f64, lo_closed: bool, hi_closed: bool) -> Range {
-        Range { lo, hi, lo_closed, hi_closed }
+        Range {
+            lo,
+            hi,
+            lo_closed,
+            hi_closed,
+        }
     }
 
     /// Whether `v` lies inside.
     pub fn contains(&self, v: f64) -> bool {
-        (v > self.lo || (self.lo_closed && v == self.lo)) && (v < self.hi || (self.hi_closed && v == self.hi))
+        (v > self.lo || (self.lo_closed && v == self.lo))
+            && (v < self.hi || (self.hi_closed && v == self.hi))
     }
 
     /// Whether every point of `self` lies in `other`.
     pub fn within(&self, other: &Range) -> bool {
-        let lo_ok = self.lo > other.lo || (self.lo == other.lo && (other.lo_closed || !self.lo_closed));
-        let hi_ok = self.hi < other.hi || (self.hi == other.hi && (other.hi_closed || !self.hi_closed));
+        let lo_ok =
+            self.lo > other.lo || (self.lo == other.lo && (other.lo_closed || !self.lo_closed));
+        let hi_ok =
+            self.hi < other.hi || (self.hi == other.hi && (other.hi_closed || !self.hi_closed));
         lo_ok && hi_ok
     }
 }
@@ -199,7 +222,11 @@ pub enum Ty {
 impl Ty {
     /// A scalar value.
     pub fn scalar(dom: Dom, level: Level) -> Ty {
-        Ty::Val { shape: Shape::Scalar, dom, level }
+        Ty::Val {
+            shape: Shape::Scalar,
+            dom,
+            level,
+        }
     }
 
     /// The level of a value (`Const` for conditions and errors).
@@ -225,7 +252,11 @@ pub mod arith {
 
     fn map_labels(vs: &[f64], f: impl Fn(f64) -> f64) -> Dom {
         let out: Vec<f64> = vs.iter().map(|v| f(*v)).collect();
-        if out.iter().all(|v| v.is_finite()) { Dom::labels(out) } else { Dom::Unknown }
+        if out.iter().all(|v| v.is_finite()) {
+            Dom::labels(out)
+        } else {
+            Dom::Unknown
+        }
     }
 
     fn as_range(d: &Dom) -> Option<Range> {
@@ -271,8 +302,12 @@ pub mod arith {
         };
         match other {
             Dom::Labels(vs) => map_labels(vs, |v| v * k),
-            Dom::Range(r) if k > 0.0 => Dom::Range(Range::new(r.lo * k, r.hi * k, r.lo_closed, r.hi_closed)),
-            Dom::Range(r) if k < 0.0 => Dom::Range(Range::new(r.hi * k, r.lo * k, r.hi_closed, r.lo_closed)),
+            Dom::Range(r) if k > 0.0 => {
+                Dom::Range(Range::new(r.lo * k, r.hi * k, r.lo_closed, r.hi_closed))
+            }
+            Dom::Range(r) if k < 0.0 => {
+                Dom::Range(Range::new(r.hi * k, r.lo * k, r.hi_closed, r.lo_closed))
+            }
             Dom::Range(_) => Dom::labels(vec![0.0]),
             _ => Dom::Unknown,
         }
