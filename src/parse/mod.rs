@@ -38,8 +38,7 @@ pub fn parse(src: &str) -> Result<Spec, Vec<Diagnostic>> {
     if let Some(d) = check_nesting(src) {
         return Err(vec![d]);
     }
-    pest::set_error_detail(true);
-    let mut pairs = LossParser::parse(Rule::file, src).map_err(|e| vec![syntax_error(src, e)])?;
+    let mut pairs = parse_file(src).map_err(|e| vec![syntax_error(src, e)])?;
     let file = pairs.next().expect("the file rule always yields one pair");
     let mut b = Builder { diags: Vec::new() };
     let span = Span::from(file.as_span());
@@ -62,7 +61,6 @@ pub fn parse_expr(src: &str) -> Result<Expr, Vec<Diagnostic>> {
     if let Some(d) = check_nesting(src) {
         return Err(vec![d]);
     }
-    pest::set_error_detail(true);
     let text = format!("loss x\nminimize {src}\n");
     let offset = "loss x\nminimize ".len();
     let shift = |mut d: Diagnostic| {
@@ -130,6 +128,24 @@ fn shift_expr(mut e: Expr, by: usize) -> Expr {
     }
     walk(&mut e, by);
     e
+}
+
+/// Runs the pest parser. The first attempt runs without pest's tracking of
+/// expected tokens, which more than doubles parsing time; only a failed
+/// parse is repeated with tracking on, to name the missing token. The flag
+/// is global to pest, so a lock keeps a concurrent failure from turning it
+/// off under another one (a concurrent success merely runs slower).
+fn parse_file(src: &str) -> Result<Pairs<'_, Rule>, pest::error::Error<Rule>> {
+    static DETAIL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LossParser::parse(Rule::file, src).or_else(|_| {
+        let _guard = DETAIL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        pest::set_error_detail(true);
+        let detailed = LossParser::parse(Rule::file, src);
+        pest::set_error_detail(false);
+        detailed
+    })
 }
 
 /// Rejects absurdly deep bracket nesting up front, with a located error.
@@ -251,8 +267,30 @@ fn ident(p: Pair<'_, Rule>) -> Ident {
 
 /// Skips the keyword tokens, which carry no information.
 fn significant<'i>(p: Pair<'i, Rule>) -> impl Iterator<Item = Pair<'i, Rule>> {
-    p.into_inner()
-        .filter(|q| !format!("{:?}", q.as_rule()).starts_with("kw_"))
+    use Rule::*;
+    p.into_inner().filter(|q| {
+        !matches!(
+            q.as_rule(),
+            kw_loss
+                | kw_task
+                | kw_data
+                | kw_pred
+                | kw_param
+                | kw_cost
+                | kw_let
+                | kw_def
+                | kw_minimize
+                | kw_expect
+                | kw_if
+                | kw_then
+                | kw_else
+                | kw_and
+                | kw_or
+                | kw_not
+                | kw_in
+                | kw_for
+        )
+    })
 }
 
 impl Builder {
