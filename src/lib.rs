@@ -33,6 +33,8 @@
 //! Errors never panic: a malformed spec yields [`Error::Spec`], whose
 //! [`Report`] renders every diagnostic with its file, line and column.
 
+#![warn(missing_docs)]
+
 pub mod ast;
 pub mod diag;
 pub mod parse;

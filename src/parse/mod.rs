@@ -14,9 +14,14 @@ use pest::iterators::{Pair, Pairs};
 use pest::pratt_parser::{Assoc, Op, PrattParser};
 use std::sync::OnceLock;
 
-#[derive(pest_derive::Parser)]
-#[grammar = "../grammar/loss.pest"]
-struct LossParser;
+/// The generated parser stays private: its `Rule` names are an
+/// implementation detail, never shown to users.
+mod generated {
+    #[derive(pest_derive::Parser)]
+    #[grammar = "../grammar/loss.pest"]
+    pub struct LossParser;
+}
+use generated::{LossParser, Rule};
 
 /// Deeper bracket nesting than this is rejected before pest sees it: the
 /// parser is recursive, and a hostile file must not overflow the stack.
