@@ -20,7 +20,10 @@ fn source_files(dir: &std::path::Path, out: &mut Vec<String>) {
 /// Codes written as string literals in the source: `"E0042"`, `"W0001"`.
 fn emitted_codes() -> std::collections::BTreeSet<String> {
     let mut files = Vec::new();
-    source_files(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    source_files(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
     let mut codes = std::collections::BTreeSet::new();
     for text in files {
         for (i, _) in text.match_indices("\"E0").chain(text.match_indices("\"W0")) {
@@ -38,7 +41,10 @@ fn every_diagnostic_code_is_documented() {
     let doc = read("docs/diagnostics.md");
     let codes = emitted_codes();
     assert!(codes.len() >= 30, "found only {codes:?}");
-    let missing: Vec<&String> = codes.iter().filter(|c| !doc.contains(&format!("## {c}"))).collect();
+    let missing: Vec<&String> = codes
+        .iter()
+        .filter(|c| !doc.contains(&format!("## {c}")))
+        .collect();
     assert!(missing.is_empty(), "undocumented codes: {missing:?}");
 }
 
@@ -46,11 +52,19 @@ fn every_diagnostic_code_is_documented() {
 fn every_builtin_and_standard_loss_is_in_the_language_reference() {
     let doc = read("docs/language.md");
     for b in lossc::sema::builtins::BUILTINS {
-        assert!(doc.contains(&format!("`{}", b.name)), "builtin {} missing from docs/language.md", b.name);
+        assert!(
+            doc.contains(&format!("`{}", b.name)),
+            "builtin {} missing from docs/language.md",
+            b.name
+        );
     }
     for stmt in &lossc::sema::prelude().stmts {
         if let lossc::ast::StmtKind::Def(d) = &stmt.kind {
-            assert!(doc.contains(&d.name.name), "standard loss {} missing from docs/language.md", d.name.name);
+            assert!(
+                doc.contains(&d.name.name),
+                "standard loss {} missing from docs/language.md",
+                d.name.name
+            );
         }
     }
 }
