@@ -204,20 +204,32 @@ impl fmt::Display for Report {
     }
 }
 
-/// Levenshtein distance, for "did you mean" hints.
+/// Edit distance with adjacent transpositions (optimal string alignment),
+/// for "did you mean" hints: `detla` is one edit from `delta`, as a reader
+/// would count it.
 pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
         }
     }
-    row[b.len()]
+    d[a.len()][b.len()]
 }
 
 /// The closest of `candidates` to `name`, if close enough to be a likely typo.
@@ -241,7 +253,8 @@ mod tests {
 
     #[test]
     fn edit_distance_counts_single_edits() {
-        assert_eq!(edit_distance("sigmoid", "sigmiod"), 2);
+        assert_eq!(edit_distance("sigmoid", "sigmiod"), 1);
+        assert_eq!(edit_distance("detla", "delta"), 1);
         assert_eq!(edit_distance("bce", "bce_logits"), 7);
         assert_eq!(edit_distance("", "abc"), 3);
     }
@@ -257,7 +270,7 @@ mod tests {
     #[test]
     fn spans_past_the_end_still_render() {
         let f = SourceFile::new("t.loss", "loss x\n");
-        let d = Diagnostic::error("E0000", Span::new(50, 60), "boom");
+        let d = Diagnostic::error("X0001", Span::new(50, 60), "boom");
         let out = render(&f, &[d], Color::Never);
         assert!(out.contains("boom"), "{out}");
     }

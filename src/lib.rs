@@ -37,6 +37,7 @@
 
 pub mod ast;
 pub mod diag;
+pub mod ir;
 pub mod parse;
 pub mod sema;
 pub mod span;

@@ -275,6 +275,7 @@ error[E0021]: `huber` has no parameter `detla`
 5 │ minimize mean(huber(y, f, detla = 0.5))
   │                           ^^^^^ unknown parameter
   │
+  = hint: did you mean `delta`?
   = hint: huber(y, yhat, delta)
 ");
 case!(argument_given_twice, "loss x\ntask regression\ndata y : real\npred f : real\nminimize mean(huber(y, f, 0.5, delta = 1))\n", @"
@@ -770,6 +771,75 @@ error[E0060]: `hinge` expects a label in {-1, 1} for `y`, but `y` is declared `l
   │                                       ^ not a label in {-1, 1}
   │
   = hint: map {0, 1} labels to {-1, 1}: hinge(2 * y - 1, z)
+");
+
+// ------------------------------------------------------------ found while writing the docs
+
+case!(chained_comparison, "loss x\ntask regression\ndata y : real\npred f : real\nminimize mean(if 0 < f < 1 then mse(y, f) else 0)\n", @"
+error[E0048]: comparisons do not chain
+  ┌─ bad.loss:5:18
+  │
+5 │ minimize mean(if 0 < f < 1 then mse(y, f) else 0)
+  │                  ^^^^^^^^^ read as (a < b) < c, comparing a condition with a number
+  │
+  = hint: write `0 < f and f < 1`
+");
+case!(cost_in_a_regression_task, "loss x\ntask regression\ndata y : real\npred f : real\ncost fn = 2, fp = 1\nminimize mean(mse(y, f))\n", @"
+error[E0071]: `cost` does not apply to a regression task
+  ┌─ bad.loss:5:1
+  │
+5 │ cost fn = 2, fp = 1
+  │ ^^^^^^^^^^^^^^^^^^^ decision costs are for binary classification
+  │
+  = hint: remove it, or weight the loss itself to express which errors cost more
+");
+case!(contradictory_expectations, "loss x\ntask regression\ndata y : real\npred f : real\nminimize mean(mse(y, f))\nexpect convex\nexpect not convex\n", @"
+error[E0070]: this contradicts an earlier `expect` of `convex`
+  ┌─ bad.loss:7:1
+  │
+6 │ expect convex
+  │ ------------- the earlier expectation
+7 │ expect not convex
+  │ ^^^^^^^^^^^^^^^^^ contradicts
+  │
+  = hint: keep the one you believe; `lossc analyze` will tell which holds
+");
+case!(transposed_letters_are_suggested, "loss x\ntask regression\ndata y : real\npred f : real\nminimize mean(huber(y, f, detla = 0.5))\n", @"
+error[E0021]: `huber` has no parameter `detla`
+  ┌─ bad.loss:5:27
+  │
+5 │ minimize mean(huber(y, f, detla = 0.5))
+  │                           ^^^^^ unknown parameter
+  │
+  = hint: did you mean `delta`?
+  = hint: huber(y, yhat, delta)
+");
+case!(bce_given_exp_of_a_logit, "loss x\ntask binary\ndata y : label {0, 1}\npred z : logit\nminimize mean(bce(y, exp(z)))\n", @"
+error[E0060]: `bce` expects a probability in (0, 1) for `p`, but `exp(z)` is a value in (0, inf)
+  ┌─ bad.loss:5:22
+  │
+5 │ minimize mean(bce(y, exp(z)))
+  │                      ^^^^^^ not a probability in (0, 1)
+  │
+  = hint: this expression can leave (0, 1), where log is undefined; pass a `prob` or sigmoid(...) of a logit
+");
+case!(index_by_a_real_value, "loss x\ntask multiclass\ndata y : real\npred z : vector [C]\nminimize mean(logsumexp(z) - z[y])\n", @"
+error[E0040]: `y` is not an index
+  ┌─ bad.loss:5:32
+  │
+5 │ minimize mean(logsumexp(z) - z[y])
+  │                                ^ y is any real number
+  │
+  = hint: to pick a component by `y`, declare it as a class: data y : class [C]
+");
+case!(vector_body_of_a_feature_reduction, "loss x\ntask multiclass\ndata y : onehot [C]\npred z : vector [C]\nminimize mean(cce_logits(y, z) + sum[c](softmax(z)))\n", @"
+error[E0047]: the body of sum[c] is a vector of size C
+  ┌─ bad.loss:5:41
+  │
+5 │ minimize mean(cce_logits(y, z) + sum[c](softmax(z)))
+  │                                         ^^^^^^^^^^ must be one number per index
+  │
+  = hint: index it with [c]
 ");
 
 // ------------------------------------------------------------ files

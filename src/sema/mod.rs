@@ -426,6 +426,7 @@ impl<'a> Checker<'a> {
         let mut params = Vec::new();
         let mut costs = BTreeMap::new();
         let mut expects = Vec::new();
+        let mut cost_span: Option<Span> = None;
         let mut remaining: BTreeMap<&str, f64> =
             overrides.iter().map(|(k, v)| (k.as_str(), *v)).collect();
 
@@ -488,6 +489,7 @@ impl<'a> Checker<'a> {
                     }
                 }
                 StmtKind::Cost(items) => {
+                    cost_span.get_or_insert(stmt.span);
                     for it in items {
                         if !COSTS.contains(&it.name.name.as_str()) {
                             self.emit(
@@ -604,6 +606,22 @@ impl<'a> Checker<'a> {
             );
         }
 
+        if let (Some(at), Some(task)) = (cost_span, self.task)
+            && task != Task::Binary
+        {
+            self.emit(
+                Diagnostic::error(
+                    "E0071",
+                    at,
+                    format!("`cost` does not apply to a {task} task"),
+                )
+                .with_label("decision costs are for binary classification")
+                .with_hint(
+                    "remove it, or weight the loss itself to express which errors cost more",
+                ),
+            );
+        }
+
         self.check_defs(spec);
 
         // Pass 2: lets, the objective and expectations, in order.
@@ -636,6 +654,19 @@ impl<'a> Checker<'a> {
                 }
                 StmtKind::Expect(x) => {
                     if let Some(e) = self.expectation(x, stmt.span) {
+                        let clash = expects.iter().find(|o: &&Expectation| {
+                            o.property == e.property
+                                && o.target == e.target
+                                && o.negated != e.negated
+                        });
+                        if let Some(first) = clash {
+                            self.emit(
+                                Diagnostic::error("E0070", e.span, format!("this contradicts an earlier `expect` of `{}`", e.property))
+                                    .with_label("contradicts")
+                                    .with_secondary(first.span, "the earlier expectation")
+                                    .with_hint("keep the one you believe; `lossc analyze` will tell which holds"),
+                            );
+                        }
                         expects.push(e);
                     }
                 }
@@ -1729,7 +1760,7 @@ impl<'a> Checker<'a> {
                 Ty::Cond
             }
             ExprKind::Binary(op, a, b) if op.is_comparison() => {
-                self.comparison(a, b);
+                self.comparison(*op, a, b);
                 Ty::Cond
             }
             ExprKind::Binary(op, a, b) => {
@@ -1923,7 +1954,7 @@ impl<'a> Checker<'a> {
         Ty::Error
     }
 
-    fn comparison(&mut self, a: &Expr, b: &Expr) {
+    fn comparison(&mut self, outer: BinOp, a: &Expr, b: &Expr) {
         // Row indices (`i`, batch `j`) may be compared with each other; any
         // other operand must be a scalar value.
         let is_row = |this: &Self, e: &Expr| match &e.kind {
@@ -1936,6 +1967,22 @@ impl<'a> Checker<'a> {
                 .is_some_and(|i| i.kind == IndexKind::Batch),
             _ => false,
         };
+        if let ExprKind::Binary(op, _, mid) = &a.kind
+            && op.is_comparison()
+        {
+            self.emit(
+                Diagnostic::error("E0048", a.span.to(b.span), "comparisons do not chain")
+                    .with_label("read as (a < b) < c, comparing a condition with a number")
+                    .with_hint(format!(
+                        "write `{} and {} {} {}`",
+                        self.text(a.span),
+                        self.text(mid.span),
+                        outer.symbol(),
+                        self.text(b.span)
+                    )),
+            );
+            return;
+        }
         let (ra, rb) = (is_row(self, a), is_row(self, b));
         if ra && rb {
             return;
@@ -2066,6 +2113,9 @@ impl<'a> Checker<'a> {
             };
         if !ok {
             let hint = match (&k.kind, self.indices.is_empty()) {
+                (ExprKind::Var(n), _) if self.is_value_name(n) => format!(
+                    "to pick a component by `{n}`, declare it as a class: data {n} : class [C]"
+                ),
                 (ExprKind::Var(n), true) if n.len() == 1 => {
                     format!(
                         "bind `{n}` with a reduction, as in sum[{n}]({})",
@@ -2156,7 +2206,14 @@ impl<'a> Checker<'a> {
             self.cond(f);
         }
         self.indices.pop();
-        if kind == IndexKind::Feature && size.is_none() && tb != Ty::Error {
+        let vector_body = matches!(
+            tb,
+            Ty::Val {
+                shape: Shape::Vector(_),
+                ..
+            }
+        );
+        if kind == IndexKind::Feature && size.is_none() && tb != Ty::Error && !vector_body {
             self.emit(
                 Diagnostic::error("E0045", index.span, format!("cannot tell what `{}` ranges over", index.name))
                     .with_label("never used to index a vector")
@@ -2650,7 +2707,8 @@ impl<'a> Checker<'a> {
                 }
                 if !dom_fits(&dom, &want_dom) {
                     let arg_desc = self.describe_arg(arg_expr, &dom);
-                    let hint = mismatch_hint(&def.name.name, &p.name.name, &dom, args, self.src);
+                    let hint =
+                        mismatch_hint(&def.name.name, &p.name.name, &dom, arg_expr, args, self.src);
                     self.emit(
                         Diagnostic::error(
                             "E0060",
@@ -2871,19 +2929,31 @@ fn scalar_alternative(f: &str) -> Option<String> {
 }
 
 /// Function-specific advice for an argument outside its domain.
-fn mismatch_hint(f: &str, param: &str, dom: &Dom, args: &[Arg], src: &str) -> Option<String> {
+fn mismatch_hint(
+    f: &str,
+    param: &str,
+    dom: &Dom,
+    arg: Option<&Expr>,
+    args: &[Arg],
+    src: &str,
+) -> Option<String> {
     let a = |k: usize| args.get(k).map_or("?", |x| x.value.span.text(src));
     let zero_one = *dom == Dom::labels(vec![0.0, 1.0]);
     let pm_one = *dom == Dom::labels(vec![-1.0, 1.0]);
     let unbounded =
         matches!(dom, Dom::Range(r) if r.lo == f64::NEG_INFINITY || r.hi == f64::INFINITY);
+    // Only a value that can be any real looks like a logit.
+    let logit_like = *dom == Dom::Range(Range::REAL);
+    let plain_name = arg.is_some_and(|e| matches!(e.kind, ExprKind::Var(_)));
     Some(match (f, param) {
-        ("bce" | "focal" | "cce", "p") if unbounded || matches!(dom, Dom::Range(_)) => {
-            if unbounded {
-                format!("for logits use {f}_logits({}, {})", a(0), a(1))
-            } else {
-                "a probability must stay strictly inside (0, 1), where log is finite; declare it as `prob`".into()
-            }
+        ("bce" | "focal" | "cce", "p") if logit_like => {
+            format!("for logits use {f}_logits({}, {})", a(0), a(1))
+        }
+        ("bce" | "focal" | "cce", "p") if matches!(dom, Dom::Range(_)) && plain_name => {
+            "a probability must stay strictly inside (0, 1), where log is finite: declare it as `prob`, or pass sigmoid(...) of a logit".into()
+        }
+        ("bce" | "focal" | "cce", "p") if matches!(dom, Dom::Range(_)) => {
+            "this expression can leave (0, 1), where log is undefined; pass a `prob` or sigmoid(...) of a logit".into()
         }
         ("cce" | "cce_logits", "y") if *dom == Dom::Multihot => {
             "several labels per example is a multilabel task: use sum[c](bce_logits(y[c], z[c]))"

@@ -1,0 +1,716 @@
+//! The expression IR: a hash-consed DAG in an arena.
+//!
+//! Nodes refer to their children by [`Id`]; a child is always created
+//! before its parent, so the arena is in topological order and every walk
+//! can be a loop over ids instead of a recursion. Nodes are interned: asking
+//! for a node that exists returns its id, which makes common subexpressions
+//! shared for free and keeps differentiation from blowing up.
+//!
+//! Constructors put expressions in canonical form as they are built:
+//! sums and products are flattened and sorted, constants folded, like terms
+//! (`2x + 3x = 5x`) and powers (`x · x⁻¹ = 1`) collected, and domain facts
+//! applied (`y² = y` for a `{0, 1}` label). Division is `a · b⁻¹` and
+//! subtraction `a + (-1)·b`, so one rule set covers all four operations.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+pub mod lower;
+
+/// A node's index in its [`Graph`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct Id(pub u32);
+
+/// A float that can be hashed and compared exactly (by bits; `-0` is `0`).
+#[derive(Clone, Copy, Debug)]
+pub struct F64(pub f64);
+
+impl PartialEq for F64 {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+impl Eq for F64 {}
+impl std::hash::Hash for F64 {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.to_bits().hash(h)
+    }
+}
+
+/// Unary functions.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum Func {
+    /// `exp`
+    Exp,
+    /// `log`
+    Log,
+    /// `log1p`
+    Log1p,
+    /// `expm1`
+    Expm1,
+    /// `sqrt`
+    Sqrt,
+    /// `sigmoid`
+    Sigmoid,
+    /// `softplus`
+    Softplus,
+    /// `tanh`
+    Tanh,
+    /// `cosh`
+    Cosh,
+    /// `sinh` (appears in derivatives of `cosh`)
+    Sinh,
+    /// `abs`
+    Abs,
+    /// `sign`, with `sign(0) = 0`
+    Sign,
+    /// `relu`
+    Relu,
+}
+
+impl Func {
+    /// The name as written in the language.
+    pub fn name(self) -> &'static str {
+        match self {
+            Func::Exp => "exp",
+            Func::Log => "log",
+            Func::Log1p => "log1p",
+            Func::Expm1 => "expm1",
+            Func::Sqrt => "sqrt",
+            Func::Sigmoid => "sigmoid",
+            Func::Softplus => "softplus",
+            Func::Tanh => "tanh",
+            Func::Cosh => "cosh",
+            Func::Sinh => "sinh",
+            Func::Abs => "abs",
+            Func::Sign => "sign",
+            Func::Relu => "relu",
+        }
+    }
+
+    /// Looks a function up by its language name.
+    pub fn from_name(name: &str) -> Option<Func> {
+        use Func::*;
+        [
+            Exp, Log, Log1p, Expm1, Sqrt, Sigmoid, Softplus, Tanh, Cosh, Sinh, Abs, Sign, Relu,
+        ]
+        .into_iter()
+        .find(|f| f.name() == name)
+    }
+
+    /// The function's value at `x`, with the language's conventions.
+    pub fn eval(self, x: f64) -> f64 {
+        match self {
+            Func::Exp => x.exp(),
+            Func::Log => x.ln(),
+            Func::Log1p => x.ln_1p(),
+            Func::Expm1 => x.exp_m1(),
+            Func::Sqrt => x.sqrt(),
+            Func::Sigmoid => {
+                if x >= 0.0 {
+                    1.0 / (1.0 + (-x).exp())
+                } else {
+                    let e = x.exp();
+                    e / (1.0 + e)
+                }
+            }
+            Func::Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
+            Func::Tanh => x.tanh(),
+            Func::Cosh => x.cosh(),
+            Func::Sinh => x.sinh(),
+            Func::Abs => x.abs(),
+            Func::Sign => {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                }
+            }
+            Func::Relu => x.max(0.0),
+        }
+    }
+}
+
+/// Comparison operators of conditions.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum Cmp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+impl Cmp {
+    /// The operator as written.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Cmp::Eq => "==",
+            Cmp::Ne => "!=",
+            Cmp::Lt => "<",
+            Cmp::Le => "<=",
+            Cmp::Gt => ">",
+            Cmp::Ge => ">=",
+        }
+    }
+
+    /// Whether `a op b` holds.
+    pub fn holds(self, a: f64, b: f64) -> bool {
+        match self {
+            Cmp::Eq => a == b,
+            Cmp::Ne => a != b,
+            Cmp::Lt => a < b,
+            Cmp::Le => a <= b,
+            Cmp::Gt => a > b,
+            Cmp::Ge => a >= b,
+        }
+    }
+}
+
+/// What a symbol stands for.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum SymKind {
+    /// A `data` input of the current row.
+    Data,
+    /// A `pred` of the current row.
+    Pred,
+    /// A `param` (one number for the whole batch).
+    Param,
+    /// A sample reduction of the objective (`R0`, `R1`, ...).
+    Reduced,
+}
+
+/// One IR node.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub enum Node {
+    /// A number.
+    Num(F64),
+    /// A data, pred or param by name.
+    Sym(SymKind, String),
+    /// A sum of two or more terms, sorted.
+    Add(Vec<Id>),
+    /// A product of two or more factors, sorted, constant first.
+    Mul(Vec<Id>),
+    /// `base ^ exponent`
+    Pow(Id, Id),
+    /// A unary function.
+    Func(Func, Id),
+    /// `max(a, b)`
+    Max(Id, Id),
+    /// `min(a, b)`
+    Min(Id, Id),
+    /// `if cond then a else b`
+    Select(Id, Id, Id),
+    /// A comparison (a condition).
+    Cmp(Cmp, Id, Id),
+    /// `a and b`
+    And(Id, Id),
+    /// `a or b`
+    Or(Id, Id),
+    /// `not a`
+    Not(Id),
+    /// `const(a)`: `a`, with a zero derivative.
+    StopGrad(Id),
+}
+
+impl Node {
+    /// The node's children, in order.
+    pub fn children(&self) -> Vec<Id> {
+        match self {
+            Node::Num(_) | Node::Sym(..) => Vec::new(),
+            Node::Add(xs) | Node::Mul(xs) => xs.clone(),
+            Node::Pow(a, b)
+            | Node::Max(a, b)
+            | Node::Min(a, b)
+            | Node::Cmp(_, a, b)
+            | Node::And(a, b)
+            | Node::Or(a, b) => {
+                vec![*a, *b]
+            }
+            Node::Select(c, a, b) => vec![*c, *a, *b],
+            Node::Func(_, a) | Node::Not(a) | Node::StopGrad(a) => vec![*a],
+        }
+    }
+}
+
+/// What the simplifier may assume about a data symbol.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fact {
+    /// Takes only these values.
+    Labels(Vec<f64>),
+    /// Lies in `[lo, hi]` (ends may be open; only signs are used).
+    Range(f64, f64),
+}
+
+/// An arena of interned nodes.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    nodes: Vec<Node>,
+    interned: HashMap<Node, Id>,
+    facts: BTreeMap<String, Fact>,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new() -> Self {
+        Graph::default()
+    }
+
+    /// Records what the simplifier may assume about a symbol.
+    pub fn set_fact(&mut self, name: &str, fact: Fact) {
+        self.facts.insert(name.to_string(), fact);
+    }
+
+    /// The fact recorded for a symbol.
+    pub fn fact(&self, name: &str) -> Option<&Fact> {
+        self.facts.get(name)
+    }
+
+    /// The node behind an id.
+    pub fn node(&self, id: Id) -> &Node {
+        &self.nodes[id.0 as usize]
+    }
+
+    /// How many nodes the arena holds.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the arena is empty.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Interns a node exactly as given (no canonicalisation).
+    pub fn intern(&mut self, n: Node) -> Id {
+        if let Some(&id) = self.interned.get(&n) {
+            return id;
+        }
+        let id = Id(self.nodes.len() as u32);
+        self.nodes.push(n.clone());
+        self.interned.insert(n, id);
+        id
+    }
+
+    /// The number of distinct nodes reachable from `root`.
+    pub fn dag_size(&self, root: Id) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![root];
+        while let Some(id) = stack.pop() {
+            if seen.insert(id) {
+                stack.extend(self.node(id).children());
+            }
+        }
+        seen.len()
+    }
+
+    /// The size of `root` written out as a tree (shared nodes counted at
+    /// each use): what a reader sees, so what the simplifier minimises.
+    pub fn tree_size(&self, root: Id) -> usize {
+        // Children precede parents, so one pass in id order suffices.
+        let mut size: HashMap<Id, usize> = HashMap::new();
+        let mut order = Vec::new();
+        let mut stack = vec![root];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(id) = stack.pop() {
+            if seen.insert(id) {
+                order.push(id);
+                stack.extend(self.node(id).children());
+            }
+        }
+        order.sort();
+        for id in order {
+            let s = 1 + self
+                .node(id)
+                .children()
+                .iter()
+                .map(|c| size[c])
+                .sum::<usize>();
+            size.insert(id, s);
+        }
+        size[&root]
+    }
+
+    // ---------------------------------------------------------- leaves
+
+    /// A number.
+    pub fn num(&mut self, v: f64) -> Id {
+        let v = if v == 0.0 { 0.0 } else { v };
+        self.intern(Node::Num(F64(v)))
+    }
+
+    /// A symbol.
+    pub fn sym(&mut self, kind: SymKind, name: &str) -> Id {
+        self.intern(Node::Sym(kind, name.to_string()))
+    }
+
+    /// The value of a number node.
+    pub fn as_num(&self, id: Id) -> Option<f64> {
+        match self.node(id) {
+            Node::Num(v) => Some(v.0),
+            _ => None,
+        }
+    }
+
+    fn labels(&self, id: Id) -> Option<&[f64]> {
+        match self.node(id) {
+            Node::Sym(SymKind::Data, n) => match self.facts.get(n) {
+                Some(Fact::Labels(vs)) => Some(vs),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    // ---------------------------------------------------------- arithmetic
+
+    /// `a + b`
+    pub fn add2(&mut self, a: Id, b: Id) -> Id {
+        self.add(vec![a, b])
+    }
+
+    /// `a - b`
+    pub fn sub(&mut self, a: Id, b: Id) -> Id {
+        let nb = self.neg(b);
+        self.add(vec![a, nb])
+    }
+
+    /// `-a`
+    pub fn neg(&mut self, a: Id) -> Id {
+        let m1 = self.num(-1.0);
+        self.mul(vec![m1, a])
+    }
+
+    /// `a * b`
+    pub fn mul2(&mut self, a: Id, b: Id) -> Id {
+        self.mul(vec![a, b])
+    }
+
+    /// `a / b`
+    pub fn div(&mut self, a: Id, b: Id) -> Id {
+        let m1 = self.num(-1.0);
+        let inv = self.pow(b, m1);
+        self.mul(vec![a, inv])
+    }
+
+    /// Splits a term into its numeric coefficient and the rest.
+    fn coeff(&mut self, t: Id) -> (f64, Id) {
+        if let Some(v) = self.as_num(t) {
+            let one = self.num(1.0);
+            return (v, one);
+        }
+        if let Node::Mul(fs) = self.node(t).clone()
+            && let Some(c) = self.as_num(fs[0])
+        {
+            let rest = if fs.len() == 2 {
+                fs[1]
+            } else {
+                self.intern(Node::Mul(fs[1..].to_vec()))
+            };
+            return (c, rest);
+        }
+        (1.0, t)
+    }
+
+    /// A canonical sum.
+    pub fn add(&mut self, terms: Vec<Id>) -> Id {
+        let mut flat = Vec::new();
+        for t in terms {
+            match self.node(t) {
+                Node::Add(xs) => flat.extend(xs.clone()),
+                _ => flat.push(t),
+            }
+        }
+        let mut constant = 0.0;
+        let mut like: BTreeMap<Id, f64> = BTreeMap::new();
+        for t in flat {
+            if let Some(v) = self.as_num(t) {
+                constant += v;
+                continue;
+            }
+            let (c, rest) = self.coeff(t);
+            *like.entry(rest).or_insert(0.0) += c;
+        }
+        let mut out = Vec::new();
+        for (rest, c) in like {
+            if c == 0.0 {
+                continue;
+            }
+            let cn = self.num(c);
+            out.push(self.mul(vec![cn, rest]));
+        }
+        if constant != 0.0 || out.is_empty() {
+            out.push(self.num(constant));
+        }
+        if out.len() == 1 {
+            return out[0];
+        }
+        out.sort();
+        self.intern(Node::Add(out))
+    }
+
+    /// Splits a factor into base and exponent (`x^k`, or `x^1`).
+    fn base_exp(&mut self, f: Id) -> (Id, Id) {
+        match *self.node(f) {
+            Node::Pow(b, e) => (b, e),
+            _ => (f, self.num(1.0)),
+        }
+    }
+
+    /// A canonical product.
+    pub fn mul(&mut self, factors: Vec<Id>) -> Id {
+        let mut flat = Vec::new();
+        for f in factors {
+            match self.node(f) {
+                Node::Mul(xs) => flat.extend(xs.clone()),
+                _ => flat.push(f),
+            }
+        }
+        let mut constant = 1.0;
+        let mut powers: BTreeMap<Id, Vec<Id>> = BTreeMap::new();
+        for f in flat {
+            if let Some(v) = self.as_num(f) {
+                constant *= v;
+                continue;
+            }
+            let (b, e) = self.base_exp(f);
+            powers.entry(b).or_default().push(e);
+        }
+        if constant == 0.0 {
+            return self.num(0.0);
+        }
+        let mut out = Vec::new();
+        for (b, es) in powers {
+            let e = self.add(es);
+            let p = self.pow(b, e);
+            if let Some(v) = self.as_num(p) {
+                constant *= v;
+            } else {
+                match self.node(p) {
+                    Node::Mul(xs) => {
+                        for x in xs.clone() {
+                            if let Some(v) = self.as_num(x) {
+                                constant *= v;
+                            } else {
+                                out.push(x);
+                            }
+                        }
+                    }
+                    _ => out.push(p),
+                }
+            }
+        }
+        if constant == 0.0 {
+            return self.num(0.0);
+        }
+        out.sort();
+        if constant != 1.0 || out.is_empty() {
+            out.insert(0, self.num(constant));
+        }
+        if out.len() == 1 {
+            return out[0];
+        }
+        self.intern(Node::Mul(out))
+    }
+
+    /// A canonical power.
+    pub fn pow(&mut self, b: Id, e: Id) -> Id {
+        let ev = self.as_num(e);
+        match ev {
+            Some(0.0) => return self.num(1.0),
+            Some(1.0) => return b,
+            _ => {}
+        }
+        if let (Some(bv), Some(evv)) = (self.as_num(b), ev) {
+            let v = bv.powf(evv);
+            if v.is_finite() && (v.fract() == 0.0 || evv.fract() == 0.0 && evv > 0.0) {
+                return self.num(v);
+            }
+        }
+        if let Some(k) = ev {
+            // A {0, 1} label to a positive power is itself.
+            if k > 0.0
+                && let Some(vs) = self.labels(b)
+                && vs.iter().all(|v| *v == 0.0 || *v == 1.0)
+            {
+                return b;
+            }
+            let integer = k.fract() == 0.0;
+            match self.node(b).clone() {
+                // (x^a)^k = x^(a k) for integer k.
+                Node::Pow(x, a) if integer => {
+                    let ak = self.mul(vec![a, e]);
+                    return self.pow(x, ak);
+                }
+                // (a b)^k = a^k b^k for integer k: lets factors cancel.
+                Node::Mul(fs) if integer => {
+                    let parts = fs.iter().map(|&f| self.pow(f, e)).collect();
+                    return self.mul(parts);
+                }
+                _ => {}
+            }
+        }
+        self.intern(Node::Pow(b, e))
+    }
+
+    /// A unary function, folded on numbers and simplified against its inverse.
+    pub fn func(&mut self, f: Func, a: Id) -> Id {
+        if let Some(v) = self.as_num(a) {
+            let r = f.eval(v);
+            if r.is_finite()
+                && (r.fract() == 0.0 || matches!(f, Func::Abs | Func::Sign | Func::Relu))
+            {
+                return self.num(r);
+            }
+        }
+        match (f, self.node(a).clone()) {
+            (Func::Log, Node::Func(Func::Exp, x)) => return x,
+            (Func::Exp, Node::Func(Func::Log, x)) => return x,
+            (Func::Abs, Node::Func(Func::Abs, _)) => return a,
+            (Func::Sign, Node::Func(Func::Sign, _)) => return a,
+            _ => {}
+        }
+        self.intern(Node::Func(f, a))
+    }
+
+    /// `max(a, b)`
+    pub fn max(&mut self, a: Id, b: Id) -> Id {
+        if a == b {
+            return a;
+        }
+        if let (Some(x), Some(y)) = (self.as_num(a), self.as_num(b)) {
+            return self.num(x.max(y));
+        }
+        self.intern(Node::Max(a, b))
+    }
+
+    /// `min(a, b)`
+    pub fn min(&mut self, a: Id, b: Id) -> Id {
+        if a == b {
+            return a;
+        }
+        if let (Some(x), Some(y)) = (self.as_num(a), self.as_num(b)) {
+            return self.num(x.min(y));
+        }
+        self.intern(Node::Min(a, b))
+    }
+
+    /// `if c then a else b`, with a constant condition decided and equal
+    /// branches merged.
+    pub fn select(&mut self, c: Id, a: Id, b: Id) -> Id {
+        if a == b {
+            return a;
+        }
+        if let Some(v) = self.as_bool(c) {
+            return if v { a } else { b };
+        }
+        self.intern(Node::Select(c, a, b))
+    }
+
+    /// A comparison, decided when both sides are numbers.
+    pub fn cmp(&mut self, op: Cmp, a: Id, b: Id) -> Id {
+        self.intern(Node::Cmp(op, a, b))
+    }
+
+    /// `a and b`
+    pub fn and(&mut self, a: Id, b: Id) -> Id {
+        self.intern(Node::And(a, b))
+    }
+
+    /// `a or b`
+    pub fn or(&mut self, a: Id, b: Id) -> Id {
+        self.intern(Node::Or(a, b))
+    }
+
+    /// `not a`
+    pub fn not(&mut self, a: Id) -> Id {
+        self.intern(Node::Not(a))
+    }
+
+    /// `const(a)`
+    pub fn stop_grad(&mut self, a: Id) -> Id {
+        if self.as_num(a).is_some() {
+            return a;
+        }
+        self.intern(Node::StopGrad(a))
+    }
+
+    /// A condition's value when it is decided by numbers alone.
+    pub fn as_bool(&self, c: Id) -> Option<bool> {
+        match *self.node(c) {
+            Node::Cmp(op, a, b) => Some(op.holds(self.as_num(a)?, self.as_num(b)?)),
+            Node::And(a, b) => Some(self.as_bool(a)? && self.as_bool(b)?),
+            Node::Or(a, b) => Some(self.as_bool(a)? || self.as_bool(b)?),
+            Node::Not(a) => Some(!self.as_bool(a)?),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "%{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_collect_like_terms_and_fold_constants() {
+        let mut g = Graph::new();
+        let x = g.sym(SymKind::Pred, "x");
+        let two = g.num(2.0);
+        let three = g.num(3.0);
+        let a = g.mul2(two, x);
+        let b = g.mul2(three, x);
+        let s = g.add(vec![a, b, two, three]);
+        let five = g.num(5.0);
+        let fx = g.mul2(five, x);
+        let expected = g.add2(fx, five);
+        assert_eq!(s, expected);
+        assert_eq!(g.sub(x, x), g.num(0.0));
+    }
+
+    #[test]
+    fn products_collect_powers_and_cancel() {
+        let mut g = Graph::new();
+        let x = g.sym(SymKind::Pred, "x");
+        let y = g.sym(SymKind::Data, "y");
+        let xy = g.mul2(x, y);
+        let back = g.div(xy, x);
+        assert_eq!(back, y);
+        let xx = g.mul2(x, x);
+        let two = g.num(2.0);
+        assert_eq!(xx, g.pow(x, two));
+    }
+
+    #[test]
+    fn zero_one_labels_are_idempotent_under_powers() {
+        let mut g = Graph::new();
+        g.set_fact("y", Fact::Labels(vec![0.0, 1.0]));
+        let y = g.sym(SymKind::Data, "y");
+        assert_eq!(g.mul2(y, y), y);
+    }
+
+    #[test]
+    fn interning_shares_equal_nodes() {
+        let mut g = Graph::new();
+        let x = g.sym(SymKind::Pred, "x");
+        let a = g.func(Func::Sigmoid, x);
+        let n = g.len();
+        let b = g.func(Func::Sigmoid, x);
+        assert_eq!(a, b);
+        assert_eq!(g.len(), n);
+    }
+}
