@@ -37,9 +37,13 @@
 
 pub mod ast;
 pub mod diag;
+pub mod diff;
+pub mod grad;
 pub mod ir;
 pub mod parse;
+pub mod print;
 pub mod sema;
+pub mod simplify;
 pub mod span;
 
 pub use diag::{Color, Diagnostic, Report, Severity};

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+pub mod eval;
 pub mod lower;
 
 /// A node's index in its [`Graph`].
@@ -531,8 +532,8 @@ impl Graph {
             _ => {}
         }
         if let (Some(bv), Some(evv)) = (self.as_num(b), ev) {
-            let v = bv.powf(evv);
-            if v.is_finite() && (v.fract() == 0.0 || evv.fract() == 0.0 && evv > 0.0) {
+            let v = eval::pow(bv, evv);
+            if v.is_finite() {
                 return self.num(v);
             }
         }

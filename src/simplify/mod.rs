@@ -1,0 +1,475 @@
+//! Simplification beyond the canonical form the IR builds by itself.
+//!
+//! Construction already flattens, sorts, folds constants and collects like
+//! terms and powers. This pass adds a few named rewrites, each kept only
+//! when it makes the expression smaller (by [`Graph::tree_size`], what a
+//! reader sees), so the simplifier never grows an expression:
+//!
+//! - `expand`: distribute products over sums (`y (1 - p) + p (1 - y)` →
+//!   `p - y` once like terms cancel);
+//! - `together`: bring a sum of fractions over a common denominator
+//!   (`-y/p + (1-y)/(1-p)` → `(p - y) / (p (1 - p))`);
+//! - `into-branches`: a product with `if c then x else 0` moves into the
+//!   branch (`-y · (if m > 0 then 1 else 0)` → `if m > 0 then -y else 0`);
+//! - `condition`: comparisons are written with the unknowns on the left and
+//!   a positive leading coefficient (`1 - y s > 0` → `y s < 1`);
+//! - `label-select`: for a `{0, 1}` label, `if y == 1 then a else b` →
+//!   `y a + (1 - y) b` when that is smaller.
+
+use crate::ir::{Cmp, Fact, Func, Graph, Id, Node, SymKind};
+use crate::print::{Printer, Style};
+use std::collections::BTreeMap;
+
+/// What a rewrite must not increase: the length of the expression printed
+/// as text, which is what a reader sees (`-(a + b)` costs its parentheses,
+/// `x * y^-1` is read as `x / y`).
+pub fn cost(g: &Graph, id: Id) -> usize {
+    Printer::new(g, Style::Text).print(id).len()
+}
+
+/// Products of sums with more terms than this are not expanded.
+const MAX_EXPANSION: usize = 64;
+
+/// Simplifies `root`, returning an equal expression that is no larger.
+pub fn simplify(g: &mut Graph, root: Id) -> Id {
+    let mut order = Vec::new();
+    let mut stack = vec![root];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(id) = stack.pop() {
+        if seen.insert(id) {
+            order.push(id);
+            stack.extend(g.node(id).children());
+        }
+    }
+    order.sort();
+    let mut new: BTreeMap<Id, Id> = BTreeMap::new();
+    for id in order {
+        let node = g.node(id).clone();
+        let m = |x: &Id| new[x];
+        let rebuilt = match &node {
+            Node::Num(_) | Node::Sym(..) => id,
+            Node::Add(xs) => {
+                let xs = xs.iter().map(m).collect();
+                let s = g.add(xs);
+                let s = merge_selects(g, s);
+                if matches!(g.node(s), Node::Add(_)) { best_sum(g, s) } else { s }
+            }
+            Node::Mul(fs) => {
+                let fs = fs.iter().map(m).collect();
+                let p = g.mul(fs);
+                simplify_product(g, p)
+            }
+            Node::Pow(b, e) => g.pow(m(b), m(e)),
+            Node::Func(f, x) => g.func(*f, m(x)),
+            Node::Max(a, b) => g.max(m(a), m(b)),
+            Node::Min(a, b) => g.min(m(a), m(b)),
+            Node::Select(c, a, b) => {
+                let s = g.select(m(c), m(a), m(b));
+                let s = zero_last(g, s);
+                label_select(g, s)
+            }
+            Node::Cmp(op, a, b) => condition(g, *op, m(a), m(b)),
+            Node::And(a, b) => g.and(m(a), m(b)),
+            Node::Or(a, b) => g.or(m(a), m(b)),
+            Node::Not(a) => g.not(m(a)),
+            Node::StopGrad(a) => g.stop_grad(m(a)),
+        };
+        // The rewrites only ever shrink; guard against a rebuilt node that
+        // canonicalised into something larger.
+        let chosen = if cost(g, rebuilt) <= cost(g, id) { rebuilt } else { id };
+        new.insert(id, chosen);
+    }
+    new[&root]
+}
+
+/// The smallest of a sum, its expansion and its form over a common denominator.
+fn best_sum(g: &mut Graph, s: Id) -> Id {
+    let mut best = s;
+    let mut size = cost(g, s);
+    let candidates = [expand(g, s), together(g, s), common_factor(g, s)];
+    for candidate in candidates {
+        let c = cost(g, candidate);
+        if c < size {
+            best = candidate;
+            size = c;
+        }
+    }
+    best
+}
+
+/// Distributes products over sums (and small integer powers of sums).
+pub fn expand(g: &mut Graph, id: Id) -> Id {
+    match g.node(id).clone() {
+        Node::Add(xs) => {
+            let xs = xs.iter().map(|&x| expand(g, x)).collect();
+            g.add(xs)
+        }
+        Node::Mul(fs) => {
+            let mut terms: Vec<Vec<Id>> = vec![Vec::new()];
+            for f in fs {
+                let f = expand(g, f);
+                let parts = match g.node(f) {
+                    Node::Add(xs) => xs.clone(),
+                    _ => vec![f],
+                };
+                if terms.len() * parts.len() > MAX_EXPANSION {
+                    return id;
+                }
+                terms = terms
+                    .iter()
+                    .flat_map(|t| {
+                        parts.iter().map(move |p| {
+                            let mut t = t.clone();
+                            t.push(*p);
+                            t
+                        })
+                    })
+                    .collect();
+            }
+            let products = terms.into_iter().map(|t| g.mul(t)).collect();
+            g.add(products)
+        }
+        Node::Pow(b, e) => match (g.node(b).clone(), g.as_num(e)) {
+            (Node::Add(_), Some(k)) if k.fract() == 0.0 && (2.0..=3.0).contains(&k) => {
+                let copies = vec![b; k as usize];
+                let p = g.intern(Node::Mul(copies));
+                expand(g, p)
+            }
+            _ => id,
+        },
+        _ => id,
+    }
+}
+
+/// A sum of fractions over one common denominator, with the numerator expanded.
+pub fn together(g: &mut Graph, id: Id) -> Id {
+    let Node::Add(terms) = g.node(id).clone() else { return id };
+    let mut denominators: BTreeMap<Id, f64> = BTreeMap::new();
+    for &t in &terms {
+        for f in factors(g, t) {
+            if let Node::Pow(b, e) = *g.node(f)
+                && let Some(k) = g.as_num(e)
+                && k < 0.0
+            {
+                let entry = denominators.entry(b).or_insert(0.0);
+                *entry = entry.max(-k);
+            }
+        }
+    }
+    if denominators.is_empty() {
+        return id;
+    }
+    let mut scaled = Vec::new();
+    for &t in &terms {
+        let mut fs = vec![t];
+        for (&b, &k) in &denominators {
+            let kn = g.num(k);
+            fs.push(g.pow(b, kn));
+        }
+        scaled.push(g.mul(fs));
+    }
+    let numerator = g.add(scaled);
+    let numerator = expand(g, numerator);
+    let mut fs = vec![numerator];
+    for (&b, &k) in &denominators {
+        let kn = g.num(-k);
+        fs.push(g.pow(b, kn));
+    }
+    g.mul(fs)
+}
+
+fn factors(g: &Graph, t: Id) -> Vec<Id> {
+    match g.node(t) {
+        Node::Mul(fs) => fs.clone(),
+        _ => vec![t],
+    }
+}
+
+/// `k · (if c then x else 0)` → `if c then k x else 0` (either branch
+/// zero), and a number times an `if` moves into both branches.
+fn into_branches(g: &mut Graph, p: Id) -> Id {
+    let Node::Mul(fs) = g.node(p).clone() else { return p };
+    let zero = g.num(0.0);
+    let numeric_only = fs.len() == 2 && g.as_num(fs[0]).is_some();
+    let Some(pos) = fs.iter().position(|&f| {
+        matches!(*g.node(f), Node::Select(_, a, b) if a == zero || b == zero || numeric_only)
+    }) else {
+        return p;
+    };
+    let Node::Select(c, a, b) = *g.node(fs[pos]) else { return p };
+    let others: Vec<Id> = fs.iter().enumerate().filter(|(k, _)| *k != pos).map(|(_, f)| *f).collect();
+    let mut branch = |x: Id| {
+        let mut v = others.clone();
+        v.push(x);
+        let m = g.mul(v);
+        match g.node(m) {
+            Node::Add(_) => best_sum(g, m),
+            Node::Mul(_) => simplify_product(g, m),
+            _ => m,
+        }
+    };
+    let (a, b) = (branch(a), branch(b));
+    g.select(c, a, b)
+}
+
+/// Tries distributing a product over each sum among its factors, one sum
+/// at a time so that the other factors can still cancel against the
+/// terms' denominators (`σ (1 - σ) ((1 - y) / (1 - σ) - y / σ)` becomes
+/// `σ (1 - y) - y (1 - σ)`, then `σ - y`); keeps the cheapest form.
+fn simplify_product(g: &mut Graph, p: Id) -> Id {
+    let p = tanh_rule(g, p);
+    let mut best = p;
+    let fs = factors(g, p);
+    for (k, &f) in fs.iter().enumerate() {
+        let Node::Add(terms) = g.node(f).clone() else { continue };
+        let others: Vec<Id> = fs.iter().enumerate().filter(|(j, _)| *j != k).map(|(_, h)| *h).collect();
+        let distributed: Vec<Id> = terms
+            .iter()
+            .map(|&t| {
+                let mut v = others.clone();
+                v.push(t);
+                g.mul(v)
+            })
+            .collect();
+        let sum = g.add(distributed);
+        let sum = merge_selects(g, sum);
+        let sum = best_sum_or(g, sum);
+        if cost(g, sum) < cost(g, best) {
+            best = sum;
+        }
+    }
+    if matches!(g.node(best), Node::Mul(_)) { into_branches(g, best) } else { best }
+}
+
+/// `(if c then a else b) + (if c then a' else b') + t` →
+/// `(if c then a + a' else b + b') + t`: one decision instead of two.
+fn merge_selects(g: &mut Graph, s: Id) -> Id {
+    let Node::Add(xs) = g.node(s).clone() else { return s };
+    let mut by_cond: BTreeMap<Id, (Vec<Id>, Vec<Id>)> = BTreeMap::new();
+    let mut rest = Vec::new();
+    for x in xs {
+        match *g.node(x) {
+            Node::Select(c, a, b) => {
+                // `if not-c then a else b` is `if c then b else a`.
+                let (c, a, b) = match negate(g, c) {
+                    Some(n) if by_cond.contains_key(&n) => (n, b, a),
+                    _ => (c, a, b),
+                };
+                let e = by_cond.entry(c).or_default();
+                e.0.push(a);
+                e.1.push(b);
+            }
+            _ => rest.push(x),
+        }
+    }
+    if by_cond.values().all(|(a, _)| a.len() < 2) {
+        return s;
+    }
+    for (c, (a, b)) in by_cond {
+        let a = g.add(a);
+        let a = best_sum_or(g, a);
+        let b = g.add(b);
+        let b = best_sum_or(g, b);
+        rest.push(g.select(c, a, b));
+    }
+    let merged = g.add(rest);
+    if cost(g, merged) <= cost(g, s) { merged } else { s }
+}
+
+fn best_sum_or(g: &mut Graph, x: Id) -> Id {
+    if matches!(g.node(x), Node::Add(_)) { best_sum(g, x) } else { x }
+}
+
+/// `if c then 0 else b` → `if not-c then b else 0` for a comparison `c`,
+/// so the interesting case reads first (`if y * s < 1 then -y else 0`).
+fn zero_last(g: &mut Graph, s: Id) -> Id {
+    let Node::Select(c, a, b) = *g.node(s) else { return s };
+    if g.as_num(a) != Some(0.0) || g.as_num(b) == Some(0.0) {
+        return s;
+    }
+    match negate(g, c) {
+        Some(nc) => g.select(nc, b, a),
+        None => s,
+    }
+}
+
+/// The comparison that holds exactly when `c` does not.
+fn negate(g: &mut Graph, c: Id) -> Option<Id> {
+    let Node::Cmp(op, l, r) = *g.node(c) else { return None };
+    let negated = match op {
+        Cmp::Lt => Cmp::Ge,
+        Cmp::Le => Cmp::Gt,
+        Cmp::Gt => Cmp::Le,
+        Cmp::Ge => Cmp::Lt,
+        Cmp::Eq => Cmp::Ne,
+        Cmp::Ne => Cmp::Eq,
+    };
+    Some(g.cmp(negated, l, r))
+}
+
+/// `sinh(x) / cosh(x)` → `tanh(x)`.
+fn tanh_rule(g: &mut Graph, p: Id) -> Id {
+    let Node::Mul(fs) = g.node(p).clone() else { return p };
+    for (k, &f) in fs.iter().enumerate() {
+        let Node::Func(Func::Sinh, x) = *g.node(f) else { continue };
+        let cosh = g.func(Func::Cosh, x);
+        let m1 = g.num(-1.0);
+        let inv = g.pow(cosh, m1);
+        if let Some(j) = fs.iter().position(|&h| h == inv) {
+            let mut rest: Vec<Id> = fs.iter().enumerate().filter(|(i, _)| *i != k && *i != j).map(|(_, h)| *h).collect();
+            rest.push(g.func(Func::Tanh, x));
+            return g.mul(rest);
+        }
+    }
+    p
+}
+
+/// `a x + b x` → `x (a + b)`: factors common to every term come out.
+fn common_factor(g: &mut Graph, s: Id) -> Id {
+    let Node::Add(xs) = g.node(s).clone() else { return s };
+    let lists: Vec<Vec<Id>> = xs.iter().map(|&x| factors(g, x)).collect();
+    let common: Vec<Id> = lists[0]
+        .iter()
+        .copied()
+        .filter(|f| g.as_num(*f).is_none() && lists.iter().all(|l| l.contains(f)))
+        .collect();
+    if common.is_empty() {
+        return s;
+    }
+    let mut terms = Vec::new();
+    for l in &lists {
+        let rest: Vec<Id> = l.iter().copied().filter(|f| !common.contains(f)).collect();
+        terms.push(if rest.is_empty() { g.num(1.0) } else { g.mul(rest) });
+    }
+    let inner = g.add(terms);
+    let inner = if matches!(g.node(inner), Node::Add(_)) { expand_if_smaller(g, inner) } else { inner };
+    let mut out = common;
+    out.push(inner);
+    g.mul(out)
+}
+
+fn expand_if_smaller(g: &mut Graph, x: Id) -> Id {
+    let e = expand(g, x);
+    if cost(g, e) < cost(g, x) { e } else { x }
+}
+
+/// Writes a comparison with the unknowns on the left, constants on the
+/// right and a positive leading coefficient; keeps the smaller form.
+fn condition(g: &mut Graph, op: Cmp, a: Id, b: Id) -> Id {
+    let original = g.cmp(op, a, b);
+    let diff = g.sub(a, b);
+    let diff = expand_if_smaller(g, diff);
+    let (mut lhs, mut rhs) = match g.node(diff).clone() {
+        Node::Add(xs) if g.as_num(xs[xs.len() - 1]).is_some() || g.as_num(xs[0]).is_some() => {
+            let k = xs.iter().find_map(|&x| g.as_num(x)).unwrap_or(0.0);
+            let kn = g.num(k);
+            let rest = g.sub(diff, kn);
+            (rest, g.num(-k))
+        }
+        _ => (diff, g.num(0.0)),
+    };
+    let mut op = op;
+    let lead = match g.node(lhs).clone() {
+        Node::Mul(fs) => g.as_num(fs[0]),
+        Node::Add(xs) => match g.node(xs[0]).clone() {
+            Node::Mul(fs) => g.as_num(fs[0]),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(c) = lead
+        && c < 0.0
+    {
+        let inv = g.num(1.0 / c);
+        lhs = g.mul2(inv, lhs);
+        rhs = g.mul2(inv, rhs);
+        op = flip(op);
+    }
+    // `u - v op 0` reads better as `u op v`.
+    if g.as_num(rhs) == Some(0.0)
+        && let Node::Add(xs) = g.node(lhs).clone()
+        && xs.len() == 2
+    {
+        let neg = xs.iter().position(|&x| matches!(g.node(x), Node::Mul(fs) if g.as_num(fs[0]) == Some(-1.0)));
+        if let Some(k) = neg {
+            let v = g.neg(xs[k]);
+            lhs = xs[1 - k];
+            rhs = v;
+        }
+    }
+    let normal = g.cmp(op, lhs, rhs);
+    if cost(g, normal) <= cost(g, original) { normal } else { original }
+}
+
+fn flip(op: Cmp) -> Cmp {
+    match op {
+        Cmp::Lt => Cmp::Gt,
+        Cmp::Le => Cmp::Ge,
+        Cmp::Gt => Cmp::Lt,
+        Cmp::Ge => Cmp::Le,
+        other => other,
+    }
+}
+
+/// For a `{0, 1}` label `y`: `if y == 1 then a else b` = `y a + (1 - y) b`.
+fn label_select(g: &mut Graph, s: Id) -> Id {
+    let Node::Select(c, a, b) = *g.node(s) else { return s };
+    let Node::Cmp(op, l, r) = *g.node(c) else { return s };
+    let binary = |g: &Graph, x: Id| match g.node(x) {
+        Node::Sym(SymKind::Data, n) => {
+            matches!(g.fact(n), Some(Fact::Labels(vs)) if vs.len() == 2 && vs.contains(&0.0) && vs.contains(&1.0))
+        }
+        _ => false,
+    };
+    if !binary(g, l) {
+        return s;
+    }
+    let (when_one, when_zero) = match (op, g.as_num(r)) {
+        (Cmp::Eq, Some(v)) if v == 1.0 => (a, b),
+        (Cmp::Eq, Some(v)) if v == 0.0 => (b, a),
+        (Cmp::Ne, Some(v)) if v == 1.0 => (b, a),
+        (Cmp::Ne, Some(v)) if v == 0.0 => (a, b),
+        _ => return s,
+    };
+    let one = g.num(1.0);
+    let not_y = g.sub(one, l);
+    let t1 = g.mul2(l, when_one);
+    let t0 = g.mul2(not_y, when_zero);
+    let sum = g.add2(t1, t0);
+    let sum = best_sum(g, sum);
+    if g.tree_size(sum) < g.tree_size(s) { sum } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expand_cancels_like_terms() {
+        let mut g = Graph::new();
+        let y = g.sym(SymKind::Data, "y");
+        let p = g.sym(SymKind::Pred, "p");
+        let one = g.num(1.0);
+        let one_p = g.sub(one, p);
+        let one_y = g.sub(one, y);
+        let a = g.mul2(y, one_p);
+        let b = g.mul2(p, one_y);
+        let s = g.sub(b, a);
+        let expected = g.sub(p, y);
+        assert_eq!(simplify(&mut g, s), expected);
+    }
+
+    #[test]
+    fn conditions_are_normalised() {
+        let mut g = Graph::new();
+        let y = g.sym(SymKind::Data, "y");
+        let s = g.sym(SymKind::Pred, "s");
+        let one = g.num(1.0);
+        let zero = g.num(0.0);
+        let ys = g.mul2(y, s);
+        let margin = g.sub(one, ys);
+        let c = g.cmp(Cmp::Gt, margin, zero);
+        let expected = g.cmp(Cmp::Lt, ys, one);
+        assert_eq!(simplify(&mut g, c), expected);
+    }
+}
