@@ -106,14 +106,27 @@ pub fn derive(checked: &Checked) -> Result<Derivation, Unsupported> {
         let per_sample = simplify(&mut g, raw);
         let second = derivative(&mut g, per_sample, wrt);
         let hessian = simplify(&mut g, second);
-        preds.push(PredGradient { pred: p.name.clone(), raw, per_sample, hessian });
+        preds.push(PredGradient {
+            pred: p.name.clone(),
+            raw,
+            per_sample,
+            hessian,
+        });
     }
     let loss = single_loss(&mut g, &objective);
     let mut stable = Vec::new();
     for r in &objective.reductions {
         stable_forms(&g, r.body, &mut stable);
     }
-    Ok(Derivation { graph: g, objective, loss, factor, preds, stable, nodes_before })
+    Ok(Derivation {
+        graph: g,
+        objective,
+        loss,
+        factor,
+        preds,
+        stable,
+        nodes_before,
+    })
 }
 
 /// `ℓ` when the objective is `mean(ℓ)` (or `sum(ℓ)`) up to a positive
@@ -138,7 +151,9 @@ fn stable_forms(g: &Graph, root: Id, out: &mut Vec<StableForm>) {
             continue;
         }
         stack.extend(g.node(id).children());
-        let Node::Func(Func::Log, x) = *g.node(id) else { continue };
+        let Node::Func(Func::Log, x) = *g.node(id) else {
+            continue;
+        };
         let found = match g.node(x) {
             Node::Func(Func::Sigmoid, z) => {
                 Some(("log-sigmoid", format!("-softplus({})", negated(g, *z))))
@@ -146,21 +161,29 @@ fn stable_forms(g: &Graph, root: Id, out: &mut Vec<StableForm>) {
             Node::Add(xs) if xs.len() == 2 => {
                 let one = xs.iter().any(|&t| g.as_num(t) == Some(1.0));
                 let sig = xs.iter().find_map(|&t| match g.node(t) {
-                    Node::Mul(fs) if fs.len() == 2 && g.as_num(fs[0]) == Some(-1.0) => match g.node(fs[1]) {
-                        Node::Func(Func::Sigmoid, z) => Some(*z),
-                        _ => None,
-                    },
+                    Node::Mul(fs) if fs.len() == 2 && g.as_num(fs[0]) == Some(-1.0) => {
+                        match g.node(fs[1]) {
+                            Node::Func(Func::Sigmoid, z) => Some(*z),
+                            _ => None,
+                        }
+                    }
                     _ => None,
                 });
                 match (one, sig) {
-                    (true, Some(z)) => Some(("log-one-minus-sigmoid", format!("-softplus({})", p(z)))),
+                    (true, Some(z)) => {
+                        Some(("log-one-minus-sigmoid", format!("-softplus({})", p(z))))
+                    }
                     _ => None,
                 }
             }
             _ => None,
         };
         if let Some((rule, to)) = found {
-            let form = StableForm { rule, from: p(id), to };
+            let form = StableForm {
+                rule,
+                from: p(id),
+                to,
+            };
             if !out.contains(&form) {
                 out.push(form);
             }
@@ -170,5 +193,440 @@ fn stable_forms(g: &Graph, root: Id, out: &mut Vec<StableForm>) {
 
 fn negated(g: &Graph, z: Id) -> String {
     let text = Printer::new(g, Style::Text).print(z);
-    if text.chars().all(|c| c.is_alphanumeric() || c == '_') { format!("-{text}") } else { format!("-({text})") }
+    if text.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        format!("-{text}")
+    } else {
+        format!("-({text})")
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so checks are reproducible
+/// from a seed without a dependency.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = self.uniform().max(1e-300);
+        let v = self.uniform();
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+/// A random value inside a declared scalar domain, kept away from the
+/// domain's edges (where a derivative may legitimately blow up).
+pub fn draw(dom: &crate::sema::types::Dom, rng: &mut Rng) -> f64 {
+    use crate::sema::types::Dom;
+    match dom {
+        Dom::Labels(vs) => vs[(rng.next_u64() % vs.len() as u64) as usize],
+        Dom::Class(crate::sema::types::Size::Lit(c)) => (rng.next_u64() % c) as f64,
+        Dom::Range(r) => match (r.lo.is_finite(), r.hi.is_finite()) {
+            (true, true) => {
+                let margin = 0.05 * (r.hi - r.lo);
+                r.lo + margin + rng.uniform() * (r.hi - r.lo - 2.0 * margin)
+            }
+            (true, false) => r.lo + (0.5 * rng.normal()).exp(),
+            (false, true) => r.hi - (0.5 * rng.normal()).exp(),
+            (false, false) => 2.0 * rng.normal(),
+        },
+        _ => rng.normal(),
+    }
+}
+
+/// The worst disagreement between the symbolic gradient and central finite
+/// differences for one pred.
+#[derive(Clone, Debug)]
+pub struct CheckResult {
+    /// The pred.
+    pub pred: String,
+    /// The largest relative error over all rows.
+    pub worst: f64,
+    /// The row where it occurred.
+    pub row: usize,
+    /// The symbolic gradient there.
+    pub symbolic: f64,
+    /// The finite-difference gradient there.
+    pub numeric: f64,
+}
+
+/// One row of inputs: every data and pred by name.
+pub type Row = std::collections::BTreeMap<String, f64>;
+
+/// Draws `n` rows of in-domain data and preds for a scalar spec.
+pub fn random_rows(checked: &Checked, n: usize, rng: &mut Rng) -> Vec<Row> {
+    (0..n)
+        .map(|_| {
+            checked
+                .data
+                .iter()
+                .chain(&checked.preds)
+                .map(|v| (v.name.clone(), draw(&v.dom, rng)))
+                .collect()
+        })
+        .collect()
+}
+
+impl Derivation {
+    fn params(checked: &Checked) -> Row {
+        checked
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.value))
+            .collect()
+    }
+
+    /// The values of the sample reductions over `rows`.
+    pub fn reductions(&self, checked: &Checked, rows: &[Row]) -> Row {
+        use crate::ir::eval::eval;
+        let params = Self::params(checked);
+        let n = rows.len() as f64;
+        self.objective
+            .reductions
+            .iter()
+            .map(|r| {
+                let total: f64 = rows
+                    .iter()
+                    .map(|row| {
+                        eval(&self.graph, r.body, &|_, name| {
+                            row.get(name)
+                                .or(params.get(name))
+                                .copied()
+                                .unwrap_or(f64::NAN)
+                        })
+                    })
+                    .sum();
+                let v = if r.kind == SampleReduction::Mean {
+                    total / n
+                } else {
+                    total
+                };
+                (r.name.clone(), v)
+            })
+            .collect()
+    }
+
+    /// The objective's value over `rows`.
+    pub fn objective_value(&self, checked: &Checked, rows: &[Row]) -> f64 {
+        let reduced = self.reductions(checked, rows);
+        let params = Self::params(checked);
+        crate::ir::eval::eval(&self.graph, self.objective.outer, &|_, name| {
+            reduced
+                .get(name)
+                .or(params.get(name))
+                .copied()
+                .unwrap_or(f64::NAN)
+        })
+    }
+
+    /// The gradient of the objective with respect to `pred` at `row`, from an
+    /// expression `expr` of this derivation (the simplified or raw derivative).
+    pub fn gradient_at(&self, checked: &Checked, rows: &[Row], expr: Id, row: usize) -> f64 {
+        let reduced = self.reductions(checked, rows);
+        let params = Self::params(checked);
+        let v = crate::ir::eval::eval(&self.graph, expr, &|_, name| {
+            rows[row]
+                .get(name)
+                .or(reduced.get(name))
+                .or(params.get(name))
+                .copied()
+                .unwrap_or(f64::NAN)
+        });
+        match self.factor {
+            Factor::OneOverN => v / rows.len() as f64,
+            Factor::One => v,
+        }
+    }
+
+    /// Compares every pred's symbolic gradient with central finite differences.
+    pub fn gradcheck(&self, checked: &Checked, rows: &[Row]) -> Vec<CheckResult> {
+        let mut out = Vec::new();
+        for p in &self.preds {
+            let mut worst = CheckResult {
+                pred: p.pred.clone(),
+                worst: 0.0,
+                row: 0,
+                symbolic: 0.0,
+                numeric: 0.0,
+            };
+            for r in 0..rows.len() {
+                let x = rows[r][&p.pred];
+                let h = 1e-6 * x.abs().max(1.0);
+                let mut shifted = rows.to_vec();
+                shifted[r].insert(p.pred.clone(), x + h);
+                let up = self.objective_value(checked, &shifted);
+                shifted[r].insert(p.pred.clone(), x - h);
+                let down = self.objective_value(checked, &shifted);
+                let numeric = (up - down) / (2.0 * h);
+                let symbolic = self.gradient_at(checked, rows, p.per_sample, r);
+                let scale = numeric
+                    .abs()
+                    .max(symbolic.abs())
+                    .max(1e-3 / rows.len() as f64);
+                let err = (numeric - symbolic).abs() / scale;
+                if err > worst.worst || err.is_nan() {
+                    worst = CheckResult {
+                        pred: p.pred.clone(),
+                        worst: err,
+                        row: r,
+                        symbolic,
+                        numeric,
+                    };
+                }
+            }
+            out.push(worst);
+        }
+        out
+    }
+}
+
+/// How `lossc grad` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Plain text; derivatives in `.loss` syntax.
+    Text,
+    /// Unicode mathematics.
+    Unicode,
+    /// LaTeX.
+    Latex,
+    /// One JSON object.
+    Json,
+}
+
+/// What `lossc grad` shows besides the derivatives.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReportOptions {
+    /// Also the second derivative of the per-sample loss.
+    pub hessian: bool,
+    /// The derivation step by step.
+    pub explain: bool,
+}
+
+impl Derivation {
+    fn printer(&self, style: Style) -> Printer<'_> {
+        let mut p = Printer::new(&self.graph, style);
+        // Reductions print inline, `sum(y * p)`, so the text stays valid syntax.
+        for r in &self.objective.reductions {
+            let body = Printer::new(&self.graph, style).print(r.body);
+            let f = match r.kind {
+                SampleReduction::Mean => "mean",
+                SampleReduction::Sum => "sum",
+            };
+            let text = match style {
+                Style::Latex => format!("\\operatorname{{{f}}}\\left({body}\\right)"),
+                _ => format!("{f}({body})"),
+            };
+            p = p.name(&r.name, text);
+        }
+        p
+    }
+
+    /// Prints an expression of this derivation.
+    pub fn print(&self, id: Id, style: Style) -> String {
+        self.printer(style).print(id)
+    }
+
+    /// The report `lossc grad` prints.
+    pub fn report(&self, checked: &Checked, format: Format, opts: ReportOptions) -> String {
+        match format {
+            Format::Json => self.json(checked, opts),
+            Format::Text => self.human(checked, Style::Text, opts),
+            Format::Unicode => self.human(checked, Style::Unicode, opts),
+            Format::Latex => self.human(checked, Style::Latex, opts),
+        }
+    }
+
+    fn human(&self, checked: &Checked, style: Style, opts: ReportOptions) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let (d, ell) = match style {
+            Style::Text => ("d", "loss"),
+            Style::Unicode => ("∂", "ℓ"),
+            Style::Latex => ("\\partial ", "\\ell"),
+        };
+        let _ = writeln!(out, "loss {} · task {}", checked.name, checked.task);
+        let objective = self.print(self.objective.outer, style);
+        let _ = writeln!(out, "objective: {objective}");
+        if opts.explain
+            && let Some(l) = self.loss
+        {
+            let _ = writeln!(
+                out,
+                "per-sample loss, with lets and standard losses inlined:"
+            );
+            let _ = writeln!(out, "  {ell} = {}", self.print(l, style));
+        }
+        for (p, v) in self.preds.iter().zip(&checked.preds) {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "pred {} : {}", p.pred, v.type_text);
+            let lhs = match style {
+                Style::Latex => format!(
+                    "\\frac{{\\partial \\ell}}{{\\partial {}}}",
+                    latex_name(&p.pred)
+                ),
+                _ => format!("{d}{ell}/{d}{}", p.pred),
+            };
+            if opts.explain {
+                self.explain(p, style, &mut out);
+            }
+            let _ = writeln!(out, "  {lhs} = {}", self.print(p.per_sample, style));
+            let factor = match (self.factor, style) {
+                (Factor::OneOverN, Style::Latex) => "\\frac{1}{n}",
+                (Factor::OneOverN, _) => "1/n",
+                (Factor::One, _) => "1",
+            };
+            let _ = writeln!(
+                out,
+                "  factor: {factor}  (the gradient at row i is {factor} times this, evaluated at row i)"
+            );
+            if opts.hessian {
+                let lhs2 = match style {
+                    Style::Latex => format!(
+                        "\\frac{{\\partial^2 \\ell}}{{\\partial {}^2}}",
+                        latex_name(&p.pred)
+                    ),
+                    Style::Unicode => format!("∂²ℓ/∂{}²", p.pred),
+                    Style::Text => format!("d2loss/d{}2", p.pred),
+                };
+                let _ = writeln!(out, "  {lhs2} = {}", self.print(p.hessian, style));
+            }
+        }
+        if !self.stable.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "stable forms used in evaluation:");
+            for s in &self.stable {
+                let _ = writeln!(out, "  {} → {}   ({})", s.from, s.to, s.rule);
+            }
+        }
+        out
+    }
+
+    fn explain(&self, p: &PredGradient, style: Style, out: &mut String) {
+        use std::fmt::Write;
+        // Re-run the two stages with tracing on a copy of the arena, so the
+        // derivation itself stays untouched.
+        let mut g = self.graph.clone();
+        let wrt = g.sym(SymKind::Pred, &p.pred);
+        let mut chain = Vec::new();
+        let mut seen_rules = std::collections::BTreeSet::new();
+        for r in &self.objective.reductions {
+            crate::diff::derivative_traced(&mut g, r.body, wrt, &mut chain);
+        }
+        let view = Derivation {
+            graph: g.clone(),
+            ..self.clone()
+        };
+        let _ = writeln!(out, "  chain rule, outermost node first:");
+        for (rule, node) in chain {
+            if seen_rules.insert((rule, node)) {
+                let _ = writeln!(out, "    at {}: {rule}", view.print(node, style));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "  derivative as differentiated: {}",
+            view.print(p.raw, style)
+        );
+        let mut g2 = g;
+        let (_, steps) = crate::simplify::simplify_traced(&mut g2, p.raw);
+        let view = Derivation {
+            graph: g2,
+            ..self.clone()
+        };
+        if !steps.is_empty() {
+            let _ = writeln!(out, "  simplification:");
+            for s in steps {
+                let _ = writeln!(
+                    out,
+                    "    {}: {}  →  {}",
+                    s.rule,
+                    view.print(s.before, style),
+                    view.print(s.after, style)
+                );
+            }
+        }
+    }
+
+    fn json(&self, checked: &Checked, opts: ReportOptions) -> String {
+        let mut preds = Vec::new();
+        for p in &self.preds {
+            let mut fields = vec![
+                format!("\"name\": {}", json_str(&p.pred)),
+                format!(
+                    "\"derivative\": {}",
+                    json_str(&self.print(p.per_sample, Style::Text))
+                ),
+                format!("\"factor\": {}", json_str(self.factor.text())),
+            ];
+            if opts.hessian {
+                fields.push(format!(
+                    "\"hessian\": {}",
+                    json_str(&self.print(p.hessian, Style::Text))
+                ));
+            }
+            preds.push(format!("{{{}}}", fields.join(", ")));
+        }
+        let stable: Vec<String> = self
+            .stable
+            .iter()
+            .map(|s| {
+                format!(
+                    "{{\"rule\": {}, \"from\": {}, \"to\": {}}}",
+                    json_str(s.rule),
+                    json_str(&s.from),
+                    json_str(&s.to)
+                )
+            })
+            .collect();
+        format!(
+            "{{\"loss\": {}, \"objective\": {}, \"preds\": [{}], \"stable\": [{}]}}\n",
+            json_str(&checked.name),
+            json_str(&self.print(self.objective.outer, Style::Text)),
+            preds.join(", "),
+            stable.join(", ")
+        )
+    }
+}
+
+fn latex_name(name: &str) -> String {
+    if name.chars().count() == 1 {
+        name.to_string()
+    } else {
+        format!("\\mathit{{{}}}", name.replace('_', "\\_"))
+    }
+}
+
+/// A JSON string literal.
+pub fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

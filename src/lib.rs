@@ -167,6 +167,19 @@ impl Loss {
         })
     }
 
+    /// Derives the gradient of the objective with respect to every pred.
+    ///
+    /// A construct the derivation does not handle yet is reported as a
+    /// located error (E0090), never a panic.
+    pub fn derive(&self) -> Result<grad::Derivation, Error> {
+        grad::derive(&self.checked).map_err(|u| {
+            let d = Diagnostic::error("E0090", u.span, format!("cannot differentiate this spec yet: {u}"))
+                .with_label("not supported by the derivation yet")
+                .with_hint("scalar preds and data are supported; vector preds and batch coupling are in progress");
+            Error::Spec(Box::new(Report { file: self.file.clone(), diagnostics: vec![d] }))
+        })
+    }
+
     /// The checked spec: name, task, declarations, expectations.
     pub fn checked(&self) -> &Checked {
         &self.checked

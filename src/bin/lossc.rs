@@ -45,8 +45,64 @@ enum Command {
         #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
         params: Vec<(String, f64)>,
     },
+    /// Derive the gradient of the objective with respect to every pred.
+    ///
+    /// For each pred prints the per-sample derivative dloss/dpred, simplified,
+    /// and the reduction factor (1/n for a mean) separately; then the
+    /// numerically stable forms evaluation uses.
+    Grad {
+        /// The `.loss` file.
+        #[arg(value_name = "SPEC")]
+        spec: String,
+        /// Output notation.
+        #[arg(long, value_enum, default_value_t = GradFormat::Text)]
+        format: GradFormat,
+        /// Also print the second derivative (the Hessian's diagonal).
+        #[arg(long)]
+        hessian: bool,
+        /// Show the derivation step by step: the chain rule at each node,
+        /// then each simplification.
+        #[arg(long)]
+        explain: bool,
+        /// Override a param's value (checked against its declared range).
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, f64)>,
+    },
+    /// Compare the symbolic gradient with central finite differences on
+    /// random in-domain data; exit 1 if any pred's worst relative error is
+    /// above the tolerance.
+    Gradcheck {
+        /// The `.loss` file.
+        #[arg(value_name = "SPEC")]
+        spec: String,
+        /// Rows of random data.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        rows: u32,
+        /// Random seed (the same seed draws the same data).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The largest acceptable relative error.
+        #[arg(long, default_value_t = 1e-6)]
+        tolerance: f64,
+        /// Override a param's value (checked against its declared range).
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, f64)>,
+    },
     /// Print the prelude: the standard losses, written in the .loss language.
     Prelude,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GradFormat {
+    /// Plain text: derivatives in .loss syntax, so they can be pasted back.
+    Text,
+    /// Unicode mathematics (σ, ∂, ·, superscripts, Greek letters).
+    Unicode,
+    /// LaTeX.
+    Latex,
+    /// One JSON object: per pred the derivative (text syntax), the factor,
+    /// and the Hessian when asked.
+    Json,
 }
 
 fn parse_param(s: &str) -> Result<(String, f64), String> {
@@ -82,9 +138,78 @@ fn main() -> ExitCode {
             deny_warnings,
             params,
         } => check(&specs, deny_warnings, &params, color),
+        Command::Grad {
+            spec,
+            format,
+            hessian,
+            explain,
+            params,
+        } => {
+            let format = match format {
+                GradFormat::Text => lossc::grad::Format::Text,
+                GradFormat::Unicode => lossc::grad::Format::Unicode,
+                GradFormat::Latex => lossc::grad::Format::Latex,
+                GradFormat::Json => lossc::grad::Format::Json,
+            };
+            let opts = lossc::grad::ReportOptions { hessian, explain };
+            run(color, || {
+                let loss = load(&spec, &params)?;
+                let d = loss.derive()?;
+                print!("{}", d.report(loss.checked(), format, opts));
+                Ok(true)
+            })
+        }
+        Command::Gradcheck {
+            spec,
+            rows,
+            seed,
+            tolerance,
+            params,
+        } => run(color, || {
+            let loss = load(&spec, &params)?;
+            let d = loss.derive()?;
+            let mut rng = lossc::grad::Rng::new(seed);
+            let data = lossc::grad::random_rows(loss.checked(), rows as usize, &mut rng);
+            let mut ok = true;
+            println!("{spec}: {rows} random rows, seed {seed}, tolerance {tolerance:e}");
+            for r in d.gradcheck(loss.checked(), &data) {
+                let pass = r.worst <= tolerance;
+                ok &= pass;
+                println!(
+                    "  {}: worst relative error {:.2e} at row {} (symbolic {:.6e}, finite differences {:.6e}) {}",
+                    r.pred,
+                    r.worst,
+                    r.row,
+                    r.symbolic,
+                    r.numeric,
+                    if pass { "ok" } else { "FAILED" }
+                );
+            }
+            Ok(ok)
+        }),
         Command::Prelude => {
             print!("{}", lossc::sema::PRELUDE_SOURCE);
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Loads a spec with param overrides applied.
+fn load(path: &str, params: &[(String, f64)]) -> Result<Loss, lossc::Error> {
+    params
+        .iter()
+        .try_fold(Loss::from_file(path)?, |l, (n, v)| l.with_param(n, *v))
+}
+
+/// Runs a command body: prints a library error with its diagnostics and
+/// maps success (`true`), a failed check (`false`) and errors to exit codes.
+fn run(color: Color, body: impl FnOnce() -> Result<bool, lossc::Error>) -> ExitCode {
+    match body() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprint!("{}", e.render(color));
+            ExitCode::FAILURE
         }
     }
 }
@@ -99,8 +224,7 @@ fn check(
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     for path in specs {
-        let loaded = Loss::from_file(path)
-            .and_then(|l| params.iter().try_fold(l, |l, (n, v)| l.with_param(n, *v)));
+        let loaded = load(path, params);
         match loaded {
             Ok(loss) => {
                 let warnings = loss.warnings();

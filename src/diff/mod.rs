@@ -17,6 +17,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The derivative of `root` with respect to the node `wrt` (a symbol).
 pub fn derivative(g: &mut Graph, root: Id, wrt: Id) -> Id {
+    derivative_traced(g, root, wrt, &mut Vec::new())
+}
+
+/// Like [`derivative`], also listing each node the chain rule passed
+/// through, outermost first, with the rule applied there.
+pub fn derivative_traced(
+    g: &mut Graph,
+    root: Id,
+    wrt: Id,
+    trace: &mut Vec<(&'static str, Id)>,
+) -> Id {
     // Nodes reachable from the root, and which of them depend on `wrt`.
     let mut reachable = BTreeSet::new();
     let mut stack = vec![root];
@@ -30,7 +41,9 @@ pub fn derivative(g: &mut Graph, root: Id, wrt: Id) -> Id {
         let node = g.node(id);
         let dep = id == wrt
             || match node {
-                Node::StopGrad(_) | Node::Cmp(..) | Node::And(..) | Node::Or(..) | Node::Not(_) => false,
+                Node::StopGrad(_) | Node::Cmp(..) | Node::And(..) | Node::Or(..) | Node::Not(_) => {
+                    false
+                }
                 Node::Select(_, a, b) => depends.contains(a) || depends.contains(b),
                 other => other.children().iter().any(|c| depends.contains(c)),
             };
@@ -48,8 +61,11 @@ pub fn derivative(g: &mut Graph, root: Id, wrt: Id) -> Id {
         if id == wrt {
             continue;
         }
-        let Some(parts) = adjoint.remove(&id) else { continue };
+        let Some(parts) = adjoint.remove(&id) else {
+            continue;
+        };
         let a = g.add(parts);
+        trace.push((rule_name(g.node(id)), id));
         for (child, contribution) in rule(g, id, a) {
             if depends.contains(&child) {
                 adjoint.entry(child).or_default().push(contribution);
@@ -58,6 +74,35 @@ pub fn derivative(g: &mut Graph, root: Id, wrt: Id) -> Id {
     }
     let parts = adjoint.remove(&wrt).unwrap_or_default();
     g.add(parts)
+}
+
+/// The rule applied at a node, as a formula (`u`, `v` are its operands).
+pub fn rule_name(n: &Node) -> &'static str {
+    match n {
+        Node::Add(_) => "sum rule: d(u + v) = du + dv",
+        Node::Mul(_) => "product rule: d(u v) = v du + u dv",
+        Node::Pow(..) => "power rule: d(u^k) = k u^(k-1) du",
+        Node::Func(f, _) => match f {
+            Func::Exp => "d exp(u) = exp(u) du",
+            Func::Log => "d log(u) = du / u",
+            Func::Log1p => "d log1p(u) = du / (1 + u)",
+            Func::Expm1 => "d expm1(u) = exp(u) du",
+            Func::Sqrt => "d sqrt(u) = du / (2 sqrt(u))",
+            Func::Sigmoid => "d sigmoid(u) = sigmoid(u) (1 - sigmoid(u)) du",
+            Func::Softplus => "d softplus(u) = sigmoid(u) du",
+            Func::Tanh => "d tanh(u) = (1 - tanh(u)^2) du",
+            Func::Cosh => "d cosh(u) = sinh(u) du",
+            Func::Sinh => "d sinh(u) = cosh(u) du",
+            Func::Abs => "d abs(u) = sign(u) du (sign(0) = 0)",
+            Func::Sign => "d sign(u) = 0",
+            Func::Relu => "d relu(u) = (if u > 0 then 1 else 0) du",
+        },
+        Node::Max(..) => "d max(u, v) = du where u >= v, else dv",
+        Node::Min(..) => "d min(u, v) = du where u <= v, else dv",
+        Node::Select(..) => "d (if c then u else v) = the taken branch's derivative",
+        Node::StopGrad(_) => "d const(u) = 0",
+        _ => "leaf",
+    }
 }
 
 /// The contributions of node `n` with adjoint `a` to its children.
@@ -69,7 +114,12 @@ fn rule(g: &mut Graph, n: Id, a: Id) -> Vec<(Id, Id)> {
         Node::Add(xs) => xs.into_iter().map(|x| (x, a)).collect(),
         Node::Mul(fs) => (0..fs.len())
             .map(|k| {
-                let mut others: Vec<Id> = fs.iter().enumerate().filter(|(j, _)| *j != k).map(|(_, f)| *f).collect();
+                let mut others: Vec<Id> = fs
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != k)
+                    .map(|(_, f)| *f)
+                    .collect();
                 others.push(a);
                 (fs[k], g.mul(others))
             })
@@ -136,7 +186,11 @@ fn rule(g: &mut Graph, n: Id, a: Id) -> Vec<(Id, Id)> {
             }
         }
         Node::Max(x, y) | Node::Min(x, y) => {
-            let op = if matches!(g.node(n), Node::Max(..)) { Cmp::Ge } else { Cmp::Le };
+            let op = if matches!(g.node(n), Node::Max(..)) {
+                Cmp::Ge
+            } else {
+                Cmp::Le
+            };
             let c = g.cmp(op, x, y);
             let to_x = g.select(c, a, zero);
             let to_y = g.select(c, zero, a);

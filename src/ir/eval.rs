@@ -53,5 +53,9 @@ pub fn eval(g: &Graph, root: Id, value: &dyn Fn(SymKind, &str) -> f64) -> f64 {
 
 /// `b^e` with integer exponents exact for negative bases.
 pub fn pow(b: f64, e: f64) -> f64 {
-    if e.fract() == 0.0 && e.abs() < 64.0 { b.powi(e as i32) } else { b.powf(e) }
+    if e.fract() == 0.0 && e.abs() < 64.0 {
+        b.powi(e as i32)
+    } else {
+        b.powf(e)
+    }
 }

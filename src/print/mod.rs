@@ -62,7 +62,11 @@ const GREEK: &[(&str, &str, &str)] = &[
 impl<'g> Printer<'g> {
     /// A printer for `g` in `style`.
     pub fn new(g: &'g Graph, style: Style) -> Self {
-        Printer { g, style, names: BTreeMap::new() }
+        Printer {
+            g,
+            style,
+            names: BTreeMap::new(),
+        }
     }
 
     /// Prints `Reduced` symbol `name` as `text` (already in this style).
@@ -121,8 +125,16 @@ impl<'g> Printer<'g> {
 
     fn number(&self, v: f64) -> (String, Prec) {
         let s = fmt_num(v.abs());
-        let s = if self.style == Style::Latex && s == "inf" { "\\infty".to_string() } else { s };
-        if v < 0.0 { (format!("{}{s}", self.minus()), Prec::Unary) } else { (s, Prec::Atom) }
+        let s = if self.style == Style::Latex && s == "inf" {
+            "\\infty".to_string()
+        } else {
+            s
+        };
+        if v < 0.0 {
+            (format!("{}{s}", self.minus()), Prec::Unary)
+        } else {
+            (s, Prec::Atom)
+        }
     }
 
     /// Splits a term into (is negative, the term with a positive coefficient).
@@ -160,7 +172,11 @@ impl<'g> Printer<'g> {
                 _ => num.push(f),
             }
         }
-        let coeff = if c == 1.0 && !num.is_empty() { None } else { Some(c) };
+        let coeff = if c == 1.0 && !num.is_empty() {
+            None
+        } else {
+            Some(c)
+        };
         let numerator: (String, Prec) = match (coeff, num.as_slice()) {
             (None, [f]) => self.expr(*f),
             _ => {
@@ -171,7 +187,11 @@ impl<'g> Printer<'g> {
                 for &f in &num {
                     parts.push(self.wrap(self.expr(f), Prec::Unary));
                 }
-                let prec = if parts.len() > 1 { Prec::Product } else { Prec::Atom };
+                let prec = if parts.len() > 1 {
+                    Prec::Product
+                } else {
+                    Prec::Atom
+                };
                 (parts.join(self.times()), prec)
             }
         };
@@ -182,19 +202,34 @@ impl<'g> Printer<'g> {
         den.sort_by_key(|&(b, _)| (self.g.tree_size(b), b));
         let den_parts: Vec<(String, Prec)> = den
             .iter()
-            .map(|&(b, k)| if k == 1.0 { self.expr(b) } else { self.power(b, k) })
+            .map(|&(b, k)| {
+                if k == 1.0 {
+                    self.expr(b)
+                } else {
+                    self.power(b, k)
+                }
+            })
             .collect();
         match self.style {
             Style::Latex => {
-                let d: Vec<String> = den_parts.into_iter().map(|p| self.wrap(p, Prec::Unary)).collect();
-                (format!("\\frac{{{}}}{{{}}}", numerator.0, d.join(self.times())), Prec::Atom)
+                let d: Vec<String> = den_parts
+                    .into_iter()
+                    .map(|p| self.wrap(p, Prec::Unary))
+                    .collect();
+                (
+                    format!("\\frac{{{}}}{{{}}}", numerator.0, d.join(self.times())),
+                    Prec::Atom,
+                )
             }
             _ => {
                 let n = self.wrap(numerator, Prec::Product);
                 let d = if den_parts.len() == 1 {
                     self.wrap(den_parts[0].clone(), Prec::Power)
                 } else {
-                    let inner: Vec<String> = den_parts.into_iter().map(|p| self.wrap(p, Prec::Unary)).collect();
+                    let inner: Vec<String> = den_parts
+                        .into_iter()
+                        .map(|p| self.wrap(p, Prec::Unary))
+                        .collect();
                     format!("({})", inner.join(self.times()))
                 };
                 (format!("{n} / {d}"), Prec::Product)
@@ -212,7 +247,10 @@ impl<'g> Printer<'g> {
             Style::Latex => return (format!("{base}^{{{}}}", fmt_num(k)), Prec::Power),
             _ => self.number(k),
         };
-        (format!("{base}^{}", self.wrap(exp, Prec::Atom)), Prec::Power)
+        (
+            format!("{base}^{}", self.wrap(exp, Prec::Atom)),
+            Prec::Power,
+        )
     }
 
     fn call(&self, name: &str, args: &[Id]) -> (String, Prec) {
@@ -282,7 +320,10 @@ impl<'g> Printer<'g> {
                 let (s, p) = self.term(&t);
                 // `-a * b` is `(-a) * b`, equal to `-(a * b)`: no parentheses needed.
                 if neg {
-                    (format!("{}{}", self.minus(), self.wrap((s, p), Prec::Product)), Prec::Unary)
+                    (
+                        format!("{}{}", self.minus(), self.wrap((s, p), Prec::Product)),
+                        Prec::Unary,
+                    )
                 } else {
                     (s, p)
                 }
@@ -295,7 +336,10 @@ impl<'g> Printer<'g> {
                     let exp = self.expr(*e);
                     match self.style {
                         Style::Latex => (format!("{base}^{{{}}}", exp.0), Prec::Power),
-                        _ => (format!("{base}^{}", self.wrap(exp, Prec::Power)), Prec::Power),
+                        _ => (
+                            format!("{base}^{}", self.wrap(exp, Prec::Power)),
+                            Prec::Power,
+                        ),
                     }
                 }
             },
@@ -306,7 +350,9 @@ impl<'g> Printer<'g> {
                 let (c, a, b) = (self.expr(*c).0, self.expr(*a).0, self.expr(*b).0);
                 match self.style {
                     Style::Latex => (
-                        format!("\\begin{{cases}} {a} & \\text{{if }} {c} \\\\ {b} & \\text{{otherwise}} \\end{{cases}}"),
+                        format!(
+                            "\\begin{{cases}} {a} & \\text{{if }} {c} \\\\ {b} & \\text{{otherwise}} \\end{{cases}}"
+                        ),
                         Prec::Atom,
                     ),
                     _ => (format!("if {c} then {a} else {b}"), Prec::Cond),
@@ -329,8 +375,15 @@ impl<'g> Printer<'g> {
                 (format!("{a} {word} {b}"), Prec::Cond)
             }
             Node::Not(a) => {
-                let word = if self.style == Style::Latex { "\\lnot " } else { "not " };
-                (format!("{word}{}", self.wrap(self.expr(*a), Prec::Atom)), Prec::Cond)
+                let word = if self.style == Style::Latex {
+                    "\\lnot "
+                } else {
+                    "not "
+                };
+                (
+                    format!("{word}{}", self.wrap(self.expr(*a), Prec::Atom)),
+                    Prec::Cond,
+                )
             }
             Node::StopGrad(a) => self.call("const", &[*a]),
         }

@@ -27,6 +27,43 @@ pub fn cost(g: &Graph, id: Id) -> usize {
     Printer::new(g, Style::Text).print(id).len()
 }
 
+/// One rewrite the simplifier applied, for `lossc grad --explain`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The rule's name.
+    pub rule: &'static str,
+    /// The expression before.
+    pub before: Id,
+    /// The expression after.
+    pub after: Id,
+}
+
+thread_local! {
+    static TRACE: std::cell::RefCell<Option<Vec<Step>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn record(rule: &'static str, before: Id, after: Id) {
+    if before != after {
+        TRACE.with(|t| {
+            if let Some(steps) = t.borrow_mut().as_mut() {
+                steps.push(Step {
+                    rule,
+                    before,
+                    after,
+                });
+            }
+        });
+    }
+}
+
+/// Like [`simplify`], also returning the rewrites applied, in order.
+pub fn simplify_traced(g: &mut Graph, root: Id) -> (Id, Vec<Step>) {
+    TRACE.with(|t| *t.borrow_mut() = Some(Vec::new()));
+    let out = simplify(g, root);
+    let steps = TRACE.with(|t| t.borrow_mut().take()).unwrap_or_default();
+    (out, steps)
+}
+
 /// Products of sums with more terms than this are not expanded.
 const MAX_EXPANSION: usize = 64;
 
@@ -52,7 +89,11 @@ pub fn simplify(g: &mut Graph, root: Id) -> Id {
                 let xs = xs.iter().map(m).collect();
                 let s = g.add(xs);
                 let s = merge_selects(g, s);
-                if matches!(g.node(s), Node::Add(_)) { best_sum(g, s) } else { s }
+                if matches!(g.node(s), Node::Add(_)) {
+                    best_sum(g, s)
+                } else {
+                    s
+                }
             }
             Node::Mul(fs) => {
                 let fs = fs.iter().map(m).collect();
@@ -76,7 +117,11 @@ pub fn simplify(g: &mut Graph, root: Id) -> Id {
         };
         // The rewrites only ever shrink; guard against a rebuilt node that
         // canonicalised into something larger.
-        let chosen = if cost(g, rebuilt) <= cost(g, id) { rebuilt } else { id };
+        let chosen = if cost(g, rebuilt) <= cost(g, id) {
+            rebuilt
+        } else {
+            id
+        };
         new.insert(id, chosen);
     }
     new[&root]
@@ -86,14 +131,21 @@ pub fn simplify(g: &mut Graph, root: Id) -> Id {
 fn best_sum(g: &mut Graph, s: Id) -> Id {
     let mut best = s;
     let mut size = cost(g, s);
-    let candidates = [expand(g, s), together(g, s), common_factor(g, s)];
-    for candidate in candidates {
+    let mut rule = "";
+    let candidates = [
+        ("expand", expand(g, s)),
+        ("together", together(g, s)),
+        ("common factor", common_factor(g, s)),
+    ];
+    for (name, candidate) in candidates {
         let c = cost(g, candidate);
         if c < size {
             best = candidate;
             size = c;
+            rule = name;
         }
     }
+    record(rule, s, best);
     best
 }
 
@@ -143,7 +195,9 @@ pub fn expand(g: &mut Graph, id: Id) -> Id {
 
 /// A sum of fractions over one common denominator, with the numerator expanded.
 pub fn together(g: &mut Graph, id: Id) -> Id {
-    let Node::Add(terms) = g.node(id).clone() else { return id };
+    let Node::Add(terms) = g.node(id).clone() else {
+        return id;
+    };
     let mut denominators: BTreeMap<Id, f64> = BTreeMap::new();
     for &t in &terms {
         for f in factors(g, t) {
@@ -188,16 +242,25 @@ fn factors(g: &Graph, t: Id) -> Vec<Id> {
 /// `k · (if c then x else 0)` → `if c then k x else 0` (either branch
 /// zero), and a number times an `if` moves into both branches.
 fn into_branches(g: &mut Graph, p: Id) -> Id {
-    let Node::Mul(fs) = g.node(p).clone() else { return p };
-    let zero = g.num(0.0);
-    let numeric_only = fs.len() == 2 && g.as_num(fs[0]).is_some();
-    let Some(pos) = fs.iter().position(|&f| {
-        matches!(*g.node(f), Node::Select(_, a, b) if a == zero || b == zero || numeric_only)
-    }) else {
+    let Node::Mul(fs) = g.node(p).clone() else {
         return p;
     };
-    let Node::Select(c, a, b) = *g.node(fs[pos]) else { return p };
-    let others: Vec<Id> = fs.iter().enumerate().filter(|(k, _)| *k != pos).map(|(_, f)| *f).collect();
+    let zero = g.num(0.0);
+    let numeric_only = fs.len() == 2 && g.as_num(fs[0]).is_some();
+    let Some(pos) = fs.iter().position(
+        |&f| matches!(*g.node(f), Node::Select(_, a, b) if a == zero || b == zero || numeric_only),
+    ) else {
+        return p;
+    };
+    let Node::Select(c, a, b) = *g.node(fs[pos]) else {
+        return p;
+    };
+    let others: Vec<Id> = fs
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| *k != pos)
+        .map(|(_, f)| *f)
+        .collect();
     let mut branch = |x: Id| {
         let mut v = others.clone();
         v.push(x);
@@ -221,8 +284,15 @@ fn simplify_product(g: &mut Graph, p: Id) -> Id {
     let mut best = p;
     let fs = factors(g, p);
     for (k, &f) in fs.iter().enumerate() {
-        let Node::Add(terms) = g.node(f).clone() else { continue };
-        let others: Vec<Id> = fs.iter().enumerate().filter(|(j, _)| *j != k).map(|(_, h)| *h).collect();
+        let Node::Add(terms) = g.node(f).clone() else {
+            continue;
+        };
+        let others: Vec<Id> = fs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != k)
+            .map(|(_, h)| *h)
+            .collect();
         let distributed: Vec<Id> = terms
             .iter()
             .map(|&t| {
@@ -238,13 +308,22 @@ fn simplify_product(g: &mut Graph, p: Id) -> Id {
             best = sum;
         }
     }
-    if matches!(g.node(best), Node::Mul(_)) { into_branches(g, best) } else { best }
+    record("distribute", p, best);
+    if matches!(g.node(best), Node::Mul(_)) {
+        let out = into_branches(g, best);
+        record("into branches", best, out);
+        out
+    } else {
+        best
+    }
 }
 
 /// `(if c then a else b) + (if c then a' else b') + t` →
 /// `(if c then a + a' else b + b') + t`: one decision instead of two.
 fn merge_selects(g: &mut Graph, s: Id) -> Id {
-    let Node::Add(xs) = g.node(s).clone() else { return s };
+    let Node::Add(xs) = g.node(s).clone() else {
+        return s;
+    };
     let mut by_cond: BTreeMap<Id, (Vec<Id>, Vec<Id>)> = BTreeMap::new();
     let mut rest = Vec::new();
     for x in xs {
@@ -273,17 +352,28 @@ fn merge_selects(g: &mut Graph, s: Id) -> Id {
         rest.push(g.select(c, a, b));
     }
     let merged = g.add(rest);
-    if cost(g, merged) <= cost(g, s) { merged } else { s }
+    if cost(g, merged) <= cost(g, s) {
+        record("merge branches", s, merged);
+        merged
+    } else {
+        s
+    }
 }
 
 fn best_sum_or(g: &mut Graph, x: Id) -> Id {
-    if matches!(g.node(x), Node::Add(_)) { best_sum(g, x) } else { x }
+    if matches!(g.node(x), Node::Add(_)) {
+        best_sum(g, x)
+    } else {
+        x
+    }
 }
 
 /// `if c then 0 else b` → `if not-c then b else 0` for a comparison `c`,
 /// so the interesting case reads first (`if y * s < 1 then -y else 0`).
 fn zero_last(g: &mut Graph, s: Id) -> Id {
-    let Node::Select(c, a, b) = *g.node(s) else { return s };
+    let Node::Select(c, a, b) = *g.node(s) else {
+        return s;
+    };
     if g.as_num(a) != Some(0.0) || g.as_num(b) == Some(0.0) {
         return s;
     }
@@ -295,7 +385,9 @@ fn zero_last(g: &mut Graph, s: Id) -> Id {
 
 /// The comparison that holds exactly when `c` does not.
 fn negate(g: &mut Graph, c: Id) -> Option<Id> {
-    let Node::Cmp(op, l, r) = *g.node(c) else { return None };
+    let Node::Cmp(op, l, r) = *g.node(c) else {
+        return None;
+    };
     let negated = match op {
         Cmp::Lt => Cmp::Ge,
         Cmp::Le => Cmp::Gt,
@@ -309,14 +401,23 @@ fn negate(g: &mut Graph, c: Id) -> Option<Id> {
 
 /// `sinh(x) / cosh(x)` → `tanh(x)`.
 fn tanh_rule(g: &mut Graph, p: Id) -> Id {
-    let Node::Mul(fs) = g.node(p).clone() else { return p };
+    let Node::Mul(fs) = g.node(p).clone() else {
+        return p;
+    };
     for (k, &f) in fs.iter().enumerate() {
-        let Node::Func(Func::Sinh, x) = *g.node(f) else { continue };
+        let Node::Func(Func::Sinh, x) = *g.node(f) else {
+            continue;
+        };
         let cosh = g.func(Func::Cosh, x);
         let m1 = g.num(-1.0);
         let inv = g.pow(cosh, m1);
         if let Some(j) = fs.iter().position(|&h| h == inv) {
-            let mut rest: Vec<Id> = fs.iter().enumerate().filter(|(i, _)| *i != k && *i != j).map(|(_, h)| *h).collect();
+            let mut rest: Vec<Id> = fs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != k && *i != j)
+                .map(|(_, h)| *h)
+                .collect();
             rest.push(g.func(Func::Tanh, x));
             return g.mul(rest);
         }
@@ -326,7 +427,9 @@ fn tanh_rule(g: &mut Graph, p: Id) -> Id {
 
 /// `a x + b x` → `x (a + b)`: factors common to every term come out.
 fn common_factor(g: &mut Graph, s: Id) -> Id {
-    let Node::Add(xs) = g.node(s).clone() else { return s };
+    let Node::Add(xs) = g.node(s).clone() else {
+        return s;
+    };
     let lists: Vec<Vec<Id>> = xs.iter().map(|&x| factors(g, x)).collect();
     let common: Vec<Id> = lists[0]
         .iter()
@@ -339,10 +442,18 @@ fn common_factor(g: &mut Graph, s: Id) -> Id {
     let mut terms = Vec::new();
     for l in &lists {
         let rest: Vec<Id> = l.iter().copied().filter(|f| !common.contains(f)).collect();
-        terms.push(if rest.is_empty() { g.num(1.0) } else { g.mul(rest) });
+        terms.push(if rest.is_empty() {
+            g.num(1.0)
+        } else {
+            g.mul(rest)
+        });
     }
     let inner = g.add(terms);
-    let inner = if matches!(g.node(inner), Node::Add(_)) { expand_if_smaller(g, inner) } else { inner };
+    let inner = if matches!(g.node(inner), Node::Add(_)) {
+        expand_if_smaller(g, inner)
+    } else {
+        inner
+    };
     let mut out = common;
     out.push(inner);
     g.mul(out)
@@ -390,7 +501,9 @@ fn condition(g: &mut Graph, op: Cmp, a: Id, b: Id) -> Id {
         && let Node::Add(xs) = g.node(lhs).clone()
         && xs.len() == 2
     {
-        let neg = xs.iter().position(|&x| matches!(g.node(x), Node::Mul(fs) if g.as_num(fs[0]) == Some(-1.0)));
+        let neg = xs
+            .iter()
+            .position(|&x| matches!(g.node(x), Node::Mul(fs) if g.as_num(fs[0]) == Some(-1.0)));
         if let Some(k) = neg {
             let v = g.neg(xs[k]);
             lhs = xs[1 - k];
@@ -398,7 +511,12 @@ fn condition(g: &mut Graph, op: Cmp, a: Id, b: Id) -> Id {
         }
     }
     let normal = g.cmp(op, lhs, rhs);
-    if cost(g, normal) <= cost(g, original) { normal } else { original }
+    if cost(g, normal) <= cost(g, original) {
+        record("condition", original, normal);
+        normal
+    } else {
+        original
+    }
 }
 
 fn flip(op: Cmp) -> Cmp {
@@ -413,8 +531,12 @@ fn flip(op: Cmp) -> Cmp {
 
 /// For a `{0, 1}` label `y`: `if y == 1 then a else b` = `y a + (1 - y) b`.
 fn label_select(g: &mut Graph, s: Id) -> Id {
-    let Node::Select(c, a, b) = *g.node(s) else { return s };
-    let Node::Cmp(op, l, r) = *g.node(c) else { return s };
+    let Node::Select(c, a, b) = *g.node(s) else {
+        return s;
+    };
+    let Node::Cmp(op, l, r) = *g.node(c) else {
+        return s;
+    };
     let binary = |g: &Graph, x: Id| match g.node(x) {
         Node::Sym(SymKind::Data, n) => {
             matches!(g.fact(n), Some(Fact::Labels(vs)) if vs.len() == 2 && vs.contains(&0.0) && vs.contains(&1.0))
@@ -425,10 +547,10 @@ fn label_select(g: &mut Graph, s: Id) -> Id {
         return s;
     }
     let (when_one, when_zero) = match (op, g.as_num(r)) {
-        (Cmp::Eq, Some(v)) if v == 1.0 => (a, b),
-        (Cmp::Eq, Some(v)) if v == 0.0 => (b, a),
-        (Cmp::Ne, Some(v)) if v == 1.0 => (b, a),
-        (Cmp::Ne, Some(v)) if v == 0.0 => (a, b),
+        (Cmp::Eq, Some(1.0)) => (a, b),
+        (Cmp::Eq, Some(0.0)) => (b, a),
+        (Cmp::Ne, Some(1.0)) => (b, a),
+        (Cmp::Ne, Some(0.0)) => (a, b),
         _ => return s,
     };
     let one = g.num(1.0);
@@ -437,7 +559,12 @@ fn label_select(g: &mut Graph, s: Id) -> Id {
     let t0 = g.mul2(not_y, when_zero);
     let sum = g.add2(t1, t0);
     let sum = best_sum(g, sum);
-    if g.tree_size(sum) < g.tree_size(s) { sum } else { s }
+    if g.tree_size(sum) < g.tree_size(s) {
+        record("label select", s, sum);
+        sum
+    } else {
+        s
+    }
 }
 
 #[cfg(test)]
