@@ -7,7 +7,7 @@
 //! reduction factor and the rest as the per-sample derivative `∂ℓ/∂pred`,
 //! the form a textbook prints.
 
-use crate::diff::derivative;
+use crate::diff::{Wrt, derivative, derivative_of};
 use crate::ir::lower::{Objective, SampleReduction, Unsupported, lower};
 use crate::ir::{Func, Graph, Id, Node, SymKind};
 use crate::print::{Printer, Style};
@@ -42,8 +42,12 @@ pub struct PredGradient {
     pub raw: Id,
     /// The simplified per-sample derivative.
     pub per_sample: Id,
-    /// The second derivative of the per-sample loss (the Hessian's diagonal).
-    pub hessian: Id,
+    /// The second derivative of the per-sample loss (the Hessian's
+    /// diagonal), for a scalar pred.
+    pub hessian: Option<Id>,
+    /// For a vector pred, the name of the output component index (`k`):
+    /// the derivative is with respect to `pred[k]`.
+    pub component: Option<String>,
 }
 
 /// A numerically stable form used in evaluation in place of what the spec wrote.
@@ -94,23 +98,36 @@ pub fn derive(checked: &Checked) -> Result<Derivation, Unsupported> {
     let nodes_before = g.len();
     let mut preds = Vec::new();
     for p in &checked.preds {
-        let wrt = g.sym(SymKind::Pred, &p.name);
+        let component = match p.shape {
+            crate::sema::types::Shape::Vector(_) => Some(output_index(&g)),
+            crate::sema::types::Shape::Scalar => None,
+        };
+        let out = component.as_ref().map(|k| g.idx(k));
+        let wrt = Wrt::Pred {
+            name: p.name.clone(),
+            out,
+        };
         let mut parts = Vec::new();
         for r in objective.reductions.clone() {
             let rsym = g.sym(SymKind::Reduced, &r.name);
             let outer = derivative(&mut g, objective.outer, rsym);
-            let inner = derivative(&mut g, r.body, wrt);
+            let inner = derivative_of(&mut g, r.body, &wrt, &mut Vec::new());
             parts.push(g.mul2(outer, inner));
         }
         let raw = g.add(parts);
         let per_sample = simplify(&mut g, raw);
-        let second = derivative(&mut g, per_sample, wrt);
-        let hessian = simplify(&mut g, second);
+        let hessian = if component.is_none() {
+            let second = derivative_of(&mut g, per_sample, &wrt, &mut Vec::new());
+            Some(simplify(&mut g, second))
+        } else {
+            None
+        };
         preds.push(PredGradient {
             pred: p.name.clone(),
             raw,
             per_sample,
             hessian,
+            component,
         });
     }
     let loss = single_loss(&mut g, &objective);
@@ -127,6 +144,15 @@ pub fn derive(checked: &Checked) -> Result<Derivation, Unsupported> {
         stable,
         nodes_before,
     })
+}
+
+/// The output index name for a vector pred's gradient: `k`, unless the
+/// spec's own reductions use it.
+fn output_index(g: &Graph) -> String {
+    ["k", "m", "l", "q"]
+        .iter()
+        .find(|n| g.range(n).is_none())
+        .map_or_else(|| "k_out".to_string(), |n| n.to_string())
 }
 
 /// `ℓ` when the objective is `mean(ℓ)` (or `sum(ℓ)`) up to a positive
@@ -193,7 +219,10 @@ fn stable_forms(g: &Graph, root: Id, out: &mut Vec<StableForm>) {
 
 fn negated(g: &Graph, z: Id) -> String {
     let text = Printer::new(g, Style::Text).print(z);
-    if text.chars().all(|c| c.is_alphanumeric() || c == '_') {
+    if text
+        .chars()
+        .all(|c| c.is_alphanumeric() || "_[]@".contains(c))
+    {
         format!("-{text}")
     } else {
         format!("-({text})")
@@ -259,61 +288,137 @@ pub fn draw(dom: &crate::sema::types::Dom, rng: &mut Rng) -> f64 {
 pub struct CheckResult {
     /// The pred.
     pub pred: String,
-    /// The largest relative error over all rows.
+    /// The largest relative error over all rows (and components).
     pub worst: f64,
     /// The row where it occurred.
     pub row: usize,
+    /// The component, for a vector pred.
+    pub component: Option<usize>,
     /// The symbolic gradient there.
     pub symbolic: f64,
     /// The finite-difference gradient there.
     pub numeric: f64,
 }
 
-/// One row of inputs: every data and pred by name.
-pub type Row = std::collections::BTreeMap<String, f64>;
+/// A batch of inputs: every data and pred by name, one row of components
+/// per sample (a scalar has one component), plus params and sizes.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    /// Values by name: `values[name][row][component]`.
+    pub values: std::collections::BTreeMap<String, Vec<Vec<f64>>>,
+    /// Param values.
+    pub params: std::collections::BTreeMap<String, f64>,
+    /// Lengths of the size names.
+    pub sizes: std::collections::BTreeMap<String, usize>,
+    /// Values of the sample reductions (`R0`, ...), filled in when needed.
+    pub reduced: std::collections::BTreeMap<String, f64>,
+    /// Number of rows.
+    pub rows: usize,
+}
 
-/// Draws `n` rows of in-domain data and preds for a scalar spec.
-pub fn random_rows(checked: &Checked, n: usize, rng: &mut Rng) -> Vec<Row> {
-    (0..n)
-        .map(|_| {
-            checked
-                .data
-                .iter()
-                .chain(&checked.preds)
-                .map(|v| (v.name.clone(), draw(&v.dom, rng)))
-                .collect()
-        })
-        .collect()
+impl crate::ir::eval::Inputs for Batch {
+    fn value(&self, kind: SymKind, name: &str, row: usize, comp: Option<usize>) -> f64 {
+        match kind {
+            SymKind::Param => self.params.get(name).copied().unwrap_or(f64::NAN),
+            SymKind::Reduced => self.reduced.get(name).copied().unwrap_or(f64::NAN),
+            SymKind::Size => self.sizes.get(name).map_or(f64::NAN, |s| *s as f64),
+            SymKind::Data | SymKind::Pred => self
+                .values
+                .get(name)
+                .and_then(|rows| rows.get(row))
+                .and_then(|r| r.get(comp.unwrap_or(0)))
+                .copied()
+                .unwrap_or(f64::NAN),
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn size(&self, size: &crate::sema::types::Size) -> usize {
+        match size {
+            crate::sema::types::Size::Lit(n) => *n as usize,
+            crate::sema::types::Size::Name(n) => self.sizes.get(n).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// Draws `n` rows of in-domain data and preds; size names get small
+/// lengths (3, 4, 5, ...) so that vector specs are exercised too.
+pub fn random_batch(checked: &Checked, n: usize, rng: &mut Rng) -> Batch {
+    use crate::sema::types::{Dom, Shape, Size};
+    let mut batch = Batch {
+        rows: n,
+        ..Batch::default()
+    };
+    for (k, (name, bound)) in checked.sizes.iter().enumerate() {
+        batch
+            .sizes
+            .insert(name.clone(), bound.map_or(3 + k, |v| v as usize));
+    }
+    let len = |s: &Size, b: &Batch| match s {
+        Size::Lit(v) => *v as usize,
+        Size::Name(name) => b.sizes.get(name).copied().unwrap_or(3),
+    };
+    for v in checked.data.iter().chain(&checked.preds) {
+        let mut rows = Vec::with_capacity(n);
+        for _ in 0..n {
+            let row = match (&v.shape, &v.dom) {
+                (Shape::Scalar, Dom::Class(s)) => {
+                    vec![(rng.next_u64() % len(s, &batch).max(1) as u64) as f64]
+                }
+                // Unbounded real data (targets, ids) on a half-unit grid,
+                // so that equality filters such as `query@j == query` hold
+                // for some pairs.
+                (Shape::Scalar, Dom::Range(r))
+                    if *r == crate::sema::types::Range::REAL && !is_pred(checked, &v.name) =>
+                {
+                    vec![(2.0 * rng.normal()).round() / 2.0]
+                }
+                (Shape::Scalar, dom) => vec![draw(dom, rng)],
+                (Shape::Vector(s), dom) => {
+                    let c = len(s, &batch);
+                    match dom {
+                        Dom::Onehot => {
+                            let hot = (rng.next_u64() % c.max(1) as u64) as usize;
+                            (0..c).map(|i| if i == hot { 1.0 } else { 0.0 }).collect()
+                        }
+                        Dom::Multihot => (0..c).map(|_| (rng.next_u64() % 2) as f64).collect(),
+                        Dom::Probs => {
+                            let e: Vec<f64> = (0..c).map(|_| rng.normal().exp()).collect();
+                            let total: f64 = e.iter().sum();
+                            e.into_iter().map(|x| x / total).collect()
+                        }
+                        other => (0..c).map(|_| draw(other, rng)).collect(),
+                    }
+                }
+            };
+            rows.push(row);
+        }
+        batch.values.insert(v.name.clone(), rows);
+    }
+    for p in &checked.params {
+        batch.params.insert(p.name.clone(), p.value);
+    }
+    batch
+}
+
+fn is_pred(checked: &Checked, name: &str) -> bool {
+    checked.preds.iter().any(|p| p.name == name)
 }
 
 impl Derivation {
-    fn params(checked: &Checked) -> Row {
-        checked
-            .params
-            .iter()
-            .map(|p| (p.name.clone(), p.value))
-            .collect()
-    }
-
-    /// The values of the sample reductions over `rows`.
-    pub fn reductions(&self, checked: &Checked, rows: &[Row]) -> Row {
-        use crate::ir::eval::eval;
-        let params = Self::params(checked);
-        let n = rows.len() as f64;
+    /// The values of the sample reductions over the batch.
+    pub fn reductions(&self, batch: &Batch) -> std::collections::BTreeMap<String, f64> {
+        use crate::ir::eval::eval_at;
+        let n = batch.rows as f64;
         self.objective
             .reductions
             .iter()
             .map(|r| {
-                let total: f64 = rows
-                    .iter()
-                    .map(|row| {
-                        eval(&self.graph, r.body, &|_, name| {
-                            row.get(name)
-                                .or(params.get(name))
-                                .copied()
-                                .unwrap_or(f64::NAN)
-                        })
-                    })
+                let total: f64 = (0..batch.rows)
+                    .map(|row| eval_at(&self.graph, r.body, batch, row))
                     .sum();
                 let v = if r.kind == SampleReduction::Mean {
                     total / n
@@ -325,72 +430,84 @@ impl Derivation {
             .collect()
     }
 
-    /// The objective's value over `rows`.
-    pub fn objective_value(&self, checked: &Checked, rows: &[Row]) -> f64 {
-        let reduced = self.reductions(checked, rows);
-        let params = Self::params(checked);
-        crate::ir::eval::eval(&self.graph, self.objective.outer, &|_, name| {
-            reduced
-                .get(name)
-                .or(params.get(name))
-                .copied()
-                .unwrap_or(f64::NAN)
-        })
+    /// The objective's value over the batch.
+    pub fn objective_value(&self, batch: &Batch) -> f64 {
+        let mut b = batch.clone();
+        b.reduced = self.reductions(batch);
+        crate::ir::eval::eval_at(&self.graph, self.objective.outer, &b, 0)
     }
 
-    /// The gradient of the objective with respect to `pred` at `row`, from an
-    /// expression `expr` of this derivation (the simplified or raw derivative).
-    pub fn gradient_at(&self, checked: &Checked, rows: &[Row], expr: Id, row: usize) -> f64 {
-        let reduced = self.reductions(checked, rows);
-        let params = Self::params(checked);
-        let v = crate::ir::eval::eval(&self.graph, expr, &|_, name| {
-            rows[row]
-                .get(name)
-                .or(reduced.get(name))
-                .or(params.get(name))
-                .copied()
-                .unwrap_or(f64::NAN)
-        });
+    /// The gradient of the objective with respect to a pred at `row` (and
+    /// component), from `expr`: the simplified or the raw derivative.
+    pub fn gradient_at(
+        &self,
+        batch: &Batch,
+        p: &PredGradient,
+        expr: Id,
+        row: usize,
+        comp: Option<usize>,
+    ) -> f64 {
+        let mut b = batch.clone();
+        b.reduced = self.reductions(batch);
+        let bind: Vec<(&str, usize)> = match (&p.component, comp) {
+            (Some(k), Some(c)) => vec![(k.as_str(), c)],
+            _ => Vec::new(),
+        };
+        let v = crate::ir::eval::eval_with(&self.graph, expr, &b, row, &bind);
         match self.factor {
-            Factor::OneOverN => v / rows.len() as f64,
+            Factor::OneOverN => v / batch.rows as f64,
             Factor::One => v,
         }
     }
 
     /// Compares every pred's symbolic gradient with central finite differences.
-    pub fn gradcheck(&self, checked: &Checked, rows: &[Row]) -> Vec<CheckResult> {
+    pub fn gradcheck(&self, batch: &Batch) -> Vec<CheckResult> {
         let mut out = Vec::new();
         for p in &self.preds {
             let mut worst = CheckResult {
                 pred: p.pred.clone(),
                 worst: 0.0,
                 row: 0,
+                component: None,
                 symbolic: 0.0,
                 numeric: 0.0,
             };
-            for r in 0..rows.len() {
-                let x = rows[r][&p.pred];
-                let h = 1e-6 * x.abs().max(1.0);
-                let mut shifted = rows.to_vec();
-                shifted[r].insert(p.pred.clone(), x + h);
-                let up = self.objective_value(checked, &shifted);
-                shifted[r].insert(p.pred.clone(), x - h);
-                let down = self.objective_value(checked, &shifted);
-                let numeric = (up - down) / (2.0 * h);
-                let symbolic = self.gradient_at(checked, rows, p.per_sample, r);
-                let scale = numeric
-                    .abs()
-                    .max(symbolic.abs())
-                    .max(1e-3 / rows.len() as f64);
-                let err = (numeric - symbolic).abs() / scale;
-                if err > worst.worst || err.is_nan() {
-                    worst = CheckResult {
-                        pred: p.pred.clone(),
-                        worst: err,
-                        row: r,
-                        symbolic,
-                        numeric,
-                    };
+            let width = batch
+                .values
+                .get(&p.pred)
+                .and_then(|r| r.first())
+                .map_or(1, Vec::len);
+            for r in 0..batch.rows {
+                for c in 0..width {
+                    let comp = p.component.as_ref().map(|_| c);
+                    let x = batch.values[&p.pred][r][c];
+                    let h = 1e-5 * x.abs().max(1.0);
+                    let mut shifted = batch.clone();
+                    if let Some(rows) = shifted.values.get_mut(&p.pred) {
+                        rows[r][c] = x + h;
+                    }
+                    let up = self.objective_value(&shifted);
+                    if let Some(rows) = shifted.values.get_mut(&p.pred) {
+                        rows[r][c] = x - h;
+                    }
+                    let down = self.objective_value(&shifted);
+                    let numeric = (up - down) / (2.0 * h);
+                    let symbolic = self.gradient_at(batch, p, p.per_sample, r, comp);
+                    let scale = numeric
+                        .abs()
+                        .max(symbolic.abs())
+                        .max(1e-3 / batch.rows as f64);
+                    let err = (numeric - symbolic).abs() / scale;
+                    if err > worst.worst || err.is_nan() {
+                        worst = CheckResult {
+                            pred: p.pred.clone(),
+                            worst: err,
+                            row: r,
+                            component: comp,
+                            symbolic,
+                            numeric,
+                        };
+                    }
                 }
             }
             out.push(worst);
@@ -481,9 +598,12 @@ impl Derivation {
             let lhs = match style {
                 Style::Latex => format!(
                     "\\frac{{\\partial \\ell}}{{\\partial {}}}",
-                    latex_name(&p.pred)
+                    latex_component(&p.pred, p.component.as_deref())
                 ),
-                _ => format!("{d}{ell}/{d}{}", p.pred),
+                _ => format!(
+                    "{d}{ell}/{d}{}",
+                    component_name(&p.pred, p.component.as_deref())
+                ),
             };
             if opts.explain {
                 self.explain(p, style, &mut out);
@@ -498,7 +618,7 @@ impl Derivation {
                 out,
                 "  factor: {factor}  (the gradient at row i is {factor} times this, evaluated at row i)"
             );
-            if opts.hessian {
+            if let (true, Some(h)) = (opts.hessian, p.hessian) {
                 let lhs2 = match style {
                     Style::Latex => format!(
                         "\\frac{{\\partial^2 \\ell}}{{\\partial {}^2}}",
@@ -507,7 +627,7 @@ impl Derivation {
                     Style::Unicode => format!("∂²ℓ/∂{}²", p.pred),
                     Style::Text => format!("d2loss/d{}2", p.pred),
                 };
-                let _ = writeln!(out, "  {lhs2} = {}", self.print(p.hessian, style));
+                let _ = writeln!(out, "  {lhs2} = {}", self.print(h, style));
             }
         }
         if !self.stable.is_empty() {
@@ -577,10 +697,10 @@ impl Derivation {
                 ),
                 format!("\"factor\": {}", json_str(self.factor.text())),
             ];
-            if opts.hessian {
+            if let (true, Some(h)) = (opts.hessian, p.hessian) {
                 fields.push(format!(
                     "\"hessian\": {}",
-                    json_str(&self.print(p.hessian, Style::Text))
+                    json_str(&self.print(h, Style::Text))
                 ));
             }
             preds.push(format!("{{{}}}", fields.join(", ")));
@@ -604,6 +724,20 @@ impl Derivation {
             preds.join(", "),
             stable.join(", ")
         )
+    }
+}
+
+fn component_name(pred: &str, k: Option<&str>) -> String {
+    match k {
+        Some(k) => format!("{pred}[{k}]"),
+        None => pred.to_string(),
+    }
+}
+
+fn latex_component(pred: &str, k: Option<&str>) -> String {
+    match k {
+        Some(k) => format!("{}_{{{k}}}", latex_name(pred)),
+        None => latex_name(pred),
     }
 }
 

@@ -169,17 +169,19 @@ fn main() -> ExitCode {
             let loss = load(&spec, &params)?;
             let d = loss.derive()?;
             let mut rng = lossc::grad::Rng::new(seed);
-            let data = lossc::grad::random_rows(loss.checked(), rows as usize, &mut rng);
+            let data = lossc::grad::random_batch(loss.checked(), rows as usize, &mut rng);
             let mut ok = true;
             println!("{spec}: {rows} random rows, seed {seed}, tolerance {tolerance:e}");
-            for r in d.gradcheck(loss.checked(), &data) {
+            for r in d.gradcheck(&data) {
                 let pass = r.worst <= tolerance;
                 ok &= pass;
                 println!(
-                    "  {}: worst relative error {:.2e} at row {} (symbolic {:.6e}, finite differences {:.6e}) {}",
+                    "  {}: worst relative error {:.2e} at row {}{} (symbolic {:.6e}, finite differences {:.6e}) {}",
                     r.pred,
                     r.worst,
                     r.row,
+                    r.component
+                        .map_or(String::new(), |c| format!(", component {c}")),
                     r.symbolic,
                     r.numeric,
                     if pass { "ok" } else { "FAILED" }

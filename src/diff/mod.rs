@@ -12,12 +12,28 @@
 //! and to `b` otherwise (`min` likewise with `<=`); `if` differentiates the
 //! taken branch; `const(x)` has derivative zero.
 
-use crate::ir::{Cmp, Func, Graph, Id, Node};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::ir::{Cmp, Func, Graph, Id, IdxRange, Node, RedOp, SymKind};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// What to differentiate with respect to.
+#[derive(Clone, Debug)]
+pub enum Wrt {
+    /// One node (a scalar symbol, such as a sample reduction `R0`).
+    Node(Id),
+    /// A pred: its value in the current row, or for a vector pred its
+    /// component `out` (an index node, usually `k`). Uses of the pred in
+    /// other rows (`z@j`) contribute through batch coupling.
+    Pred {
+        /// The pred's name.
+        name: String,
+        /// The output component index, for a vector pred.
+        out: Option<Id>,
+    },
+}
 
 /// The derivative of `root` with respect to the node `wrt` (a symbol).
 pub fn derivative(g: &mut Graph, root: Id, wrt: Id) -> Id {
-    derivative_traced(g, root, wrt, &mut Vec::new())
+    derivative_of(g, root, &Wrt::Node(wrt), &mut Vec::new())
 }
 
 /// Like [`derivative`], also listing each node the chain rule passed
@@ -28,7 +44,40 @@ pub fn derivative_traced(
     wrt: Id,
     trace: &mut Vec<(&'static str, Id)>,
 ) -> Id {
-    // Nodes reachable from the root, and which of them depend on `wrt`.
+    derivative_of(g, root, &Wrt::Node(wrt), trace)
+}
+
+fn is_leaf(g: &Graph, id: Id, wrt: &Wrt) -> bool {
+    match (wrt, g.node(id)) {
+        (Wrt::Node(w), _) => id == *w,
+        (Wrt::Pred { name, .. }, Node::Sym(SymKind::Pred, n)) => n == name,
+        (
+            Wrt::Pred { name, .. },
+            Node::Elem {
+                kind: SymKind::Pred,
+                name: n,
+                ..
+            },
+        ) => n == name,
+        _ => false,
+    }
+}
+
+/// The derivative of `root` with respect to `wrt`, recording the chain rule.
+///
+/// Inside a reduction the adjoints carry the reduction's free index; when
+/// an adjoint flows into a node that does not depend on that index, it is
+/// summed over the index there (`Σ_c`), which is exactly the chain rule for
+/// a quantity used once per component. At the leaves, a component `z[c]`
+/// is contracted against the output index (`c := k`), a class-indexed
+/// `z[y]` becomes `δ(y, k)`, and a use in another row `z@j` is turned into
+/// the current row's share by swapping the roles of the two rows.
+pub fn derivative_of(
+    g: &mut Graph,
+    root: Id,
+    wrt: &Wrt,
+    trace: &mut Vec<(&'static str, Id)>,
+) -> Id {
     let mut reachable = BTreeSet::new();
     let mut stack = vec![root];
     while let Some(id) = stack.pop() {
@@ -39,12 +88,16 @@ pub fn derivative_traced(
     let mut depends = BTreeSet::new();
     for &id in &reachable {
         let node = g.node(id);
-        let dep = id == wrt
+        let dep = is_leaf(g, id, wrt)
             || match node {
                 Node::StopGrad(_) | Node::Cmp(..) | Node::And(..) | Node::Or(..) | Node::Not(_) => {
                     false
                 }
+                Node::Delta(..) | Node::Idx(_) | Node::Row | Node::Elem { .. } | Node::Sym(..) => {
+                    false
+                }
                 Node::Select(_, a, b) => depends.contains(a) || depends.contains(b),
+                Node::Reduce { body, .. } => depends.contains(body),
                 other => other.children().iter().any(|c| depends.contains(c)),
             };
         if dep {
@@ -54,26 +107,86 @@ pub fn derivative_traced(
     if !depends.contains(&root) {
         return g.num(0.0);
     }
+    let mut free: HashMap<Id, BTreeSet<String>> = HashMap::new();
     let mut adjoint: BTreeMap<Id, Vec<Id>> = BTreeMap::new();
     let one = g.num(1.0);
     adjoint.insert(root, vec![one]);
+    let mut leaves = Vec::new();
     for &id in depends.iter().rev() {
-        if id == wrt {
-            continue;
-        }
         let Some(parts) = adjoint.remove(&id) else {
             continue;
         };
         let a = g.add(parts);
+        if is_leaf(g, id, wrt) {
+            leaves.push((id, a));
+            continue;
+        }
         trace.push((rule_name(g.node(id)), id));
         for (child, contribution) in rule(g, id, a) {
-            if depends.contains(&child) {
-                adjoint.entry(child).or_default().push(contribution);
+            if !depends.contains(&child) {
+                continue;
             }
+            let contribution = sum_out(g, contribution, child, &mut free);
+            adjoint.entry(child).or_default().push(contribution);
         }
     }
-    let parts = adjoint.remove(&wrt).unwrap_or_default();
+    let parts: Vec<Id> = leaves
+        .into_iter()
+        .map(|(leaf, a)| contract(g, leaf, a, wrt))
+        .collect();
     g.add(parts)
+}
+
+/// Sums a contribution over the indices it carries that `child` does not.
+fn sum_out(
+    g: &mut Graph,
+    contribution: Id,
+    child: Id,
+    free: &mut HashMap<Id, BTreeSet<String>>,
+) -> Id {
+    let mut f = |g: &Graph, x: Id| free.entry(x).or_insert_with(|| g.free_indices(x)).clone();
+    let extra: Vec<String> = f(g, contribution)
+        .difference(&f(g, child))
+        .cloned()
+        .collect();
+    let mut out = contribution;
+    for idx in extra.into_iter().rev() {
+        let range = g.range(&idx).cloned().unwrap_or(IdxRange::Batch);
+        out = g.reduce(RedOp::Sum, &idx, range, None, out);
+    }
+    out
+}
+
+/// A leaf's adjoint as a contribution to the gradient at the current row
+/// (and output component `k` for a vector pred).
+fn contract(g: &mut Graph, leaf: Id, a: Id, wrt: &Wrt) -> Id {
+    let (row, comp) = match g.node(leaf) {
+        Node::Elem { row, comp, .. } => (row.clone(), *comp),
+        _ => (None, None),
+    };
+    let out = match wrt {
+        Wrt::Pred { out: Some(k), .. } => Some(*k),
+        _ => None,
+    };
+    let a = match (comp, out) {
+        (Some(c), Some(k)) => match g.node(c).clone() {
+            Node::Idx(name) if !g.free_indices(k).contains(&name) => g.subst(a, &name, k),
+            _ => {
+                let d = g.delta(c, k);
+                g.mul2(a, d)
+            }
+        },
+        _ => a,
+    };
+    match row {
+        // Row i's loss uses this pred at row j: for the current row m that
+        // is Σ_i (adjoint with j := m), i.e. Σ_j (adjoint with rows swapped).
+        Some(j) => {
+            let swapped = g.swap_rows(a, &j);
+            g.reduce(RedOp::Sum, &j, IdxRange::Batch, None, swapped)
+        }
+        None => a,
+    }
 }
 
 /// The rule applied at a node, as a formula (`u`, `v` are its operands).
@@ -101,6 +214,12 @@ pub fn rule_name(n: &Node) -> &'static str {
         Node::Min(..) => "d min(u, v) = du where u <= v, else dv",
         Node::Select(..) => "d (if c then u else v) = the taken branch's derivative",
         Node::StopGrad(_) => "d const(u) = 0",
+        Node::Reduce { op, .. } => match op {
+            RedOp::Sum => "d sum[c](u) = sum[c](du)",
+            RedOp::Mean => "d mean[c](u) = mean[c](du)",
+            RedOp::Max | RedOp::Min => "d max[c](u) = du at the maximising c",
+            RedOp::LogSumExp => "d logsumexp[c](u) = sum[c](softmax(u)[c] du)",
+        },
         _ => "leaf",
     }
 }
@@ -110,6 +229,44 @@ fn rule(g: &mut Graph, n: Id, a: Id) -> Vec<(Id, Id)> {
     let zero = g.num(0.0);
     match g.node(n).clone() {
         Node::Num(_) | Node::Sym(..) | Node::StopGrad(_) => Vec::new(),
+        Node::Idx(_) | Node::Row | Node::Elem { .. } | Node::Delta(..) => Vec::new(),
+        Node::Reduce {
+            op,
+            idx,
+            range,
+            filter,
+            body,
+        } => {
+            let weight = match op {
+                RedOp::Sum => None,
+                RedOp::Mean => {
+                    let one = g.num(1.0);
+                    let count = g.reduce(RedOp::Sum, &idx, range.clone(), filter, one);
+                    let m1 = g.num(-1.0);
+                    Some(g.pow(count, m1))
+                }
+                // Every component equal to the maximum takes the derivative.
+                RedOp::Max | RedOp::Min => {
+                    let one = g.num(1.0);
+                    let at = g.cmp(Cmp::Eq, body, n);
+                    Some(g.select(at, one, zero))
+                }
+                // d logsumexp = softmax weights.
+                RedOp::LogSumExp => {
+                    let d = g.sub(body, n);
+                    Some(g.func(Func::Exp, d))
+                }
+            };
+            let c = match weight {
+                Some(w) => g.mul2(a, w),
+                None => a,
+            };
+            let c = match filter {
+                Some(f) => g.select(f, c, zero),
+                None => c,
+            };
+            vec![(body, c)]
+        }
         Node::Cmp(..) | Node::And(..) | Node::Or(..) | Node::Not(_) => Vec::new(),
         Node::Add(xs) => xs.into_iter().map(|x| (x, a)).collect(),
         Node::Mul(fs) => (0..fs.len())

@@ -1,16 +1,21 @@
 //! From a checked spec to the IR: lets substituted, defs (the prelude's
-//! standard losses included) inlined, params kept as symbols.
+//! standard losses included) inlined, params kept as symbols, vectors
+//! written in index notation.
 //!
-//! The objective `minimize E` becomes an [`Objective`]: the per-sample
-//! bodies of its sample reductions (`mean(...)`, `sum(...)`), and the outer
-//! expression that combines them, written over symbols `R0, R1, ...`.
+//! A vector-valued expression is never materialised: it is lowered *at a
+//! component*, an index node, so `softmax(z)[c]` becomes
+//! `exp(z[c] - logsumexp[k](z[k]))` and `dot(a, b)` becomes
+//! `sum[k](a[k] * b[k])`. `x@j` lowers `x` in row `j`. The objective
+//! `minimize E` becomes an [`Objective`]: the per-sample bodies of its
+//! sample reductions and the outer expression over symbols `R0, R1, ...`.
 
-use super::{Cmp, Fact, Func, Graph, Id, SymKind};
-use crate::ast::{Arg, BinOp, Def, Expr, ExprKind, StmtKind, UnOp};
-use crate::sema::types::{Dom, Shape};
+use super::{Cmp, Fact, Func, Graph, Id, IdxRange, RedOp, SymKind};
+use crate::ast::{Arg, BinOp, Def, Expr, ExprKind, Reducer, StmtKind, UnOp};
+use crate::sema::types::{Dom, Shape, Size};
 use crate::sema::{Checked, prelude};
 use crate::span::Span;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 /// How a sample reduction combines its rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +46,7 @@ pub struct Objective {
     pub outer: Id,
 }
 
-/// A construct the IR cannot represent yet, with where it is.
+/// A construct the IR cannot represent, with where it is.
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("{what} is not supported by differentiation yet")]
 pub struct Unsupported {
@@ -51,20 +56,40 @@ pub struct Unsupported {
     pub span: Span,
 }
 
+/// What a name stands for while lowering.
+#[derive(Clone)]
+enum Bound<'a> {
+    /// A scalar, already lowered.
+    Scalar(Id),
+    /// A vector expression, lowered on demand at a component, in the
+    /// scope and row it was written in.
+    Vector {
+        size: Size,
+        expr: &'a Expr,
+        scope: Rc<Scope<'a>>,
+        row: Option<String>,
+    },
+    /// A class index standing for its one-hot row.
+    Class { value: Id, size: Size },
+}
+
+/// Names visible in a def body (its parameters) or at the top level.
+#[derive(Clone, Default)]
+struct Scope<'a> {
+    params: BTreeMap<String, Bound<'a>>,
+    /// Top level: lets and globals visible. In a def: only globals.
+    top: bool,
+    /// Reduction indices in scope: written name → IR index name.
+    indices: BTreeMap<String, String>,
+}
+
 /// Lowers `checked` into `g`.
 pub fn lower(checked: &Checked, g: &mut Graph) -> Result<Objective, Unsupported> {
-    for v in checked.preds.iter().chain(&checked.data) {
-        if let Shape::Vector(_) = v.shape {
-            return Err(Unsupported {
-                what: format!("the vector `{}`", v.name),
-                span: v.span,
-            });
-        }
-    }
     for v in &checked.data {
         match &v.dom {
             Dom::Labels(vs) => g.set_fact(&v.name, Fact::Labels(vs.clone())),
             Dom::Range(r) => g.set_fact(&v.name, Fact::Range(r.lo, r.hi)),
+            Dom::Onehot | Dom::Probs => g.set_fact(&v.name, Fact::Simplex),
             _ => {}
         }
     }
@@ -81,16 +106,31 @@ pub fn lower(checked: &Checked, g: &mut Graph) -> Result<Objective, Unsupported>
         }
     }
     defs.extend(user);
-    let mut globals: BTreeMap<String, Id> = BTreeMap::new();
-    for v in &checked.data {
-        globals.insert(v.name.clone(), g.sym(SymKind::Data, &v.name));
-    }
-    for v in &checked.preds {
-        globals.insert(v.name.clone(), g.sym(SymKind::Pred, &v.name));
+    let mut globals = BTreeMap::new();
+    for v in checked.data.iter().chain(&checked.preds) {
+        let kind = if checked.preds.contains(v) {
+            SymKind::Pred
+        } else {
+            SymKind::Data
+        };
+        let size = match &v.shape {
+            Shape::Vector(s) => Some(s.clone()),
+            Shape::Scalar => None,
+        };
+        let class = match &v.dom {
+            Dom::Class(s) => Some(s.clone()),
+            _ => None,
+        };
+        globals.insert(v.name.clone(), Global::Var { kind, size, class });
     }
     for p in &checked.params {
-        globals.insert(p.name.clone(), g.sym(SymKind::Param, &p.name));
+        globals.insert(p.name.clone(), Global::Param);
     }
+    for s in checked.sizes.keys() {
+        globals.insert(s.clone(), Global::Size);
+    }
+    let mut lets = BTreeMap::new();
+    let mut outer = None;
     let mut cx = Lowerer {
         g,
         defs,
@@ -98,14 +138,17 @@ pub fn lower(checked: &Checked, g: &mut Graph) -> Result<Objective, Unsupported>
         lets: BTreeMap::new(),
         reductions: Vec::new(),
     };
-    let mut outer = None;
+    let top = Rc::new(Scope {
+        top: true,
+        ..Scope::default()
+    });
     for stmt in &checked.spec.stmts {
         match &stmt.kind {
             StmtKind::Let(n, e) => {
-                let id = cx.expr(e, &BTreeMap::new(), true)?;
-                cx.lets.insert(n.name.clone(), id);
+                lets.insert(n.name.clone(), e);
+                cx.lets = lets.clone();
             }
-            StmtKind::Minimize(e) => outer = Some(cx.expr(e, &BTreeMap::new(), true)?),
+            StmtKind::Minimize(e) => outer = Some(cx.scalar(e, &top, None)?),
             _ => {}
         }
     }
@@ -119,47 +162,170 @@ pub fn lower(checked: &Checked, g: &mut Graph) -> Result<Objective, Unsupported>
     })
 }
 
+#[derive(Clone)]
+enum Global {
+    Var {
+        kind: SymKind,
+        size: Option<Size>,
+        class: Option<Size>,
+    },
+    Param,
+    Size,
+}
+
 struct Lowerer<'a, 'g> {
     g: &'g mut Graph,
     defs: BTreeMap<&'a str, Vec<&'a Def>>,
-    globals: BTreeMap<String, Id>,
-    lets: BTreeMap<String, Id>,
+    globals: BTreeMap<String, Global>,
+    lets: BTreeMap<String, &'a Expr>,
     reductions: Vec<Reduction>,
 }
 
+type Res<T> = Result<T, Unsupported>;
+
 impl<'a> Lowerer<'a, '_> {
-    /// Lowers `e` with `env` binding def parameters; `top` says whether
-    /// lets and globals are visible (outside defs) or only globals.
-    fn expr(&mut self, e: &Expr, env: &BTreeMap<String, Id>, top: bool) -> Result<Id, Unsupported> {
+    /// A fresh IR index name for `base` over `range`: distinct from indices
+    /// in scope and from names already used for another range.
+    fn index_name(&mut self, base: &str, range: &IdxRange, scope: &Scope<'a>) -> String {
+        let taken = |name: &str, g: &Graph| {
+            scope.indices.values().any(|v| v == name) || g.range(name).is_some_and(|r| r != range)
+        };
+        let mut name = base.to_string();
+        let mut k = 2;
+        while taken(&name, self.g) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        self.g.set_range(&name, range.clone());
+        name
+    }
+
+    fn scalar(&mut self, e: &'a Expr, scope: &Rc<Scope<'a>>, row: Option<&str>) -> Res<Id> {
+        self.at(e, scope, row, None)
+    }
+
+    /// The size of `e` if it is a vector.
+    fn size(&mut self, e: &'a Expr, scope: &Rc<Scope<'a>>) -> Option<Size> {
+        match &e.kind {
+            ExprKind::Var(n) => match scope.params.get(n) {
+                Some(Bound::Vector { size, .. }) | Some(Bound::Class { size, .. }) => {
+                    Some(size.clone())
+                }
+                Some(Bound::Scalar(_)) => None,
+                None => {
+                    if scope.top
+                        && let Some(l) = self.lets.get(n).copied()
+                    {
+                        return self.size(
+                            l,
+                            &Rc::new(Scope {
+                                top: true,
+                                ..Scope::default()
+                            }),
+                        );
+                    }
+                    match self.globals.get(n) {
+                        Some(Global::Var { size, .. }) => size.clone(),
+                        _ => None,
+                    }
+                }
+            },
+            ExprKind::Num(_) | ExprKind::Row | ExprKind::Index(..) | ExprKind::Reduce { .. } => {
+                None
+            }
+            ExprKind::At(x, _) | ExprKind::Unary(_, x) => self.size(x, scope),
+            ExprKind::Binary(op, a, b) if !op.is_comparison() && !op.is_logical() => {
+                self.size(a, scope).or_else(|| self.size(b, scope))
+            }
+            ExprKind::Binary(..) => None,
+            ExprKind::If(_, a, b) => self.size(a, scope).or_else(|| self.size(b, scope)),
+            ExprKind::Call(f, args) => match f.name.as_str() {
+                "logsumexp" | "dot" | "norm" | "dist" | "cosine" | "mean" | "sum" => None,
+                "onehot" => args.get(1).and_then(|a| match &a.value.kind {
+                    ExprKind::Var(n) => Some(Size::Name(n.clone())),
+                    ExprKind::Num(v) => Some(Size::Lit(*v as u64)),
+                    _ => None,
+                }),
+                name if Func::from_name(name).is_some()
+                    || matches!(name, "max" | "min" | "clip" | "const" | "softmax") =>
+                {
+                    args.iter().find_map(|a| self.size(&a.value, scope))
+                }
+                _ => {
+                    let (def, inner) = self.bind(&f.name, args, scope, None).ok()?;
+                    self.size(&def.body, &inner)
+                }
+            },
+        }
+    }
+
+    /// Lowers `e` in row `row`; a vector-valued `e` is taken at component `comp`.
+    fn at(
+        &mut self,
+        e: &'a Expr,
+        scope: &Rc<Scope<'a>>,
+        row: Option<&str>,
+        comp: Option<Id>,
+    ) -> Res<Id> {
         let unsupported = |what: &str| Unsupported {
             what: what.to_string(),
             span: e.span,
         };
         Ok(match &e.kind {
             ExprKind::Num(v) => self.g.num(*v),
+            ExprKind::Row => self.g.row(),
             ExprKind::Var(n) => {
-                if let Some(&id) = env.get(n) {
-                    id
-                } else if let Some(&id) = self.lets.get(n).filter(|_| top) {
-                    id
-                } else if let Some(&id) = self.globals.get(n) {
-                    id
-                } else {
-                    return Err(unsupported(&format!("the name `{n}` (a size or an index)")));
+                if let Some(ix) = scope.indices.get(n) {
+                    return Ok(self.g.idx(ix));
+                }
+                match scope.params.get(n).cloned() {
+                    Some(Bound::Scalar(id)) => return Ok(id),
+                    Some(Bound::Vector {
+                        expr,
+                        scope: s,
+                        row: r,
+                        ..
+                    }) => {
+                        return self.at(expr, &s, r.as_deref(), comp);
+                    }
+                    Some(Bound::Class { value, .. }) => {
+                        let c =
+                            comp.ok_or_else(|| unsupported("a one-hot vector used as a scalar"))?;
+                        return Ok(self.g.delta(value, c));
+                    }
+                    None => {}
+                }
+                if scope.top
+                    && let Some(l) = self.lets.get(n).copied()
+                {
+                    let s = Rc::new(Scope {
+                        top: true,
+                        indices: scope.indices.clone(),
+                        ..Scope::default()
+                    });
+                    return self.at(l, &s, row, comp);
+                }
+                match self.globals.get(n).cloned() {
+                    Some(Global::Var { kind, size, .. }) => {
+                        let comp = if size.is_some() { comp } else { None };
+                        self.g.elem(kind, n, row, comp)
+                    }
+                    Some(Global::Param) => self.g.sym(SymKind::Param, n),
+                    Some(Global::Size) => self.g.sym(SymKind::Size, n),
+                    None => return Err(unsupported(&format!("the name `{n}`"))),
                 }
             }
-            ExprKind::Row => return Err(unsupported("the row index `i`")),
             ExprKind::Unary(UnOp::Neg, a) => {
-                let a = self.expr(a, env, top)?;
+                let a = self.at(a, scope, row, comp)?;
                 self.g.neg(a)
             }
             ExprKind::Unary(UnOp::Not, a) => {
-                let a = self.expr(a, env, top)?;
+                let a = self.at(a, scope, row, comp)?;
                 self.g.not(a)
             }
             ExprKind::Binary(op, a, b) => {
-                let a = self.expr(a, env, top)?;
-                let b = self.expr(b, env, top)?;
+                let a = self.at(a, scope, row, comp)?;
+                let b = self.at(b, scope, row, comp)?;
                 let g = &mut *self.g;
                 match op {
                     BinOp::Add => g.add2(a, b),
@@ -178,34 +344,106 @@ impl<'a> Lowerer<'a, '_> {
                 }
             }
             ExprKind::If(c, a, b) => {
-                let c = self.expr(c, env, top)?;
-                let a = self.expr(a, env, top)?;
-                let b = self.expr(b, env, top)?;
+                let c = self.at(c, scope, row, None)?;
+                let a = self.at(a, scope, row, comp)?;
+                let b = self.at(b, scope, row, comp)?;
                 self.g.select(c, a, b)
             }
-            ExprKind::Index(..) => return Err(unsupported("indexing a vector")),
-            ExprKind::At(..) => return Err(unsupported("batch coupling (`x@j`)")),
-            ExprKind::Reduce { .. } => return Err(unsupported("an indexed reduction")),
-            ExprKind::Call(f, args) => self.call(&f.name, args, env, top, e.span)?,
+            ExprKind::Index(v, k) => {
+                let k = self.at(k, scope, row, None)?;
+                self.at(v, scope, row, Some(k))?
+            }
+            ExprKind::At(x, j) => {
+                let j = scope
+                    .indices
+                    .get(&j.name)
+                    .cloned()
+                    .unwrap_or_else(|| j.name.clone());
+                self.at(x, scope, Some(&j), comp)?
+            }
+            ExprKind::Reduce {
+                op,
+                index,
+                filter,
+                body,
+            } => {
+                let batch = uses_at(body, &index.name)
+                    || filter.as_ref().is_some_and(|f| uses_at(f, &index.name));
+                let range = if batch {
+                    IdxRange::Batch
+                } else {
+                    let size = self
+                        .index_size(body, &index.name, scope)
+                        .ok_or_else(|| unsupported("an index whose range is unknown"))?;
+                    IdxRange::Feature(size)
+                };
+                let name = self.index_name(&index.name, &range, scope);
+                let mut inner = (**scope).clone();
+                inner.indices.insert(index.name.clone(), name.clone());
+                let inner = Rc::new(inner);
+                let f = match filter {
+                    Some(f) => Some(self.at(f, &inner, row, None)?),
+                    None => None,
+                };
+                let b = self.at(body, &inner, row, None)?;
+                let op = match op {
+                    Reducer::Sum => RedOp::Sum,
+                    Reducer::Mean => RedOp::Mean,
+                    Reducer::Max => RedOp::Max,
+                    Reducer::Min => RedOp::Min,
+                    Reducer::LogSumExp => RedOp::LogSumExp,
+                };
+                self.g.reduce(op, &name, range, f, b)
+            }
+            ExprKind::Call(f, args) => self.call(&f.name, args, scope, row, comp, e.span)?,
         })
+    }
+
+    /// The size of the vectors `idx` indexes in `body`.
+    fn index_size(&mut self, body: &'a Expr, idx: &str, scope: &Rc<Scope<'a>>) -> Option<Size> {
+        let mut found = None;
+        let mut stack = vec![body];
+        while let Some(e) = stack.pop() {
+            if let ExprKind::Index(v, k) = &e.kind
+                && matches!(&k.kind, ExprKind::Var(n) if n == idx)
+                && let Some(s) = self.size(v, scope)
+            {
+                found = Some(s);
+                break;
+            }
+            crate::sema::each_child(e, &mut |c| stack.push(c));
+        }
+        found
+    }
+
+    /// A fresh internal index over the components of a vector of `size`.
+    fn fresh(&mut self, size: &Size, scope: &Rc<Scope<'a>>) -> String {
+        let depth = scope.indices.len();
+        self.index_name(
+            &format!("_k{depth}"),
+            &IdxRange::Feature(size.clone()),
+            scope,
+        )
     }
 
     fn call(
         &mut self,
         name: &str,
-        args: &[Arg],
-        env: &BTreeMap<String, Id>,
-        top: bool,
+        args: &'a [Arg],
+        scope: &Rc<Scope<'a>>,
+        row: Option<&str>,
+        comp: Option<Id>,
         span: Span,
-    ) -> Result<Id, Unsupported> {
+    ) -> Res<Id> {
         let unsupported = |what: String| Unsupported { what, span };
+        let arg = |k: usize| &args[k].value;
         if let Some(f) = Func::from_name(name) {
-            let x = self.expr(&args[0].value, env, top)?;
+            let x = self.at(arg(0), scope, row, comp)?;
             return Ok(self.g.func(f, x));
         }
         match name {
             "mean" | "sum" => {
-                let body = self.expr(&args[0].value, env, top)?;
+                let body = self.at(arg(0), scope, None, None)?;
                 let kind = if name == "mean" {
                     SampleReduction::Mean
                 } else {
@@ -220,74 +458,178 @@ impl<'a> Lowerer<'a, '_> {
                 return Ok(self.g.sym(SymKind::Reduced, &rname));
             }
             "const" => {
-                let x = self.expr(&args[0].value, env, top)?;
+                let x = self.at(arg(0), scope, row, comp)?;
                 return Ok(self.g.stop_grad(x));
             }
             "max" | "min" | "clip" => {
-                let vals: Vec<Id> = args
-                    .iter()
-                    .map(|a| self.expr(&a.value, env, top))
-                    .collect::<Result<_, _>>()?;
-                // Named arguments of max/min/clip follow their positions.
                 let names: &[&str] = if name == "clip" {
                     &["x", "lo", "hi"]
                 } else {
                     &["a", "b"]
                 };
-                let ordered = order_args(names, args, &vals);
+                let order = order_args(names, args);
+                let mut vals = Vec::new();
+                for k in order {
+                    vals.push(self.at(arg(k), scope, row, comp)?);
+                }
                 return Ok(match name {
-                    "max" => self.g.max(ordered[0], ordered[1]),
-                    "min" => self.g.min(ordered[0], ordered[1]),
+                    "max" => self.g.max(vals[0], vals[1]),
+                    "min" => self.g.min(vals[0], vals[1]),
                     _ => {
-                        let upper = self.g.min(ordered[0], ordered[2]);
-                        self.g.max(ordered[1], upper)
+                        let upper = self.g.min(vals[0], vals[2]);
+                        self.g.max(vals[1], upper)
                     }
                 });
             }
-            "softmax" | "logsumexp" | "dot" | "norm" | "dist" | "cosine" | "onehot" => {
-                return Err(unsupported(format!("the vector function `{name}`")));
+            "onehot" => {
+                let c =
+                    comp.ok_or_else(|| unsupported("a one-hot vector used as a scalar".into()))?;
+                let k = self.at(arg(0), scope, row, None)?;
+                return Ok(self.g.delta(k, c));
+            }
+            "softmax" => {
+                let c = comp.ok_or_else(|| unsupported("softmax used as a scalar".into()))?;
+                let size = self
+                    .size(arg(0), scope)
+                    .ok_or_else(|| unsupported("softmax of a scalar".into()))?;
+                let t = self.fresh(&size, scope);
+                let ti = self.g.idx(&t);
+                let body = self.at(arg(0), scope, row, Some(ti))?;
+                let lse = self
+                    .g
+                    .reduce(RedOp::LogSumExp, &t, IdxRange::Feature(size), None, body);
+                let x = self.at(arg(0), scope, row, Some(c))?;
+                let d = self.g.sub(x, lse);
+                return Ok(self.g.func(Func::Exp, d));
+            }
+            "logsumexp" | "dot" | "norm" | "dist" | "cosine" => {
+                let size = self
+                    .size(arg(0), scope)
+                    .ok_or_else(|| unsupported(format!("{name} of a scalar")))?;
+                let range = IdxRange::Feature(size.clone());
+                let t = self.fresh(&size, scope);
+                let ti = self.g.idx(&t);
+                let a = self.at(arg(0), scope, row, Some(ti))?;
+                let b = if args.len() > 1 {
+                    Some(self.at(arg(1), scope, row, Some(ti))?)
+                } else {
+                    None
+                };
+                let g = &mut *self.g;
+                let two = g.num(2.0);
+                let sum_sq = |g: &mut Graph, x: Id| {
+                    let sq = g.pow(x, two);
+                    let s = g.reduce(RedOp::Sum, &t, range.clone(), None, sq);
+                    g.func(Func::Sqrt, s)
+                };
+                return Ok(match (name, b) {
+                    ("logsumexp", _) => g.reduce(RedOp::LogSumExp, &t, range.clone(), None, a),
+                    ("norm", _) => sum_sq(g, a),
+                    ("dot", Some(b)) => {
+                        let p = g.mul2(a, b);
+                        g.reduce(RedOp::Sum, &t, range.clone(), None, p)
+                    }
+                    ("dist", Some(b)) => {
+                        let d = g.sub(a, b);
+                        sum_sq(g, d)
+                    }
+                    (_, Some(b)) => {
+                        let p = g.mul2(a, b);
+                        let dot = g.reduce(RedOp::Sum, &t, range.clone(), None, p);
+                        let na = sum_sq(g, a);
+                        let nb = sum_sq(g, b);
+                        let den = g.mul2(na, nb);
+                        g.div(dot, den)
+                    }
+                    _ => return Err(unsupported(format!("{name} with one argument"))),
+                });
             }
             _ => {}
         }
-        let Some(candidates) = self.defs.get(name).cloned() else {
-            return Err(unsupported(format!("the function `{name}`")));
+        let (def, inner) = self.bind(name, args, scope, row)?;
+        self.at(&def.body, &inner, row, comp)
+    }
+
+    /// Chooses the def `name` for these arguments and binds its parameters.
+    fn bind(
+        &mut self,
+        name: &str,
+        args: &'a [Arg],
+        scope: &Rc<Scope<'a>>,
+        row: Option<&str>,
+    ) -> Res<(&'a Def, Rc<Scope<'a>>)> {
+        let span = args.first().map_or(Span::default(), |a| a.value.span);
+        let candidates = self.defs.get(name).cloned().ok_or_else(|| Unsupported {
+            what: format!("the function `{name}`"),
+            span,
+        })?;
+        let first_vector = match args.first() {
+            Some(a) => self.size(&a.value, scope).is_some(),
+            None => false,
         };
-        // Vectors are not lowered, so the scalar overload is the one.
         let def = candidates
             .iter()
             .find(|d| {
-                !d.params
+                let annotated = d
+                    .params
                     .first()
                     .and_then(|p| p.ty.as_ref())
-                    .is_some_and(|t| is_vector_type(&t.name.name))
+                    .map(|t| is_vector_type(&t.name.name));
+                annotated.is_none_or(|v| v == first_vector)
             })
             .copied()
             .unwrap_or(candidates[0]);
-        let vals: Vec<Id> = args
-            .iter()
-            .map(|a| self.expr(&a.value, env, top))
-            .collect::<Result<_, _>>()?;
-        let mut inner = BTreeMap::new();
-        let mut positional = args
-            .iter()
-            .zip(&vals)
-            .filter(|(a, _)| a.name.is_none())
-            .map(|(_, v)| *v);
+        let mut params = BTreeMap::new();
+        let mut positional = args.iter().filter(|a| a.name.is_none());
         for p in &def.params {
-            let named = args
+            let given = args
                 .iter()
-                .zip(&vals)
-                .find(|(a, _)| a.name.as_ref().is_some_and(|n| n.name == p.name.name));
-            let value = match named {
-                Some((_, v)) => *v,
-                None => match positional.next() {
-                    Some(v) => v,
-                    None => self.g.num(p.default.map_or(0.0, |d| d.value)),
-                },
+                .find(|a| a.name.as_ref().is_some_and(|n| n.name == p.name.name))
+                .or_else(|| positional.next());
+            let bound = match given {
+                None => Bound::Scalar(self.g.num(p.default.map_or(0.0, |d| d.value))),
+                Some(a) => {
+                    let wants_vector = p.ty.as_ref().is_some_and(|t| is_vector_type(&t.name.name));
+                    match self.size(&a.value, scope) {
+                        Some(size) => Bound::Vector {
+                            size,
+                            expr: &a.value,
+                            scope: scope.clone(),
+                            row: row.map(str::to_string),
+                        },
+                        None if wants_vector => {
+                            let value = self.at(&a.value, scope, row, None)?;
+                            let size = self.class_size(&a.value).ok_or_else(|| Unsupported {
+                                what: "a class argument of unknown size".into(),
+                                span: a.value.span,
+                            })?;
+                            Bound::Class { value, size }
+                        }
+                        None => Bound::Scalar(self.at(&a.value, scope, row, None)?),
+                    }
+                }
             };
-            inner.insert(p.name.name.clone(), value);
+            params.insert(p.name.name.clone(), bound);
         }
-        self.expr(&def.body, &inner, false)
+        Ok((
+            def,
+            Rc::new(Scope {
+                params,
+                top: false,
+                indices: scope.indices.clone(),
+            }),
+        ))
+    }
+
+    fn class_size(&self, e: &Expr) -> Option<Size> {
+        match &e.kind {
+            ExprKind::Var(n) => match self.globals.get(n) {
+                Some(Global::Var { class, .. }) => class.clone(),
+                _ => None,
+            },
+            ExprKind::At(x, _) => self.class_size(x),
+            _ => None,
+        }
     }
 }
 
@@ -295,21 +637,34 @@ fn is_vector_type(name: &str) -> bool {
     matches!(name, "onehot" | "multihot" | "probs" | "vector")
 }
 
-fn order_args(names: &[&str], args: &[Arg], vals: &[Id]) -> Vec<Id> {
-    let mut out: Vec<Option<Id>> = vec![None; names.len()];
+/// Positions of the arguments in parameter order (named ones by name).
+fn order_args(names: &[&str], args: &[Arg]) -> Vec<usize> {
+    let mut out: Vec<Option<usize>> = vec![None; names.len()];
     let mut next = 0;
-    for (a, v) in args.iter().zip(vals) {
+    for (k, a) in args.iter().enumerate() {
         let slot = match &a.name {
             Some(n) => names.iter().position(|x| *x == n.name).unwrap_or(next),
             None => {
-                let s = next;
                 next += 1;
-                s
+                next - 1
             }
         };
         if slot < out.len() {
-            out[slot] = Some(*v);
+            out[slot] = Some(k);
         }
     }
-    out.into_iter().map(|v| v.unwrap_or(vals[0])).collect()
+    out.into_iter().map(|v| v.unwrap_or(0)).collect()
+}
+
+/// Whether `name` is used as a batch index (`x@name`) in `e`.
+fn uses_at(e: &Expr, name: &str) -> bool {
+    let mut found = false;
+    crate::sema::walk(e, &mut |x| {
+        if let ExprKind::At(_, j) = &x.kind
+            && j.name == name
+        {
+            found = true;
+        }
+    });
+    found
 }

@@ -188,6 +188,8 @@ pub enum SymKind {
     Param,
     /// A sample reduction of the objective (`R0`, `R1`, ...).
     Reduced,
+    /// A size name used as a value (`sum[c](E) / C`).
+    Size,
 }
 
 /// One IR node.
@@ -221,13 +223,85 @@ pub enum Node {
     Not(Id),
     /// `const(a)`: `a`, with a zero derivative.
     StopGrad(Id),
+    /// An index variable: a reduction's index, or the output index `k` of a
+    /// vector pred's gradient.
+    Idx(String),
+    /// The current row `i` (in batch filters).
+    Row,
+    /// A data or pred in another row (`x@j`), or a vector's component
+    /// (`z[c]`), or both. A scalar in the current row is a [`Node::Sym`].
+    Elem {
+        /// Data or pred.
+        kind: SymKind,
+        /// Its name.
+        name: String,
+        /// `Some(j)` for `x@j`.
+        row: Option<String>,
+        /// The component for a vector: an index, a class value or a number.
+        comp: Option<Id>,
+    },
+    /// A reduction over an index: `sum[c: filter](body)` and friends.
+    Reduce {
+        /// Which reduction.
+        op: RedOp,
+        /// The bound index.
+        idx: String,
+        /// What it ranges over.
+        range: IdxRange,
+        /// Only indices where this condition holds take part.
+        filter: Option<Id>,
+        /// The reduced expression.
+        body: Id,
+    },
+    /// Kronecker delta: 1 where `a == b`, else 0 (both index-valued).
+    Delta(Id, Id),
+}
+
+/// The reductions over an index.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum RedOp {
+    /// `sum`
+    Sum,
+    /// `mean`
+    Mean,
+    /// `max`
+    Max,
+    /// `min`
+    Min,
+    /// `logsumexp`
+    LogSumExp,
+}
+
+impl RedOp {
+    /// The reducer as written.
+    pub fn name(self) -> &'static str {
+        match self {
+            RedOp::Sum => "sum",
+            RedOp::Mean => "mean",
+            RedOp::Max => "max",
+            RedOp::Min => "min",
+            RedOp::LogSumExp => "logsumexp",
+        }
+    }
+}
+
+/// What an index ranges over.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum IdxRange {
+    /// The components `0..size` of a vector.
+    Feature(crate::sema::types::Size),
+    /// The rows of the batch.
+    Batch,
 }
 
 impl Node {
     /// The node's children, in order.
     pub fn children(&self) -> Vec<Id> {
         match self {
-            Node::Num(_) | Node::Sym(..) => Vec::new(),
+            Node::Num(_) | Node::Sym(..) | Node::Idx(_) | Node::Row => Vec::new(),
+            Node::Elem { comp, .. } => comp.iter().copied().collect(),
+            Node::Reduce { filter, body, .. } => filter.iter().copied().chain([*body]).collect(),
+            Node::Delta(a, b) => vec![*a, *b],
             Node::Add(xs) | Node::Mul(xs) => xs.clone(),
             Node::Pow(a, b)
             | Node::Max(a, b)
@@ -250,6 +324,8 @@ pub enum Fact {
     Labels(Vec<f64>),
     /// Lies in `[lo, hi]` (ends may be open; only signs are used).
     Range(f64, f64),
+    /// A vector whose components sum to 1 (one-hot or a probability row).
+    Simplex,
 }
 
 /// An arena of interned nodes.
@@ -258,6 +334,7 @@ pub struct Graph {
     nodes: Vec<Node>,
     interned: HashMap<Node, Id>,
     facts: BTreeMap<String, Fact>,
+    ranges: BTreeMap<String, IdxRange>,
 }
 
 impl Graph {
@@ -269,6 +346,16 @@ impl Graph {
     /// Records what the simplifier may assume about a symbol.
     pub fn set_fact(&mut self, name: &str, fact: Fact) {
         self.facts.insert(name.to_string(), fact);
+    }
+
+    /// Records what an index name ranges over (names are unique per range).
+    pub fn set_range(&mut self, name: &str, range: IdxRange) {
+        self.ranges.insert(name.to_string(), range);
+    }
+
+    /// What an index name ranges over.
+    pub fn range(&self, name: &str) -> Option<&IdxRange> {
+        self.ranges.get(name)
     }
 
     /// The fact recorded for a symbol.
@@ -643,6 +730,410 @@ impl Graph {
             return a;
         }
         self.intern(Node::StopGrad(a))
+    }
+
+    /// An index variable.
+    pub fn idx(&mut self, name: &str) -> Id {
+        self.intern(Node::Idx(name.to_string()))
+    }
+
+    /// The current row `i`.
+    pub fn row(&mut self) -> Id {
+        self.intern(Node::Row)
+    }
+
+    /// A data or pred at a row and component; a scalar of the current row
+    /// is the plain symbol, so each value has one form.
+    pub fn elem(&mut self, kind: SymKind, name: &str, row: Option<&str>, comp: Option<Id>) -> Id {
+        if row.is_none() && comp.is_none() {
+            return self.sym(kind, name);
+        }
+        self.intern(Node::Elem {
+            kind,
+            name: name.to_string(),
+            row: row.map(str::to_string),
+            comp,
+        })
+    }
+
+    /// A reduction, canonical: a sum of zero is zero; factors that do not
+    /// depend on the index come out of a sum; a Kronecker delta on the
+    /// index contracts it (`Σ_c δ(c, a) f(c) = f(a)`); and `Σ_c y[c] = 1`
+    /// for a one-hot or probability vector `y`.
+    pub fn reduce(
+        &mut self,
+        op: RedOp,
+        idx: &str,
+        range: IdxRange,
+        filter: Option<Id>,
+        body: Id,
+    ) -> Id {
+        if op == RedOp::Sum && self.as_num(body) == Some(0.0) {
+            return body;
+        }
+        if let Some(f) = filter
+            && self.as_bool(f) == Some(true)
+        {
+            return self.reduce(op, idx, range, None, body);
+        }
+        if op == RedOp::Sum && filter.is_none() {
+            let me = self.idx(idx);
+            let factors = match self.node(body) {
+                Node::Mul(fs) => fs.clone(),
+                _ => vec![body],
+            };
+            // Contract a delta on the index.
+            for (k, &f) in factors.iter().enumerate() {
+                if let Node::Delta(a, b) = *self.node(f) {
+                    let other = if a == me {
+                        Some(b)
+                    } else if b == me {
+                        Some(a)
+                    } else {
+                        None
+                    };
+                    if let Some(other) = other
+                        && !self.free_indices(other).contains(idx)
+                    {
+                        let rest: Vec<Id> = factors
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, _)| *j != k)
+                            .map(|(_, h)| *h)
+                            .collect();
+                        let rest = self.mul(rest);
+                        return self.subst(rest, idx, other);
+                    }
+                }
+            }
+            // Pull out what does not depend on the index.
+            let (outside, inside): (Vec<Id>, Vec<Id>) = factors
+                .iter()
+                .partition(|&&f| !self.free_indices(f).contains(idx));
+            if !outside.is_empty() && !inside.is_empty() {
+                let inner_body = self.mul(inside);
+                let inner = self.reduce(op, idx, range, None, inner_body);
+                let mut all = outside;
+                all.push(inner);
+                return self.mul(all);
+            }
+            if let Node::Elem {
+                name,
+                comp: Some(c),
+                ..
+            } = self.node(body)
+                && *c == me
+                && matches!(self.facts.get(name), Some(Fact::Simplex))
+            {
+                return self.num(1.0);
+            }
+        }
+        self.intern(Node::Reduce {
+            op,
+            idx: idx.to_string(),
+            range,
+            filter,
+            body,
+        })
+    }
+
+    /// `id` with index `name` replaced by the node `with`; reductions that
+    /// bind `name` themselves are left alone.
+    pub fn subst(&mut self, id: Id, name: &str, with: Id) -> Id {
+        let mut memo = HashMap::new();
+        let bound_here = |n: &Node| matches!(n, Node::Reduce { idx, .. } if idx == name);
+        self.rewrite(
+            id,
+            &mut memo,
+            None,
+            &mut |n| match n {
+                Node::Idx(x) if x == name => Some(with),
+                _ => None,
+            },
+            &bound_here,
+        )
+    }
+
+    /// `id` with the roles of the current row and batch index `j` swapped:
+    /// `x` ↔ `x@j`, `i` ↔ `j`. Used to turn "row i's loss, differentiated
+    /// through row j" into a contribution to the current row's gradient.
+    pub fn swap_rows(&mut self, id: Id, j: &str) -> Id {
+        // A reduction inside that binds `j` itself is renamed first, so that
+        // the swapped expression can still say "row j" inside it.
+        let id = self.rename_inner_binders(id, j);
+        let row = self.row();
+        let jj = self.idx(j);
+        let mut memo = HashMap::new();
+        self.rewrite(
+            id,
+            &mut memo,
+            Some(j),
+            &mut |n| match n {
+                Node::Row => Some(jj),
+                Node::Idx(x) if x == j => Some(row),
+                _ => None,
+            },
+            &|_| false,
+        )
+    }
+
+    /// Renames every reduction inside `id` that binds `j` to a fresh name.
+    fn rename_inner_binders(&mut self, id: Id, j: &str) -> Id {
+        let mut stack = vec![id];
+        let mut seen = std::collections::HashSet::new();
+        let mut found = false;
+        while let Some(x) = stack.pop() {
+            if seen.insert(x) {
+                if matches!(self.node(x), Node::Reduce { idx, .. } if idx == j) {
+                    found = true;
+                    break;
+                }
+                stack.extend(self.node(x).children());
+            }
+        }
+        if !found {
+            return id;
+        }
+        let range = self.range(j).cloned().unwrap_or(IdxRange::Batch);
+        let mut k = 2;
+        let fresh = loop {
+            let name = format!("{j}_{k}");
+            if self.range(&name).is_none() {
+                break name;
+            }
+            k += 1;
+        };
+        self.set_range(&fresh, range);
+        let mut memo = HashMap::new();
+        self.rename_rec(id, j, &fresh, false, &mut memo)
+    }
+
+    /// Renames index `old` to `new` inside reductions binding `old` (and,
+    /// once inside one, every use of `old`).
+    fn rename_rec(
+        &mut self,
+        id: Id,
+        old: &str,
+        new: &str,
+        inside: bool,
+        memo: &mut HashMap<(Id, bool), Id>,
+    ) -> Id {
+        if let Some(&r) = memo.get(&(id, inside)) {
+            return r;
+        }
+        let out = match self.node(id).clone() {
+            Node::Reduce {
+                op,
+                idx,
+                range,
+                filter,
+                body,
+            } if idx == old => {
+                let filter = filter.map(|f| self.rename_rec(f, old, new, true, memo));
+                let body = self.rename_rec(body, old, new, true, memo);
+                self.reduce(op, new, range, filter, body)
+            }
+            Node::Idx(x) if inside && x == old => self.idx(new),
+            Node::Elem {
+                kind,
+                name,
+                row,
+                comp,
+            } => {
+                let comp = comp.map(|c| self.rename_rec(c, old, new, inside, memo));
+                let row = match row {
+                    Some(r) if inside && r == old => Some(new.to_string()),
+                    r => r,
+                };
+                self.elem(kind, &name, row.as_deref(), comp)
+            }
+            n if n.children().is_empty() => id,
+            _ => {
+                let mut local = HashMap::new();
+                let changed: Vec<(Id, Id)> = self
+                    .node(id)
+                    .children()
+                    .into_iter()
+                    .map(|c| (c, self.rename_rec(c, old, new, inside, memo)))
+                    .collect();
+                for (c, r) in changed {
+                    local.insert(c, r);
+                }
+                self.rewrite(id, &mut local, None, &mut |_| None, &|_| false)
+            }
+        };
+        memo.insert((id, inside), out);
+        out
+    }
+
+    /// Rebuilds `id` bottom-up through the canonical constructors, letting
+    /// `leaf` replace nodes first; with `swap = Some(j)`, elements of the
+    /// current row and of row `j` trade places.
+    fn rewrite(
+        &mut self,
+        id: Id,
+        memo: &mut HashMap<Id, Id>,
+        swap: Option<&str>,
+        leaf: &mut dyn FnMut(&Node) -> Option<Id>,
+        shielded: &dyn Fn(&Node) -> bool,
+    ) -> Id {
+        if let Some(&r) = memo.get(&id) {
+            return r;
+        }
+        let node = self.node(id).clone();
+        // A reduction binding the name being replaced hides it: no capture.
+        if shielded(&node) {
+            return id;
+        }
+        if let Some(r) = leaf(&node) {
+            memo.insert(id, r);
+            return r;
+        }
+        let mut c = |g: &mut Graph, x: Id| g.rewrite(x, memo, swap, leaf, shielded);
+        let out = match node {
+            Node::Num(_) | Node::Idx(_) | Node::Row => id,
+            Node::Sym(kind, name) => match (swap, kind) {
+                (Some(j), SymKind::Data | SymKind::Pred) => self.elem(kind, &name, Some(j), None),
+                _ => id,
+            },
+            Node::Elem {
+                kind,
+                name,
+                row,
+                comp,
+            } => {
+                let comp = comp.map(|x| c(self, x));
+                let row = match (swap, row) {
+                    (Some(j), None) => Some(j.to_string()),
+                    (Some(j), Some(r)) if r == j => None,
+                    (_, r) => r,
+                };
+                self.elem(kind, &name, row.as_deref(), comp)
+            }
+            Node::Add(xs) => {
+                let xs = xs.iter().map(|&x| c(self, x)).collect();
+                self.add(xs)
+            }
+            Node::Mul(fs) => {
+                let fs = fs.iter().map(|&x| c(self, x)).collect();
+                self.mul(fs)
+            }
+            Node::Pow(b, e) => {
+                let (b, e) = (c(self, b), c(self, e));
+                self.pow(b, e)
+            }
+            Node::Func(f, a) => {
+                let a = c(self, a);
+                self.func(f, a)
+            }
+            Node::Max(a, b) => {
+                let (a, b) = (c(self, a), c(self, b));
+                self.max(a, b)
+            }
+            Node::Min(a, b) => {
+                let (a, b) = (c(self, a), c(self, b));
+                self.min(a, b)
+            }
+            Node::Select(k, a, b) => {
+                let (k, a, b) = (c(self, k), c(self, a), c(self, b));
+                self.select(k, a, b)
+            }
+            Node::Cmp(op, a, b) => {
+                let (a, b) = (c(self, a), c(self, b));
+                self.cmp(op, a, b)
+            }
+            Node::And(a, b) => {
+                let (a, b) = (c(self, a), c(self, b));
+                self.and(a, b)
+            }
+            Node::Or(a, b) => {
+                let (a, b) = (c(self, a), c(self, b));
+                self.or(a, b)
+            }
+            Node::Not(a) => {
+                let a = c(self, a);
+                self.not(a)
+            }
+            Node::StopGrad(a) => {
+                let a = c(self, a);
+                self.stop_grad(a)
+            }
+            Node::Delta(a, b) => {
+                let (a, b) = (c(self, a), c(self, b));
+                self.delta(a, b)
+            }
+            Node::Reduce {
+                op,
+                idx,
+                range,
+                filter,
+                body,
+            } => {
+                let filter = filter.map(|f| c(self, f));
+                let body = c(self, body);
+                self.reduce(op, &idx, range, filter, body)
+            }
+        };
+        memo.insert(id, out);
+        out
+    }
+
+    /// Kronecker delta, decided when both sides are the same node or numbers.
+    pub fn delta(&mut self, a: Id, b: Id) -> Id {
+        if a == b {
+            return self.num(1.0);
+        }
+        if let (Some(x), Some(y)) = (self.as_num(a), self.as_num(b)) {
+            return self.num(if x == y { 1.0 } else { 0.0 });
+        }
+        let (a, b) = if a < b { (a, b) } else { (b, a) };
+        self.intern(Node::Delta(a, b))
+    }
+
+    /// The index variables free in `id` (bound by no reduction inside it).
+    pub fn free_indices(&self, id: Id) -> std::collections::BTreeSet<String> {
+        let mut memo: HashMap<Id, std::collections::BTreeSet<String>> = HashMap::new();
+        self.free_memo(id, &mut memo)
+    }
+
+    fn free_memo(
+        &self,
+        id: Id,
+        memo: &mut HashMap<Id, std::collections::BTreeSet<String>>,
+    ) -> std::collections::BTreeSet<String> {
+        if let Some(f) = memo.get(&id) {
+            return f.clone();
+        }
+        let mut out = std::collections::BTreeSet::new();
+        match self.node(id) {
+            Node::Idx(n) => {
+                out.insert(n.clone());
+            }
+            Node::Elem { row, comp, .. } => {
+                if let Some(j) = row {
+                    out.insert(j.clone());
+                }
+                if let Some(c) = comp {
+                    out.extend(self.free_memo(*c, memo));
+                }
+            }
+            Node::Reduce {
+                idx, filter, body, ..
+            } => {
+                out.extend(self.free_memo(*body, memo));
+                if let Some(f) = filter {
+                    out.extend(self.free_memo(*f, memo));
+                }
+                out.remove(idx);
+            }
+            n => {
+                for c in n.children() {
+                    out.extend(self.free_memo(c, memo));
+                }
+            }
+        }
+        memo.insert(id, out.clone());
+        out
     }
 
     /// A condition's value when it is decided by numbers alone.

@@ -7,7 +7,7 @@
 //! bar; a `{...}` of `if` is parenthesised wherever it is an operand.
 
 use crate::ast::fmt_num;
-use crate::ir::{Cmp, Func, Graph, Id, Node, SymKind};
+use crate::ir::{Cmp, Func, Graph, Id, Node, RedOp, SymKind};
 use std::collections::BTreeMap;
 
 /// Which notation to print.
@@ -38,6 +38,10 @@ pub struct Printer<'g> {
     g: &'g Graph,
     style: Style,
     names: BTreeMap<String, String>,
+    /// While printing a vector form: the index whose components are elided
+    /// (`z[c]` prints as `z`), and whether some other use of it was met.
+    elide: Option<String>,
+    failed: std::cell::Cell<bool>,
 }
 
 const GREEK: &[(&str, &str, &str)] = &[
@@ -66,6 +70,8 @@ impl<'g> Printer<'g> {
             g,
             style,
             names: BTreeMap::new(),
+            elide: None,
+            failed: std::cell::Cell::new(false),
         }
     }
 
@@ -78,6 +84,149 @@ impl<'g> Printer<'g> {
     /// The expression as a string.
     pub fn print(&self, id: Id) -> String {
         self.expr(id).0
+    }
+
+    /// `body` (a component with free index `idx`) written as the vector it
+    /// is a component of: `z[c] / t` over `c` is `z / t`. `None` when `idx`
+    /// is used other than as a component.
+    fn vector_form(&self, body: Id, idx: &str) -> Option<String> {
+        // Only a feature index makes components; a batch index makes rows.
+        if !matches!(self.g.range(idx), Some(crate::ir::IdxRange::Feature(_))) {
+            return None;
+        }
+        let sub = Printer {
+            g: self.g,
+            style: self.style,
+            names: self.names.clone(),
+            elide: Some(idx.to_string()),
+            failed: std::cell::Cell::new(false),
+        };
+        let s = sub.print(body);
+        let uses = self.g.free_indices(body).contains(idx);
+        (uses && !sub.failed.get()).then_some(s)
+    }
+
+    /// The reduction written as the builtin it is, when it is one:
+    /// `logsumexp(z)`, `dot(a, b)`.
+    fn named_reduction(
+        &self,
+        op: RedOp,
+        idx: &str,
+        filter: Option<Id>,
+        body: Id,
+    ) -> Option<String> {
+        if filter.is_some() || !matches!(self.g.range(idx), Some(crate::ir::IdxRange::Feature(_))) {
+            return None;
+        }
+        match op {
+            RedOp::LogSumExp => Some(format!(
+                "{}({})",
+                self.fname("logsumexp"),
+                self.vector_form(body, idx)?
+            )),
+            RedOp::Sum => match self.g.node(body) {
+                Node::Mul(fs) if fs.len() == 2 => {
+                    let a = self.vector_form(fs[0], idx)?;
+                    let b = self.vector_form(fs[1], idx)?;
+                    Some(format!("{}({a}, {b})", self.fname("dot")))
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// `sqrt(sum[c](a[c]^2))` as `norm(a)`, `sqrt(sum[c]((a[c] - b[c])^2))` as `dist(a, b)`.
+    fn named_sqrt(&self, x: Id) -> Option<String> {
+        let Node::Reduce {
+            op: RedOp::Sum,
+            idx,
+            filter: None,
+            body,
+            ..
+        } = self.g.node(x)
+        else {
+            return None;
+        };
+        let Node::Pow(b, e) = *self.g.node(*body) else {
+            return None;
+        };
+        if self.g.as_num(e) != Some(2.0) {
+            return None;
+        }
+        if let Node::Add(ts) = self.g.node(b)
+            && ts.len() == 2
+            && let Node::Mul(fs) = self.g.node(ts[1])
+            && fs.len() == 2
+            && self.g.as_num(fs[0]) == Some(-1.0)
+        {
+            let a = self.vector_form(ts[0], idx)?;
+            let c = self.vector_form(fs[1], idx)?;
+            return Some(format!("{}({a}, {c})", self.fname("dist")));
+        }
+        Some(format!(
+            "{}({})",
+            self.fname("norm"),
+            self.vector_form(b, idx)?
+        ))
+    }
+
+    /// `exp(x[a] - logsumexp[c](x[c]))` as `softmax(x)[a]`.
+    fn named_softmax(&self, arg: Id) -> Option<String> {
+        let Node::Add(ts) = self.g.node(arg) else {
+            return None;
+        };
+        if ts.len() != 2 {
+            return None;
+        }
+        for (k, &t) in ts.iter().enumerate() {
+            let Node::Mul(fs) = self.g.node(t) else {
+                continue;
+            };
+            if fs.len() != 2 || self.g.as_num(fs[0]) != Some(-1.0) {
+                continue;
+            }
+            let Node::Reduce {
+                op: RedOp::LogSumExp,
+                idx,
+                filter: None,
+                body,
+                ..
+            } = self.g.node(fs[1])
+            else {
+                continue;
+            };
+            let v = self.vector_form(*body, idx)?;
+            let x = ts[1 - k];
+            let free = self.g.free_indices(x);
+            let a = free.iter().next()?;
+            if free.len() != 1 || self.vector_form(x, a)? != v {
+                return None;
+            }
+            let a = match self.style {
+                Style::Latex => a.clone(),
+                _ => a.clone(),
+            };
+            return Some(match self.style {
+                Style::Latex => format!("\\operatorname{{softmax}}\\left({v}\\right)_{{{a}}}"),
+                _ => format!("softmax({v})[{a}]"),
+            });
+        }
+        None
+    }
+
+    fn fname(&self, name: &str) -> String {
+        match self.style {
+            Style::Latex => format!("\\operatorname{{{name}}}"),
+            _ => name.to_string(),
+        }
+    }
+
+    fn index_name(&self, name: &str) -> String {
+        if self.elide.as_deref() == Some(name) {
+            self.failed.set(true);
+        }
+        name.to_string()
     }
 
     fn wrap(&self, (s, p): (String, Prec), min: Prec) -> String {
@@ -343,7 +492,90 @@ impl<'g> Printer<'g> {
                     }
                 }
             },
+            Node::Func(Func::Exp, x) if self.named_softmax(*x).is_some() => {
+                (self.named_softmax(*x).unwrap_or_default(), Prec::Atom)
+            }
+            Node::Func(Func::Sqrt, x) if self.named_sqrt(*x).is_some() => {
+                (self.named_sqrt(*x).unwrap_or_default(), Prec::Atom)
+            }
             Node::Func(f, x) => self.call(f.name(), &[*x]),
+            Node::Idx(n) => (self.index_name(n), Prec::Atom),
+            Node::Row => ("i".to_string(), Prec::Atom),
+            Node::Elem {
+                name, row, comp, ..
+            } => {
+                if row.is_some() && row.as_deref() == self.elide.as_deref() {
+                    self.failed.set(true);
+                }
+                let mut out = self.symbol(name);
+                if let Some(j) = row {
+                    out = match self.style {
+                        Style::Latex => format!("{out}^{{({j})}}"),
+                        _ => format!("{out}@{j}"),
+                    };
+                }
+                if let Some(c) = comp {
+                    let elided = matches!(g.node(*c), Node::Idx(n) if self.elide.as_deref() == Some(n.as_str()));
+                    if !elided {
+                        let c = self.expr(*c).0;
+                        out = match self.style {
+                            Style::Latex => format!("{out}_{{{c}}}"),
+                            _ => format!("{out}[{c}]"),
+                        };
+                    }
+                }
+                (out, Prec::Atom)
+            }
+            Node::Delta(a, b) => {
+                let (a, b) = (self.expr(*a).0, self.expr(*b).0);
+                match self.style {
+                    Style::Text => (format!("(if {a} == {b} then 1 else 0)"), Prec::Atom),
+                    Style::Unicode => (format!("δ({a}, {b})"), Prec::Atom),
+                    Style::Latex => (format!("\\delta_{{{a} {b}}}"), Prec::Atom),
+                }
+            }
+            Node::Reduce {
+                op,
+                idx,
+                filter,
+                body,
+                ..
+            } => {
+                if let Some(s) = self.named_reduction(*op, idx, *filter, *body) {
+                    return (s, Prec::Atom);
+                }
+                let body_s = self.expr(*body).0;
+                let filter_s = filter.map(|f| self.expr(f).0);
+                match self.style {
+                    Style::Latex => {
+                        let head = match op {
+                            RedOp::Sum => "\\sum".to_string(),
+                            RedOp::Max => "\\max".to_string(),
+                            RedOp::Min => "\\min".to_string(),
+                            other => format!("\\operatorname{{{}}}", other.name()),
+                        };
+                        let sub = match filter_s {
+                            Some(f) => format!("{idx} :\\, {f}"),
+                            None => idx.clone(),
+                        };
+                        (
+                            format!("{head}_{{{sub}}} \\left({body_s}\\right)"),
+                            Prec::Atom,
+                        )
+                    }
+                    _ => {
+                        let head = match (self.style, op) {
+                            (Style::Unicode, RedOp::Sum) => "Σ".to_string(),
+                            _ => op.name().to_string(),
+                        };
+                        let sub = match filter_s {
+                            Some(f) => format!("{idx}: {f}"),
+                            None => idx.clone(),
+                        };
+                        (format!("{head}[{sub}]({body_s})"), Prec::Atom)
+                    }
+                }
+            }
             Node::Max(a, b) => self.call("max", &[*a, *b]),
             Node::Min(a, b) => self.call("min", &[*a, *b]),
             Node::Select(c, a, b) => {

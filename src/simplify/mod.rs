@@ -107,6 +107,7 @@ pub fn simplify(g: &mut Graph, root: Id) -> Id {
             Node::Select(c, a, b) => {
                 let s = g.select(m(c), m(a), m(b));
                 let s = zero_last(g, s);
+                let s = nested_conditions(g, s);
                 label_select(g, s)
             }
             Node::Cmp(op, a, b) => condition(g, *op, m(a), m(b)),
@@ -114,6 +115,21 @@ pub fn simplify(g: &mut Graph, root: Id) -> Id {
             Node::Or(a, b) => g.or(m(a), m(b)),
             Node::Not(a) => g.not(m(a)),
             Node::StopGrad(a) => g.stop_grad(m(a)),
+            Node::Idx(_) | Node::Row => id,
+            Node::Elem {
+                kind,
+                name,
+                row,
+                comp,
+            } => g.elem(*kind, name, row.as_deref(), comp.map(|c| m(&c))),
+            Node::Delta(a, b) => g.delta(m(a), m(b)),
+            Node::Reduce {
+                op,
+                idx,
+                range,
+                filter,
+                body,
+            } => g.reduce(*op, idx, range.clone(), filter.map(|f| m(&f)), m(body)),
         };
         // The rewrites only ever shrink; guard against a rebuilt node that
         // canonicalised into something larger.
@@ -378,9 +394,35 @@ fn zero_last(g: &mut Graph, s: Id) -> Id {
         return s;
     }
     match negate(g, c) {
-        Some(nc) => g.select(nc, b, a),
+        Some(nc) => {
+            let nc = match *g.node(nc) {
+                Node::Cmp(op, l, r) => condition(g, op, l, r),
+                _ => nc,
+            };
+            g.select(nc, b, a)
+        }
         None => s,
     }
+}
+
+/// `if a then (if b then x else 0) else 0` → `if a and b then x else 0`.
+fn nested_conditions(g: &mut Graph, s: Id) -> Id {
+    let Node::Select(c, a, b) = *g.node(s) else {
+        return s;
+    };
+    if g.as_num(b) != Some(0.0) {
+        return s;
+    }
+    let Node::Select(c2, a2, b2) = *g.node(a) else {
+        return s;
+    };
+    if g.as_num(b2) != Some(0.0) {
+        return s;
+    }
+    let both = g.and(c, c2);
+    let out = g.select(both, a2, b);
+    record("and conditions", s, out);
+    out
 }
 
 /// The comparison that holds exactly when `c` does not.
