@@ -102,12 +102,41 @@ pub struct Loss {
 impl Loss {
     /// Reads, parses and checks a `.loss` file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Loss, Error> {
+        Loss::from_file_with_params(path, &[])
+    }
+
+    /// Reads, parses and checks a `.loss` file with some params' values
+    /// replaced (each checked against its declared range), all at once, so
+    /// an override can stand in for a default that would not pass.
+    pub fn from_file_with_params(
+        path: impl AsRef<Path>,
+        params: &[(String, f64)],
+    ) -> Result<Loss, Error> {
         let path = path.as_ref();
         let shown = path.display().to_string();
         if path.is_dir() {
             return Err(Error::Read {
                 path: shown,
                 reason: "it is a directory, not a .loss file".into(),
+            });
+        }
+        let meta = std::fs::metadata(path).map_err(|e| Error::Read {
+            path: shown.clone(),
+            reason: io_reason(&e),
+        })?;
+        if !meta.is_file() {
+            return Err(Error::Read {
+                path: shown,
+                reason: "it is not a regular file".into(),
+            });
+        }
+        if meta.len() > MAX_SPEC_BYTES {
+            return Err(Error::Read {
+                path: shown,
+                reason: format!(
+                    "it is {} bytes; a spec may be at most {MAX_SPEC_BYTES}",
+                    meta.len()
+                ),
             });
         }
         let bytes = std::fs::read(path).map_err(|e| Error::Read {
@@ -125,7 +154,10 @@ impl Loss {
                 col,
             }
         })?;
-        Loss::from_named_source(shown, text)
+        Loss::build(
+            SourceFile::new(shown, text),
+            params.iter().cloned().collect(),
+        )
     }
 
     /// Parses and checks spec text (named `<source>` in messages).
@@ -150,20 +182,22 @@ impl Loss {
     }
 
     fn build(file: SourceFile, overrides: BTreeMap<String, f64>) -> Result<Loss, Error> {
-        let fail = |file: &SourceFile, diagnostics| {
-            Error::Spec(Box::new(Report {
-                file: file.clone(),
-                diagnostics,
-            }))
-        };
-        let spec = parse::parse(file.text()).map_err(|d| fail(&file, d))?;
-        let (checked, warnings) =
-            sema::check_with(spec, file.text(), &overrides).map_err(|d| fail(&file, d))?;
-        Ok(Loss {
-            file,
-            checked,
-            warnings,
-            overrides,
+        with_big_stack(move || {
+            let fail = |file: &SourceFile, diagnostics| {
+                Error::Spec(Box::new(Report {
+                    file: file.clone(),
+                    diagnostics,
+                }))
+            };
+            let spec = parse::parse(file.text()).map_err(|d| fail(&file, d))?;
+            let (checked, warnings) =
+                sema::check_with(spec, file.text(), &overrides).map_err(|d| fail(&file, d))?;
+            Ok(Loss {
+                file,
+                checked,
+                warnings,
+                overrides,
+            })
         })
     }
 
@@ -172,7 +206,8 @@ impl Loss {
     /// A construct the derivation does not handle yet is reported as a
     /// located error (E0090), never a panic.
     pub fn derive(&self) -> Result<grad::Derivation, Error> {
-        grad::derive(&self.checked).map_err(|u| {
+        let checked = self.checked.clone();
+        with_big_stack(move || grad::derive(&checked)).map_err(|u| {
             let d = Diagnostic::error("E0090", u.span, format!("cannot differentiate this spec yet: {u}"))
                 .with_label("not supported by the derivation yet")
                 .with_hint("scalar preds and data are supported; vector preds and batch coupling are in progress");
@@ -202,6 +237,23 @@ impl Loss {
     pub fn source(&self) -> &SourceFile {
         &self.file
     }
+}
+
+/// The largest spec file read (a spec is a page of text; this stops
+/// `lossc check /dev/zero` from reading forever).
+pub const MAX_SPEC_BYTES: u64 = 4 << 20;
+
+/// Runs `f` on a thread with a large stack. Parsing, checking and
+/// differentiation recurse over expression trees; their depth is limited,
+/// but within the limits a hostile spec must not overflow a small stack.
+fn with_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    const STACK: usize = 256 << 20;
+    std::thread::Builder::new()
+        .stack_size(STACK)
+        .spawn(f)
+        .expect("spawning a thread for the compiler")
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 fn io_reason(e: &std::io::Error) -> String {

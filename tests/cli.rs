@@ -107,6 +107,31 @@ fn missing_files_directories_and_binary_files_are_clean_errors() {
 }
 
 #[test]
+fn an_override_can_replace_a_default_that_would_not_pass() {
+    let spec = scratch(
+        "override.loss",
+        "loss x\ntask binary\ndata y : label {0, 1}\npred z : logit\nparam g = 2 in [0, 5]\nminimize mean(focal_logits(y, z, alpha = g))\n",
+    );
+    let out = lossc(&["check", "--color", "never", &spec]);
+    assert_eq!(out.status.code(), Some(1), "alpha = 2 is outside [0, 1]");
+    let out = lossc(&["check", "--color", "never", "--param", "g=0.5", &spec]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn huge_files_are_refused_before_reading() {
+    let big = scratch("big.loss", "");
+    std::fs::write(&big, vec![b'#'; 5 << 20]).unwrap();
+    let out = lossc(&["check", &big]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("a spec may be at most"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn param_overrides_are_range_checked() {
     let out = lossc(&[
         "check",

@@ -215,6 +215,33 @@ fn deep_and_long_inputs_are_handled() {
         "loss x\ntask regression\ndata y : real\npred f : real\n{lets}minimize mean(a1999 - y)\n"
     ));
     survive(&"loss x\n".repeat(10_000));
+    // Found by review: a long else-if chain, brackets times operators, a
+    // deep chain of defs, defs that call the previous one twice (checked
+    // once per argument type, not 2^22 times), long let chains.
+    let chain = "if y > 0 then f else ".repeat(1_200);
+    survive(&format!(
+        "loss x\ntask regression\ndata y : real\npred f : real\nlet a = {chain}f\nminimize mean(a)\n"
+    ));
+    let nested = format!("{}f{}", "(- - - - - - - - - - ".repeat(30), ")".repeat(30));
+    survive(&format!(
+        "loss x\ntask regression\ndata y : real\npred f : real\nminimize mean({nested})\n"
+    ));
+    let defs: String = (1..700)
+        .map(|k| format!("def f{k}(x) = f{}(x) + 1\n", k - 1))
+        .collect();
+    survive(&format!(
+        "loss x\ntask regression\ndata y : real\npred f : real\ndef f0(x) = x\n{defs}minimize mean(f699(f))\n"
+    ));
+    let fan: String = (1..24)
+        .map(|k| format!("def g{k}(x) = g{}(x) + g{}(x)\n", k - 1, k - 1))
+        .collect();
+    survive(&format!(
+        "loss x\ntask regression\ndata y : real\npred f : real\ndef g0(x) = x\n{fan}minimize mean(g23(f) - y)\n"
+    ));
+    let long_name = "a".repeat(10_000);
+    survive(&format!(
+        "loss x\ntask regression\ndata {long_name}b : real\npred f : real\nminimize mean({long_name}c - f)\n"
+    ));
     survive("");
     survive("\n\n\n");
     survive("loss x");

@@ -198,9 +198,7 @@ fn main() -> ExitCode {
 
 /// Loads a spec with param overrides applied.
 fn load(path: &str, params: &[(String, f64)]) -> Result<Loss, lossc::Error> {
-    params
-        .iter()
-        .try_fold(Loss::from_file(path)?, |l, (n, v)| l.with_param(n, *v))
+    Loss::from_file_with_params(path, params)
 }
 
 /// Runs a command body: prints a library error with its diagnostics and

@@ -156,27 +156,48 @@ fn parse_file(src: &str) -> Result<Pairs<'_, Rule>, pest::error::Error<Rule>> {
 /// Rejects absurdly deep bracket nesting up front, with a located error.
 fn check_nesting(src: &str) -> Option<Diagnostic> {
     let mut depth = 0usize;
-    for (i, ch) in src.char_indices() {
-        match ch {
-            '(' | '[' | '{' => {
-                depth += 1;
-                if depth > MAX_NESTING {
-                    return Some(
-                        Diagnostic::error(
-                            "E0002",
-                            Span::new(i, i + 1),
-                            format!("brackets nested more than {MAX_NESTING} deep"),
-                        )
-                        .with_label("too deep")
-                        .with_hint("split the expression into `let` bindings"),
-                    );
-                }
+    for (i, ch) in brackets(src) {
+        if matches!(ch, '(' | '[' | '{') {
+            depth += 1;
+            if depth > MAX_NESTING {
+                return Some(
+                    Diagnostic::error(
+                        "E0002",
+                        Span::new(i, i + 1),
+                        format!("brackets nested more than {MAX_NESTING} deep"),
+                    )
+                    .with_label("too deep")
+                    .with_hint("split the expression into `let` bindings"),
+                );
             }
-            ')' | ']' | '}' => depth = depth.saturating_sub(1),
-            _ => {}
+        } else {
+            depth = depth.saturating_sub(1);
         }
     }
     None
+}
+
+/// The brackets of `src` with their offsets, skipping comments and
+/// description strings: the one scanner both the nesting limit and the
+/// "never closed" hint use.
+fn brackets(src: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let mut in_comment = false;
+    let mut in_string = false;
+    src.char_indices().filter(move |&(_, c)| {
+        match c {
+            '\n' => {
+                in_comment = false;
+                in_string = false;
+            }
+            _ if in_comment => {}
+            '"' => in_string = !in_string,
+            _ if in_string => {}
+            '#' => in_comment = true,
+            '(' | '[' | '{' | ')' | ']' | '}' => return true,
+            _ => {}
+        }
+        false
+    })
 }
 
 /// Rejects expression trees deeper than [`MAX_DEPTH`], measured without
@@ -841,17 +862,11 @@ fn syntax_error(src: &str, e: pest::error::Error<Rule>) -> Diagnostic {
 /// The byte offset of the last bracket in `text` that is still open.
 fn unclosed_bracket(text: &str) -> Option<usize> {
     let mut open = Vec::new();
-    let mut in_comment = false;
-    for (i, c) in text.char_indices() {
-        match c {
-            '#' => in_comment = true,
-            '\n' => in_comment = false,
-            _ if in_comment => {}
-            '(' | '[' | '{' => open.push(i),
-            ')' | ']' | '}' => {
-                open.pop();
-            }
-            _ => {}
+    for (i, c) in brackets(text) {
+        if matches!(c, '(' | '[' | '{') {
+            open.push(i);
+        } else {
+            open.pop();
         }
     }
     open.pop()

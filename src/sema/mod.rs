@@ -328,7 +328,12 @@ struct Checker<'a> {
     override_span: Option<Span>,
     task: Option<Task>,
     in_minimize: bool,
+    /// Types of def bodies already checked, by def, argument types and context.
+    instantiated: BTreeMap<String, (Ty, BTreeSet<String>)>,
 }
+
+/// How deeply def calls may nest (each level is a recursion in the checker).
+const MAX_DEF_DEPTH: usize = 64;
 
 impl<'a> Checker<'a> {
     fn new(src: &'a str, library: bool) -> Self {
@@ -351,6 +356,7 @@ impl<'a> Checker<'a> {
             override_span: None,
             task: None,
             in_minimize: false,
+            instantiated: BTreeMap::new(),
         }
     }
 
@@ -677,9 +683,10 @@ impl<'a> Checker<'a> {
         // Warnings: declared but never reaching the objective. After an
         // error the use analysis is incomplete, so they would mislead.
         let has_errors = self.diags.iter().any(Diagnostic::is_error);
+        let reached = reach(&objective_uses, &self.lets);
         if minimize.is_some() && !has_errors {
             for v in data.iter().chain(&preds) {
-                if !objective_uses.contains(&v.name) {
+                if !reached.contains(&v.name) {
                     let kind = if preds.contains(v) { "pred" } else { "data" };
                     self.emit(
                         Diagnostic::warning(
@@ -1072,40 +1079,52 @@ impl<'a> Checker<'a> {
         let mut reported: BTreeSet<Vec<&str>> = BTreeSet::new();
         for d in defs {
             let start = d.name.name.as_str();
-            // Depth-first search for a path back to `start`.
-            let mut stack: Vec<(&str, Vec<&str>)> = vec![(start, vec![start])];
-            let mut visited = BTreeSet::new();
-            while let Some((node, path)) = stack.pop() {
+            // Breadth-first search for a way back to `start`, keeping only
+            // each node's parent: linear per def, not a path copy per step.
+            let mut parent: BTreeMap<&str, &str> = BTreeMap::new();
+            let mut queue = std::collections::VecDeque::from([start]);
+            let mut closing = None;
+            'search: while let Some(node) = queue.pop_front() {
                 for &next in graph.get(node).map(Vec::as_slice).unwrap_or(&[]) {
                     if next == start {
-                        let mut cycle = path.clone();
-                        let mut members = cycle.clone();
-                        members.sort_unstable();
-                        if !reported.insert(members) {
-                            stack.clear();
-                            break;
-                        }
-                        cycle.push(start);
-                        let msg = if path.len() == 1 {
-                            format!("`{start}` calls itself")
-                        } else {
-                            format!("`{start}` calls itself through {}", cycle.join(" → "))
-                        };
-                        self.emit(
-                            Diagnostic::error("E0023", d.name.span, msg)
-                                .with_label("recursive definition")
-                                .with_hint("defs are expanded inline, so recursion is not allowed; unroll it by hand"),
-                        );
-                        stack.clear();
-                        break;
+                        closing = Some(node);
+                        break 'search;
                     }
-                    if visited.insert(next) {
-                        let mut p = path.clone();
-                        p.push(next);
-                        stack.push((next, p));
+                    if next != start && !parent.contains_key(next) {
+                        parent.insert(next, node);
+                        queue.push_back(next);
                     }
                 }
             }
+            let Some(last) = closing else { continue };
+            let mut path = vec![last];
+            while let Some(&p) = parent.get(path[path.len() - 1]) {
+                path.push(p);
+            }
+            if path[path.len() - 1] != start {
+                path.push(start);
+            }
+            path.reverse();
+            let mut members = path.clone();
+            members.sort_unstable();
+            members.dedup();
+            if !reported.insert(members) {
+                continue;
+            }
+            let msg = if path.len() == 1 {
+                format!("`{start}` calls itself")
+            } else {
+                let mut cycle = path.clone();
+                cycle.push(start);
+                format!("`{start}` calls itself through {}", cycle.join(" → "))
+            };
+            self.emit(
+                Diagnostic::error("E0023", d.name.span, msg)
+                    .with_label("recursive definition")
+                    .with_hint(
+                        "defs are expanded inline, so recursion is not allowed; unroll it by hand",
+                    ),
+            );
         }
     }
 
@@ -1866,11 +1885,10 @@ impl<'a> Checker<'a> {
         } else if let Some(l) = self.lets.get_mut(n) {
             l.used = true;
             let ty = l.ty.clone();
-            let uses: Vec<String> = l.uses.iter().cloned().collect();
             let def_span = l.span;
-            for u in uses {
-                self.record_use(&u);
-            }
+            // Record the let itself; what it uses is added once, at the end
+            // (copying its uses here made long let chains quadratic).
+            self.record_use(n);
             if ty.level() == Level::Reduced && self.in_per_sample_context() {
                 self.emit(
                     Diagnostic::error("E0032", span, format!("`{n}` is a sample reduction, used inside a per-sample expression"))
@@ -2246,6 +2264,17 @@ impl<'a> Checker<'a> {
             }
             Ty::Val { dom, level, .. } => {
                 if level == Level::Reduced {
+                    self.emit(
+                        Diagnostic::error(
+                            "E0032",
+                            body.span,
+                            format!("a sample reduction inside {}[{}]", op.name(), index.name),
+                        )
+                        .with_label("reduced over all samples")
+                        .with_hint(
+                            "mean(...) and sum(...) without an index belong only in `minimize`",
+                        ),
+                    );
                     return Ty::Error;
                 }
                 let dom = match op {
@@ -2576,6 +2605,18 @@ impl<'a> Checker<'a> {
         self.sample_depth += 1;
         let t = self.value(&args[0].value);
         self.sample_depth -= 1;
+        if t.level() == Level::Reduced {
+            self.emit(
+                Diagnostic::error(
+                    "E0032",
+                    args[0].value.span,
+                    format!("`{name}(...)` of a value already reduced over the samples"),
+                )
+                .with_label("already a sample reduction")
+                .with_hint("reduce over the samples once: the argument must be a per-sample value"),
+            );
+            return Ty::Error;
+        }
         match t {
             Ty::Val {
                 shape: Shape::Vector(s),
@@ -2741,14 +2782,52 @@ impl<'a> Checker<'a> {
         if d.origin == Origin::Prelude && self.override_span.is_none() {
             self.override_span = Some(span);
         }
+        if self.def_stack.len() >= MAX_DEF_DEPTH {
+            self.emit(
+                Diagnostic::error(
+                    "E0002",
+                    span,
+                    format!("defs call each other more than {MAX_DEF_DEPTH} levels deep"),
+                )
+                .with_label("too deep")
+                .with_hint("flatten the chain of defs"),
+            );
+            self.override_span = saved_override;
+            return Ty::Error;
+        }
+        // A def's body is checked once per distinct argument types and
+        // context: defs calling a def twice would otherwise double the
+        // work at every level.
+        let key = format!(
+            "{:p} {:?} {:?} {} {} {}",
+            def,
+            frame.params,
+            frame.sizes,
+            self.in_per_sample_context(),
+            self.in_minimize,
+            self.override_span.is_some()
+        );
+        if let Some((ty, uses)) = self.instantiated.get(&key).cloned() {
+            for u in uses {
+                self.record_use(&u);
+            }
+            self.override_span = saved_override;
+            return ty;
+        }
         self.frames.push(frame);
         let saved_indices = std::mem::take(&mut self.indices);
         self.def_stack.push(def.name.name.clone());
+        self.uses.push(BTreeSet::new());
         let ty = self.value(&def.body);
+        let uses = self.uses.pop().unwrap_or_default();
+        for u in &uses {
+            self.record_use(u);
+        }
         self.def_stack.pop();
         self.indices = saved_indices;
         self.frames.pop();
         self.override_span = saved_override;
+        self.instantiated.insert(key, (ty.clone(), uses));
         ty
     }
 
@@ -2850,6 +2929,20 @@ fn unbound_index(j: &Ident) -> Diagnostic {
             "bind it with a batch reduction, as in sum[{0}](x@{0})",
             j.name
         ))
+}
+
+/// Every name in `uses`, directly or through the lets they name.
+fn reach(uses: &BTreeSet<String>, lets: &BTreeMap<String, LetInfo>) -> BTreeSet<String> {
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut stack: Vec<&str> = uses.iter().map(String::as_str).collect();
+    while let Some(u) = stack.pop() {
+        if seen.insert(u.to_string())
+            && let Some(l) = lets.get(u)
+        {
+            stack.extend(l.uses.iter().map(String::as_str));
+        }
+    }
+    seen
 }
 
 /// Whether `name` is used as a batch index (`x@name`) anywhere in `e`.
