@@ -98,8 +98,13 @@ pub fn derive(checked: &Checked) -> Result<Derivation, Unsupported> {
     let nodes_before = g.len();
     let mut preds = Vec::new();
     for p in &checked.preds {
-        let component = match p.shape {
-            crate::sema::types::Shape::Vector(_) => Some(output_index(&g)),
+        let component = match &p.shape {
+            crate::sema::types::Shape::Vector(size) => {
+                let range = crate::ir::IdxRange::Feature(size.clone());
+                let k = output_index(&g, checked, &range);
+                g.set_range(&k, range);
+                Some(k)
+            }
             crate::sema::types::Shape::Scalar => None,
         };
         let out = component.as_ref().map(|k| g.idx(k));
@@ -116,7 +121,11 @@ pub fn derive(checked: &Checked) -> Result<Derivation, Unsupported> {
         }
         let raw = g.add(parts);
         let per_sample = simplify(&mut g, raw);
-        let hessian = if component.is_none() {
+        // The diagonal of the Hessian of a per-sample loss: only where the
+        // objective is one mean (or sum) of a loss with no batch coupling.
+        let per_sample_loss =
+            single_loss(&mut g, &objective).is_some_and(|l| !batch_coupled(&g, l));
+        let hessian = if component.is_none() && per_sample_loss {
             let second = derivative_of(&mut g, per_sample, &wrt, &mut Vec::new());
             Some(simplify(&mut g, second))
         } else {
@@ -147,12 +156,62 @@ pub fn derive(checked: &Checked) -> Result<Derivation, Unsupported> {
 }
 
 /// The output index name for a vector pred's gradient: `k`, unless the
-/// spec's own reductions use it.
-fn output_index(g: &Graph) -> String {
-    ["k", "m", "l", "q"]
+/// spec's own reductions or declarations use it.
+fn output_index(g: &Graph, checked: &Checked, range: &crate::ir::IdxRange) -> String {
+    let declared = |n: &str| {
+        checked
+            .data
+            .iter()
+            .chain(&checked.preds)
+            .any(|v| v.name == n)
+            || checked.params.iter().any(|p| p.name == n)
+            || checked.sizes.contains_key(n)
+    };
+    // A name already used as another pred's output index over the same
+    // range is free again: each derivative is a separate expression.
+    ["k", "m", "l", "k2", "m2"]
         .iter()
-        .find(|n| g.range(n).is_none())
+        .find(|n| {
+            g.range(n)
+                .is_none_or(|r| r == range && !in_spec(checked, n))
+                && !declared(n)
+        })
         .map_or_else(|| "k_out".to_string(), |n| n.to_string())
+}
+
+/// Whether the spec itself binds `name` as a reduction index.
+fn in_spec(checked: &Checked, name: &str) -> bool {
+    let mut found = false;
+    for stmt in &checked.spec.stmts {
+        let e = match &stmt.kind {
+            crate::ast::StmtKind::Let(_, e) | crate::ast::StmtKind::Minimize(e) => e,
+            crate::ast::StmtKind::Def(d) => &d.body,
+            _ => continue,
+        };
+        crate::sema::walk(e, &mut |x| {
+            if let crate::ast::ExprKind::Reduce { index, .. } = &x.kind
+                && index.name == name
+            {
+                found = true;
+            }
+        });
+    }
+    found
+}
+
+/// Whether `id` reaches into other rows (`x@j`).
+fn batch_coupled(g: &Graph, id: Id) -> bool {
+    let mut stack = vec![id];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(x) = stack.pop() {
+        if seen.insert(x) {
+            if matches!(g.node(x), Node::Elem { row: Some(_), .. }) {
+                return true;
+            }
+            stack.extend(g.node(x).children());
+        }
+    }
+    false
 }
 
 /// `ℓ` when the objective is `mean(ℓ)` (or `sum(ℓ)`) up to a positive
@@ -477,6 +536,7 @@ impl Derivation {
                 .get(&p.pred)
                 .and_then(|r| r.first())
                 .map_or(1, Vec::len);
+            let base = self.objective_value(batch);
             for r in 0..batch.rows {
                 for c in 0..width {
                     let comp = p.component.as_ref().map(|_| c);
@@ -493,10 +553,11 @@ impl Derivation {
                     let down = self.objective_value(&shifted);
                     let numeric = (up - down) / (2.0 * h);
                     let symbolic = self.gradient_at(batch, p, p.per_sample, r, comp);
-                    let scale = numeric
-                        .abs()
-                        .max(symbolic.abs())
-                        .max(1e-3 / batch.rows as f64);
+                    // Central differences lose about eps·|L|/h to rounding: the
+                    // error is relative to the gradient, with a floor at that
+                    // level so that vanishing gradients are not judged on noise.
+                    let floor = 1e-3 * base.abs().max(1.0) / batch.rows as f64;
+                    let scale = numeric.abs().max(symbolic.abs()).max(floor);
                     let err = (numeric - symbolic).abs() / scale;
                     if err > worst.worst || err.is_nan() {
                         worst = CheckResult {

@@ -85,68 +85,16 @@ struct Scope<'a> {
 
 /// Lowers `checked` into `g`.
 pub fn lower(checked: &Checked, g: &mut Graph) -> Result<Objective, Unsupported> {
-    for v in &checked.data {
-        match &v.dom {
-            Dom::Labels(vs) => g.set_fact(&v.name, Fact::Labels(vs.clone())),
-            Dom::Range(r) => g.set_fact(&v.name, Fact::Range(r.lo, r.hi)),
-            Dom::Onehot | Dom::Probs => g.set_fact(&v.name, Fact::Simplex),
-            _ => {}
-        }
-    }
-    let mut defs: BTreeMap<&str, Vec<&Def>> = BTreeMap::new();
-    for stmt in &prelude().stmts {
-        if let StmtKind::Def(d) = &stmt.kind {
-            defs.entry(d.name.name.as_str()).or_default().push(d);
-        }
-    }
-    let mut user: BTreeMap<&str, Vec<&Def>> = BTreeMap::new();
-    for stmt in &checked.spec.stmts {
-        if let StmtKind::Def(d) = &stmt.kind {
-            user.entry(d.name.name.as_str()).or_default().push(d);
-        }
-    }
-    defs.extend(user);
-    let mut globals = BTreeMap::new();
-    for v in checked.data.iter().chain(&checked.preds) {
-        let kind = if checked.preds.contains(v) {
-            SymKind::Pred
-        } else {
-            SymKind::Data
-        };
-        let size = match &v.shape {
-            Shape::Vector(s) => Some(s.clone()),
-            Shape::Scalar => None,
-        };
-        let class = match &v.dom {
-            Dom::Class(s) => Some(s.clone()),
-            _ => None,
-        };
-        globals.insert(v.name.clone(), Global::Var { kind, size, class });
-    }
-    for p in &checked.params {
-        globals.insert(p.name.clone(), Global::Param);
-    }
-    for s in checked.sizes.keys() {
-        globals.insert(s.clone(), Global::Size);
-    }
-    let mut lets = BTreeMap::new();
-    let mut outer = None;
-    let mut cx = Lowerer {
-        g,
-        defs,
-        globals,
-        lets: BTreeMap::new(),
-        reductions: Vec::new(),
-    };
+    let mut cx = Lowerer::new(checked, g, "R");
     let top = Rc::new(Scope {
         top: true,
         ..Scope::default()
     });
+    let mut outer = None;
     for stmt in &checked.spec.stmts {
         match &stmt.kind {
             StmtKind::Let(n, e) => {
-                lets.insert(n.name.clone(), e);
-                cx.lets = lets.clone();
+                cx.lets.insert(n.name.clone(), e);
             }
             StmtKind::Minimize(e) => outer = Some(cx.scalar(e, &top, None)?),
             _ => {}
@@ -160,6 +108,29 @@ pub fn lower(checked: &Checked, g: &mut Graph) -> Result<Objective, Unsupported>
         reductions: cx.reductions,
         outer,
     })
+}
+
+/// Lowers one expression over `checked`'s declarations, with `indices`
+/// bound (the output index of a printed vector gradient). Sample reductions
+/// inside it are returned, named `P0`, `P1`, ... Used to read a printed
+/// derivative back in and check it against the derived one.
+pub fn lower_expr(
+    checked: &Checked,
+    g: &mut Graph,
+    e: &Expr,
+    indices: &[(&str, IdxRange)],
+) -> Result<(Id, Vec<Reduction>), Unsupported> {
+    let mut cx = Lowerer::new(checked, g, "P");
+    let mut scope = Scope {
+        top: true,
+        ..Scope::default()
+    };
+    for (name, range) in indices {
+        cx.g.set_range(name, range.clone());
+        scope.indices.insert(name.to_string(), name.to_string());
+    }
+    let id = cx.scalar(e, &Rc::new(scope), None)?;
+    Ok((id, cx.reductions))
 }
 
 #[derive(Clone)]
@@ -179,9 +150,69 @@ struct Lowerer<'a, 'g> {
     globals: BTreeMap<String, Global>,
     lets: BTreeMap<String, &'a Expr>,
     reductions: Vec<Reduction>,
+    /// Sample reductions are named `{prefix}0`, `{prefix}1`, ...
+    prefix: &'static str,
 }
 
 type Res<T> = Result<T, Unsupported>;
+
+impl<'a, 'g> Lowerer<'a, 'g> {
+    /// A lowerer over `checked`'s declarations, the prelude and its defs.
+    fn new(checked: &'a Checked, g: &'g mut Graph, prefix: &'static str) -> Self {
+        for v in &checked.data {
+            match &v.dom {
+                Dom::Labels(vs) => g.set_fact(&v.name, Fact::Labels(vs.clone())),
+                Dom::Range(r) => g.set_fact(&v.name, Fact::Range(r.lo, r.hi)),
+                Dom::Onehot | Dom::Probs => g.set_fact(&v.name, Fact::Simplex),
+                _ => {}
+            }
+        }
+        let mut defs: BTreeMap<&'a str, Vec<&'a Def>> = BTreeMap::new();
+        for stmt in &prelude().stmts {
+            if let StmtKind::Def(d) = &stmt.kind {
+                defs.entry(d.name.name.as_str()).or_default().push(d);
+            }
+        }
+        let mut user: BTreeMap<&'a str, Vec<&'a Def>> = BTreeMap::new();
+        for stmt in &checked.spec.stmts {
+            if let StmtKind::Def(d) = &stmt.kind {
+                user.entry(d.name.name.as_str()).or_default().push(d);
+            }
+        }
+        defs.extend(user);
+        let mut globals = BTreeMap::new();
+        for v in checked.data.iter().chain(&checked.preds) {
+            let kind = if checked.preds.contains(v) {
+                SymKind::Pred
+            } else {
+                SymKind::Data
+            };
+            let size = match &v.shape {
+                Shape::Vector(s) => Some(s.clone()),
+                Shape::Scalar => None,
+            };
+            let class = match &v.dom {
+                Dom::Class(s) => Some(s.clone()),
+                _ => None,
+            };
+            globals.insert(v.name.clone(), Global::Var { kind, size, class });
+        }
+        for p in &checked.params {
+            globals.insert(p.name.clone(), Global::Param);
+        }
+        for s in checked.sizes.keys() {
+            globals.insert(s.clone(), Global::Size);
+        }
+        Lowerer {
+            g,
+            defs,
+            globals,
+            lets: BTreeMap::new(),
+            reductions: Vec::new(),
+            prefix,
+        }
+    }
+}
 
 impl<'a> Lowerer<'a, '_> {
     /// A fresh IR index name for `base` over `range`: distinct from indices
@@ -449,7 +480,7 @@ impl<'a> Lowerer<'a, '_> {
                 } else {
                     SampleReduction::Sum
                 };
-                let rname = format!("R{}", self.reductions.len());
+                let rname = format!("{}{}", self.prefix, self.reductions.len());
                 self.reductions.push(Reduction {
                     kind,
                     body,

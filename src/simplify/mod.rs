@@ -513,7 +513,7 @@ fn condition(g: &mut Graph, op: Cmp, a: Id, b: Id) -> Id {
     let diff = g.sub(a, b);
     let diff = expand_if_smaller(g, diff);
     let (mut lhs, mut rhs) = match g.node(diff).clone() {
-        Node::Add(xs) if g.as_num(xs[xs.len() - 1]).is_some() || g.as_num(xs[0]).is_some() => {
+        Node::Add(xs) if xs.iter().any(|&x| g.as_num(x).is_some()) => {
             let k = xs.iter().find_map(|&x| g.as_num(x)).unwrap_or(0.0);
             let kn = g.num(k);
             let rest = g.sub(diff, kn);

@@ -1,0 +1,237 @@
+//! Derivation end to end: the textbook gradients, finite-difference checks
+//! of every example, printed derivatives read back in, and snapshots of
+//! `lossc grad` in every format.
+
+use lossc::grad::{Batch, Derivation, Format, ReportOptions, Rng, random_batch};
+use lossc::ir::IdxRange;
+use lossc::ir::eval::{eval_at, eval_with};
+use lossc::print::Style;
+use lossc::{Checked, Loss};
+
+fn derive(src: &str) -> (Loss, Derivation) {
+    let loss = Loss::from_source(src).unwrap_or_else(|e| panic!("{e}"));
+    let d = loss.derive().unwrap_or_else(|e| panic!("{e}"));
+    (loss, d)
+}
+
+fn gradient_text(src: &str) -> String {
+    let (_, d) = derive(src);
+    d.print(d.preds[0].per_sample, Style::Text)
+}
+
+fn examples() -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "loss"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn textbook_gradients_in_their_simplest_form() {
+    let cases = [
+        (
+            "data y : label {0, 1}\npred z : logit\nminimize mean(bce_logits(y, z))",
+            "sigmoid(z) - y",
+        ),
+        (
+            "data y : onehot [C]\npred z : vector [C]\nminimize mean(cce_logits(y, z))",
+            "softmax(z)[k] - y[k]",
+        ),
+        (
+            "data y : real\npred yhat : real\nminimize mean(mse(y, yhat))",
+            "-2 * (y - yhat)",
+        ),
+        (
+            "data y : real\npred yhat : real\nminimize mean(mae(y, yhat))",
+            "-sign(y - yhat)",
+        ),
+        (
+            "data y : label {-1, 1}\npred s : real\nminimize mean(hinge(y, s))",
+            "if y * s < 1 then -y else 0",
+        ),
+        (
+            "data y : real\npred yhat : real\nparam delta = 1\nminimize mean(huber(y, yhat, delta))",
+            "if abs(y - yhat) <= delta then yhat - y else -delta * sign(y - yhat)",
+        ),
+        (
+            "data y : label {0, 1}\npred p : prob\nminimize mean(bce(y, p))",
+            "(p - y) / (p * (1 - p))",
+        ),
+        (
+            "data y : real\npred yhat : real\nparam tau = 0.9 in (0, 1)\nminimize mean(quantile(y, yhat, tau))",
+            "if y < yhat then 1 - tau else -tau",
+        ),
+        (
+            "data y : multihot [L]\npred z : vector [L]\nminimize mean(sum[c](bce_logits(y[c], z[c])))",
+            "sigmoid(z[k]) - y[k]",
+        ),
+        (
+            "data y : real\npred yhat : real\nminimize mean(log_cosh(y, yhat))",
+            "-tanh(y - yhat)",
+        ),
+    ];
+    for (body, expected) in cases {
+        let src = format!("loss t\ntask regression\n{body}\n");
+        assert_eq!(gradient_text(&src), expected, "for\n{body}");
+    }
+}
+
+#[test]
+fn the_reduction_factor_is_stated_separately() {
+    let (_, d) =
+        derive("loss t\ntask regression\ndata y : real\npred f : real\nminimize mean(mse(y, f))\n");
+    assert_eq!(d.factor.text(), "1/n");
+    let (_, d) =
+        derive("loss t\ntask regression\ndata y : real\npred f : real\nminimize sum(mse(y, f))\n");
+    assert_eq!(d.factor.text(), "1");
+}
+
+fn gradcheck(path: &std::path::Path, seed: u64) {
+    let loss = Loss::from_file(path).unwrap();
+    let d = loss.derive().unwrap_or_else(|e| panic!("{e}"));
+    let batch = random_batch(loss.checked(), 12, &mut Rng::new(seed));
+    for r in d.gradcheck(&batch) {
+        assert!(
+            r.worst <= 1e-6,
+            "{}: {} relative error {:e} at row {} {:?} (symbolic {}, numeric {})",
+            path.display(),
+            r.pred,
+            r.worst,
+            r.row,
+            r.component,
+            r.symbolic,
+            r.numeric
+        );
+    }
+}
+
+#[test]
+fn every_example_matches_finite_differences() {
+    for path in examples() {
+        for seed in 0..3 {
+            gradcheck(&path, seed);
+        }
+    }
+}
+
+/// Evaluates the sample reductions in `reds` over the batch.
+fn reduce_all(
+    d: &Derivation,
+    g: &lossc::ir::Graph,
+    reds: &[lossc::ir::lower::Reduction],
+    batch: &mut Batch,
+) {
+    for r in reds {
+        let total: f64 = (0..batch.rows)
+            .map(|row| eval_at(g, r.body, batch, row))
+            .sum();
+        let v = match r.kind {
+            lossc::ir::lower::SampleReduction::Mean => total / batch.rows as f64,
+            lossc::ir::lower::SampleReduction::Sum => total,
+        };
+        batch.reduced.insert(r.name.clone(), v);
+    }
+    let _ = d;
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0) || (a.is_nan() && b.is_nan())
+}
+
+fn vector_size(checked: &Checked, pred: &str, batch: &Batch) -> usize {
+    batch.values[pred][0]
+        .len()
+        .max(checked.preds.iter().filter(|p| p.name == pred).count())
+}
+
+#[test]
+fn printed_derivatives_parse_back_and_agree_with_the_derived_ones() {
+    for path in examples() {
+        let loss = Loss::from_file(&path).unwrap();
+        let d = loss.derive().unwrap();
+        let mut batch = random_batch(loss.checked(), 6, &mut Rng::new(7));
+        let mut g = d.graph.clone();
+        reduce_all(&d, &d.graph, &d.objective.reductions, &mut batch);
+        for p in &d.preds {
+            let text = d.print(p.per_sample, Style::Text);
+            let expr = lossc::parse::parse_expr(&text)
+                .unwrap_or_else(|e| panic!("{}: `{text}` does not parse: {e:?}", path.display()));
+            let pred = loss
+                .checked()
+                .preds
+                .iter()
+                .find(|v| v.name == p.pred)
+                .unwrap();
+            let indices: Vec<(&str, IdxRange)> = match (&p.component, &pred.shape) {
+                (Some(k), lossc::sema::types::Shape::Vector(s)) => {
+                    vec![(k.as_str(), IdxRange::Feature(s.clone()))]
+                }
+                _ => Vec::new(),
+            };
+            let (back, reds) =
+                lossc::ir::lower::lower_expr(loss.checked(), &mut g, &expr, &indices)
+                    .unwrap_or_else(|e| panic!("{}: `{text}` does not lower: {e}", path.display()));
+            reduce_all(&d, &g, &reds, &mut batch);
+            let width = vector_size(loss.checked(), &p.pred, &batch);
+            for row in 0..batch.rows {
+                for c in 0..width {
+                    let bind: Vec<(&str, usize)> =
+                        p.component.iter().map(|k| (k.as_str(), c)).collect();
+                    let derived = eval_with(&g, p.per_sample, &batch, row, &bind);
+                    let raw = eval_with(&g, p.raw, &batch, row, &bind);
+                    let reread = eval_with(&g, back, &batch, row, &bind);
+                    assert!(
+                        close(derived, reread),
+                        "{}: printed `{text}` gives {reread}, derived {derived}",
+                        path.display()
+                    );
+                    assert!(
+                        close(derived, raw),
+                        "{}: simplified {derived} vs unsimplified {raw}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn grad_reports_of_every_example() {
+    insta::glob!(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples"),
+        "*.loss",
+        |path| {
+            let loss = Loss::from_file(path).unwrap();
+            let d = loss.derive().unwrap();
+            let c = loss.checked();
+            let all = ReportOptions {
+                hessian: true,
+                explain: false,
+            };
+            let mut out = String::new();
+            for (name, format) in [
+                ("text", Format::Text),
+                ("unicode", Format::Unicode),
+                ("latex", Format::Latex),
+                ("json", Format::Json),
+            ] {
+                out.push_str(&format!("===== {name}\n"));
+                out.push_str(&d.report(c, format, all));
+            }
+            out.push_str("===== explain\n");
+            out.push_str(&d.report(
+                c,
+                Format::Text,
+                ReportOptions {
+                    hessian: false,
+                    explain: true,
+                },
+            ));
+            insta::assert_snapshot!(out);
+        }
+    );
+}
