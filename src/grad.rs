@@ -91,7 +91,9 @@ pub fn derive(checked: &Checked) -> Result<Derivation, Unsupported> {
         Factor::One
     } else {
         return Err(Unsupported {
-            what: "an objective mixing mean(...) and sum(...)".into(),
+            what:
+                "an objective mixing mean(...) and sum(...) (use one kind: a sum is n times a mean)"
+                    .into(),
             span: checked.spec.span,
         });
     };
@@ -154,6 +156,9 @@ pub fn derive(checked: &Checked) -> Result<Derivation, Unsupported> {
         nodes_before,
     })
 }
+
+/// Reduction bodies larger than this (as a tree) print by name.
+const LARGE_BODY: usize = 200;
 
 /// The output index name for a vector pred's gradient: `k`, unless the
 /// spec's own reductions or declarations use it.
@@ -602,9 +607,15 @@ pub struct ReportOptions {
 impl Derivation {
     fn printer(&self, style: Style) -> Printer<'_> {
         let mut p = Printer::new(&self.graph, style);
-        // Reductions print inline, `sum(y * p)`, so the text stays valid syntax.
-        for r in &self.objective.reductions {
-            let body = Printer::new(&self.graph, style).print(r.body);
+        // Reductions print inline, `sum(y * p)`, so the text stays valid
+        // syntax; a large body is named instead (`mean(loss_0)`) and its
+        // definition printed once, with shared parts bound.
+        for (m, r) in self.objective.reductions.iter().enumerate() {
+            let body = if self.graph.tree_size(r.body) > LARGE_BODY {
+                format!("loss_{m}")
+            } else {
+                Printer::new(&self.graph, style).print(r.body)
+            };
             let f = match r.kind {
                 SampleReduction::Mean => "mean",
                 SampleReduction::Sum => "sum",
@@ -621,6 +632,11 @@ impl Derivation {
     /// Prints an expression of this derivation.
     pub fn print(&self, id: Id, style: Style) -> String {
         self.printer(style).print(id)
+    }
+
+    /// Prints an expression with large shared subexpressions as bindings.
+    pub fn print_shared(&self, id: Id, style: Style) -> (Vec<(String, String)>, String) {
+        self.printer(style).print_shared(id)
     }
 
     /// The report `lossc grad` prints.
@@ -642,8 +658,12 @@ impl Derivation {
             Style::Latex => ("\\partial ", "\\ell"),
         };
         let _ = writeln!(out, "loss {} · task {}", checked.name, checked.task);
-        let objective = self.print(self.objective.outer, style);
-        let _ = writeln!(out, "objective: {objective}");
+        self.write_shared(&mut out, "objective: ", self.objective.outer, style);
+        for (m, r) in self.objective.reductions.iter().enumerate() {
+            if self.graph.tree_size(r.body) > LARGE_BODY {
+                self.write_shared(&mut out, &format!("  where loss_{m} = "), r.body, style);
+            }
+        }
         if opts.explain
             && let Some(l) = self.loss
         {
@@ -669,7 +689,7 @@ impl Derivation {
             if opts.explain {
                 self.explain(p, style, &mut out);
             }
-            let _ = writeln!(out, "  {lhs} = {}", self.print(p.per_sample, style));
+            self.write_shared(&mut out, &format!("  {lhs} = "), p.per_sample, style);
             let factor = match (self.factor, style) {
                 (Factor::OneOverN, Style::Latex) => "\\frac{1}{n}",
                 (Factor::OneOverN, _) => "1/n",
@@ -688,7 +708,7 @@ impl Derivation {
                     Style::Unicode => format!("∂²ℓ/∂{}²", p.pred),
                     Style::Text => format!("d2loss/d{}2", p.pred),
                 };
-                let _ = writeln!(out, "  {lhs2} = {}", self.print(h, style));
+                self.write_shared(&mut out, &format!("  {lhs2} = "), h, style);
             }
         }
         if !self.stable.is_empty() {
@@ -699,6 +719,30 @@ impl Derivation {
             }
         }
         out
+    }
+
+    /// `head` and the expression, then `where _t1 = ...` lines for
+    /// shared subexpressions.
+    fn write_shared(&self, out: &mut String, head: &str, id: Id, style: Style) {
+        use std::fmt::Write;
+        let (bindings, text) = self.print_shared(id, style);
+        let _ = writeln!(out, "{head}{text}");
+        for (k, (name, def)) in bindings.iter().enumerate() {
+            let word = if k == 0 { "where" } else { "     " };
+            let _ = writeln!(out, "    {word} {name} = {def}");
+        }
+    }
+
+    /// The text form with shared subexpressions as `let`s, one statement
+    /// per line, ending with the expression: valid `.loss` lines.
+    pub fn text_with_lets(&self, id: Id) -> String {
+        let (bindings, text) = self.print_shared(id, Style::Text);
+        let mut out: Vec<String> = bindings
+            .into_iter()
+            .map(|(n, d)| format!("let {n} = {d}"))
+            .collect();
+        out.push(text);
+        out.join("\n")
     }
 
     fn explain(&self, p: &PredGradient, style: Style, out: &mut String) {
@@ -754,14 +798,14 @@ impl Derivation {
                 format!("\"name\": {}", json_str(&p.pred)),
                 format!(
                     "\"derivative\": {}",
-                    json_str(&self.print(p.per_sample, Style::Text))
+                    json_str(&self.text_with_lets(p.per_sample))
                 ),
                 format!("\"factor\": {}", json_str(self.factor.text())),
             ];
             if let (true, Some(h)) = (opts.hessian, p.hessian) {
                 fields.push(format!(
                     "\"hessian\": {}",
-                    json_str(&self.print(h, Style::Text))
+                    json_str(&self.text_with_lets(h))
                 ));
             }
             preds.push(format!("{{{}}}", fields.join(", ")));

@@ -208,9 +208,9 @@ impl Loss {
     pub fn derive(&self) -> Result<grad::Derivation, Error> {
         let checked = self.checked.clone();
         with_big_stack(move || grad::derive(&checked)).map_err(|u| {
-            let d = Diagnostic::error("E0090", u.span, format!("cannot differentiate this spec yet: {u}"))
+            let d = Diagnostic::error("E0090", u.span, format!("cannot differentiate this spec: {u}"))
                 .with_label("not supported by the derivation yet")
-                .with_hint("scalar preds and data are supported; vector preds and batch coupling are in progress");
+                .with_hint("the spec itself is valid (lossc check accepts it); only this construct cannot be differentiated yet");
             Error::Spec(Box::new(Report { file: self.file.clone(), diagnostics: vec![d] }))
         })
     }

@@ -235,3 +235,37 @@ fn grad_reports_of_every_example() {
         }
     );
 }
+
+/// Specs beyond the examples that exercise the index rules: a term constant
+/// in `c` inside `sum[c]` (label smoothing), filtered max over classes (the
+/// multiclass hinge), feature means and mins, a one-hot class target, a
+/// constant-in-c sum, and a nested composition.
+#[test]
+fn index_rules_match_finite_differences() {
+    let specs = [
+        "data y : onehot [C]\npred z : vector [C]\nparam eps = 0.1 in [0, 1]\nminimize mean((1 - eps) * cce_logits(y, z) - eps * mean[c](z[c] - logsumexp(z)))",
+        "data y : class [C]\npred z : vector [C]\nminimize mean(max(0, 1 + max[c: c != y](z[c]) - z[y]))",
+        "data y : class [C]\npred z : vector [C]\nminimize mean(min[c](z[c]^2) + sum[c](0 * z[c] + 1) * z[y])",
+        "data y : class [C]\npred z : vector [C]\nminimize mean(-log(softmax(z)[y]) + sum[c](onehot(y, C)[c] * z[c]^2))",
+        "data y : real\npred p : real\nlet u1 = sigmoid(p * y) / (1 + p^2) + softplus(p) - p * y\nlet u2 = sigmoid(u1 * p) / (1 + u1^2) + softplus(u1) - u1 * y\nminimize mean(u2)",
+        "data q : real\npred s : real\nminimize mean(logsumexp[j: q@j == q](s@j) - s)",
+    ];
+    for body in specs {
+        let src = format!("loss t\ntask multiclass\n{body}\n");
+        let loss = Loss::from_source(src.as_str()).unwrap_or_else(|e| panic!("{e}"));
+        let d = loss.derive().unwrap_or_else(|e| panic!("{e}"));
+        for seed in 0..3 {
+            let batch = random_batch(loss.checked(), 10, &mut Rng::new(seed));
+            for r in d.gradcheck(&batch) {
+                assert!(
+                    r.worst <= 1e-6,
+                    "{body}: {} error {:e} (symbolic {}, numeric {})",
+                    r.pred,
+                    r.worst,
+                    r.symbolic,
+                    r.numeric
+                );
+            }
+        }
+    }
+}

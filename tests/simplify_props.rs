@@ -25,10 +25,24 @@ enum E {
     If(Box<E>, Box<E>, Box<E>),
 }
 
-const FUNCS: [Func; 8] = [Func::Exp, Func::Log, Func::Sigmoid, Func::Softplus, Func::Tanh, Func::Abs, Func::Sqrt, Func::Cosh];
+const FUNCS: [Func; 8] = [
+    Func::Exp,
+    Func::Log,
+    Func::Sigmoid,
+    Func::Softplus,
+    Func::Tanh,
+    Func::Abs,
+    Func::Sqrt,
+    Func::Cosh,
+];
 
 fn expr() -> impl Strategy<Value = E> {
-    let leaf = prop_oneof![Just(E::X), Just(E::Y), Just(E::A), (-3i8..4).prop_map(E::Num)];
+    let leaf = prop_oneof![
+        Just(E::X),
+        Just(E::Y),
+        Just(E::A),
+        (-3i8..4).prop_map(E::Num)
+    ];
     leaf.prop_recursive(5, 40, 3, |inner| {
         let b = |e| Box::new(e);
         prop_oneof![
@@ -39,7 +53,11 @@ fn expr() -> impl Strategy<Value = E> {
             (inner.clone(), 0u8..4).prop_map(move |(a, k)| E::Pow(b(a), k)),
             (0usize..FUNCS.len(), inner.clone()).prop_map(move |(f, a)| E::F(FUNCS[f], b(a))),
             (inner.clone(), inner.clone()).prop_map(move |(a, c)| E::Max(b(a), b(c))),
-            (inner.clone(), inner.clone(), inner).prop_map(move |(c, a, d)| E::If(b(c), b(a), b(d))),
+            (inner.clone(), inner.clone(), inner).prop_map(move |(c, a, d)| E::If(
+                b(c),
+                b(a),
+                b(d)
+            )),
         ]
     })
 }
@@ -142,8 +160,11 @@ fn agree(p: f64, q: f64) -> bool {
 
 /// Random points; `y` is a {0, 1} label as the simplifier is told.
 fn points() -> impl Strategy<Value = Vec<(f64, f64, f64)>> {
-    prop::collection::vec((-2.0f64..2.0, prop::bool::ANY, -2.0f64..2.0), 8)
-        .prop_map(|v| v.into_iter().map(|(x, y, a)| (x, if y { 1.0 } else { 0.0 }, a)).collect())
+    prop::collection::vec((-2.0f64..2.0, prop::bool::ANY, -2.0f64..2.0), 8).prop_map(|v| {
+        v.into_iter()
+            .map(|(x, y, a)| (x, if y { 1.0 } else { 0.0 }, a))
+            .collect()
+    })
 }
 
 proptest! {

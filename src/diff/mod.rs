@@ -126,7 +126,7 @@ pub fn derivative_of(
             if !depends.contains(&child) {
                 continue;
             }
-            let contribution = sum_out(g, contribution, child, &mut free);
+            let contribution = sum_out(g, contribution, id, child, &mut free);
             adjoint.entry(child).or_default().push(contribution);
         }
     }
@@ -137,18 +137,19 @@ pub fn derivative_of(
     g.add(parts)
 }
 
-/// Sums a contribution over the indices it carries that `child` does not.
+/// Sums a contribution over the indices free in its parent but not in `child`.
 fn sum_out(
     g: &mut Graph,
     contribution: Id,
+    parent: Id,
     child: Id,
     free: &mut HashMap<Id, BTreeSet<String>>,
 ) -> Id {
+    // The parent's adjoint is one value per binding of its free indices
+    // (even where the expression does not mention them): a child outside
+    // an index's scope receives the sum over that index.
     let mut f = |g: &Graph, x: Id| free.entry(x).or_insert_with(|| g.free_indices(x)).clone();
-    let extra: Vec<String> = f(g, contribution)
-        .difference(&f(g, child))
-        .cloned()
-        .collect();
+    let extra: Vec<String> = f(g, parent).difference(&f(g, child)).cloned().collect();
     let mut out = contribution;
     for idx in extra.into_iter().rev() {
         let range = g.range(&idx).cloned().unwrap_or(IdxRange::Batch);

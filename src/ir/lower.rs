@@ -152,7 +152,12 @@ struct Lowerer<'a, 'g> {
     reductions: Vec<Reduction>,
     /// Sample reductions are named `{prefix}0`, `{prefix}1`, ...
     prefix: &'static str,
+    let_cache: std::collections::HashMap<(String, Option<String>, Option<Id>), Id>,
+    def_cache: std::collections::HashMap<DefKey, Id>,
 }
+
+/// A def call with scalar arguments: the def, the arguments, the row and component.
+type DefKey = (usize, Vec<Id>, Option<String>, Option<Id>);
 
 type Res<T> = Result<T, Unsupported>;
 
@@ -210,6 +215,8 @@ impl<'a, 'g> Lowerer<'a, 'g> {
             lets: BTreeMap::new(),
             reductions: Vec::new(),
             prefix,
+            let_cache: std::collections::HashMap::new(),
+            def_cache: std::collections::HashMap::new(),
         }
     }
 }
@@ -329,12 +336,21 @@ impl<'a> Lowerer<'a, '_> {
                 if scope.top
                     && let Some(l) = self.lets.get(n).copied()
                 {
+                    // A let used many times is lowered once per row and
+                    // component: re-lowering at every use is exponential in
+                    // chains of lets that use the previous one twice.
+                    let key = (n.clone(), row.map(str::to_string), comp);
+                    if let Some(&id) = self.let_cache.get(&key) {
+                        return Ok(id);
+                    }
                     let s = Rc::new(Scope {
                         top: true,
                         indices: scope.indices.clone(),
                         ..Scope::default()
                     });
-                    return self.at(l, &s, row, comp);
+                    let id = self.at(l, &s, row, comp)?;
+                    self.let_cache.insert(key, id);
+                    return Ok(id);
                 }
                 match self.globals.get(n).cloned() {
                     Some(Global::Var { kind, size, .. }) => {
@@ -578,7 +594,36 @@ impl<'a> Lowerer<'a, '_> {
             _ => {}
         }
         let (def, inner) = self.bind(name, args, scope, row)?;
-        self.at(&def.body, &inner, row, comp)
+        // Defs called again with the same scalar arguments reuse the body.
+        let scalars: Option<Vec<Id>> = def
+            .params
+            .iter()
+            .map(|p| match inner.params.get(&p.name.name) {
+                Some(Bound::Scalar(id)) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let key = scalars.map(|ids| {
+            (
+                def as *const Def as usize,
+                ids,
+                row.map(str::to_string),
+                comp,
+            )
+        });
+        if let Some(key) = &key
+            && inner.indices.is_empty()
+            && let Some(&id) = self.def_cache.get(key)
+        {
+            return Ok(id);
+        }
+        let id = self.at(&def.body, &inner, row, comp)?;
+        if let Some(key) = key
+            && inner.indices.is_empty()
+        {
+            self.def_cache.insert(key, id);
+        }
+        Ok(id)
     }
 
     /// Chooses the def `name` for these arguments and binds its parameters.

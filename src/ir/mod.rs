@@ -417,12 +417,11 @@ impl Graph {
         }
         order.sort();
         for id in order {
-            let s = 1 + self
+            let s = self
                 .node(id)
                 .children()
                 .iter()
-                .map(|c| size[c])
-                .sum::<usize>();
+                .fold(1usize, |acc, c| acc.saturating_add(size[c]));
             size.insert(id, s);
         }
         size[&root]
@@ -805,6 +804,17 @@ impl Graph {
                         return self.subst(rest, idx, other);
                     }
                 }
+            }
+            // A sum of a constant over the components of a vector of size C
+            // is C times it.
+            if !self.free_indices(body).contains(idx)
+                && let IdxRange::Feature(size) = &range
+            {
+                let c = match size {
+                    crate::sema::types::Size::Lit(n) => self.num(*n as f64),
+                    crate::sema::types::Size::Name(n) => self.sym(SymKind::Size, n),
+                };
+                return self.mul2(c, body);
             }
             // Pull out what does not depend on the index.
             let (outside, inside): (Vec<Id>, Vec<Id>) = factors

@@ -42,7 +42,16 @@ pub struct Printer<'g> {
     /// (`z[c]` prints as `z`), and whether some other use of it was met.
     elide: Option<String>,
     failed: std::cell::Cell<bool>,
+    /// Names for shared subexpressions, printed once as bindings.
+    shared: BTreeMap<Id, String>,
+    /// The shared node being defined (printed in full, not by name).
+    defining: std::cell::Cell<Option<Id>>,
 }
+
+/// Subexpressions used more than once and at least this large (as a tree)
+/// are printed once, as a binding, so that the text of a deeply nested
+/// derivative stays proportional to its DAG, not exponential.
+const SHARE_AT: usize = 16;
 
 const GREEK: &[(&str, &str, &str)] = &[
     ("alpha", "α", "\\alpha"),
@@ -72,6 +81,8 @@ impl<'g> Printer<'g> {
             names: BTreeMap::new(),
             elide: None,
             failed: std::cell::Cell::new(false),
+            shared: BTreeMap::new(),
+            defining: std::cell::Cell::new(None),
         }
     }
 
@@ -84,6 +95,44 @@ impl<'g> Printer<'g> {
     /// The expression as a string.
     pub fn print(&self, id: Id) -> String {
         self.expr(id).0
+    }
+
+    /// The expression with large shared subexpressions bound to names
+    /// (`_t1`, `_t2`, ...): the bindings in order (each may use earlier
+    /// ones), then the expression.
+    pub fn print_shared(mut self, root: Id) -> (Vec<(String, String)>, String) {
+        let g = self.g;
+        let mut uses: BTreeMap<Id, usize> = BTreeMap::new();
+        let mut stack = vec![root];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(x) = stack.pop() {
+            if seen.insert(x) {
+                for c in g.node(x).children() {
+                    *uses.entry(c).or_insert(0) += 1;
+                    stack.push(c);
+                }
+            }
+        }
+        // Bound indices make a node's meaning depend on where it stands;
+        // only closed subexpressions are shared.
+        let mut shared: Vec<Id> = uses
+            .iter()
+            .filter(|&(&id, &n)| {
+                n >= 2 && g.tree_size(id) >= SHARE_AT && g.free_indices(id).is_empty()
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        shared.sort();
+        for (k, &id) in shared.iter().enumerate() {
+            self.shared.insert(id, format!("_t{}", k + 1));
+        }
+        let mut bindings = Vec::new();
+        for &id in &shared {
+            self.defining.set(Some(id));
+            bindings.push((self.shared[&id].clone(), self.expr(id).0));
+        }
+        self.defining.set(None);
+        (bindings, self.expr(root).0)
     }
 
     /// `body` (a component with free index `idx`) written as the vector it
@@ -100,6 +149,8 @@ impl<'g> Printer<'g> {
             names: self.names.clone(),
             elide: Some(idx.to_string()),
             failed: std::cell::Cell::new(false),
+            shared: self.shared.clone(),
+            defining: std::cell::Cell::new(None),
         };
         let s = sub.print(body);
         let uses = self.g.free_indices(body).contains(idx);
@@ -441,6 +492,12 @@ impl<'g> Printer<'g> {
 
     fn expr(&self, id: Id) -> (String, Prec) {
         let g = self.g;
+        if let Some(name) = self.shared.get(&id)
+            && self.defining.get() != Some(id)
+        {
+            return (name.clone(), Prec::Atom);
+        }
+        self.defining.set(None);
         match g.node(id) {
             Node::Num(v) => self.number(v.0),
             Node::Sym(SymKind::Reduced, n) => match self.names.get(n) {

@@ -17,14 +17,99 @@
 //!   `y a + (1 - y) b` when that is smaller.
 
 use crate::ir::{Cmp, Fact, Func, Graph, Id, Node, SymKind};
-use crate::print::{Printer, Style};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What a rewrite must not increase: the length of the expression printed
 /// as text, which is what a reader sees (`-(a + b)` costs its parentheses,
 /// `x * y^-1` is read as `x / y`).
 pub fn cost(g: &Graph, id: Id) -> usize {
-    Printer::new(g, Style::Text).print(id).len()
+    // The text form of a DAG can be exponentially long, so its length is
+    // estimated node by node, each shared node once per use but computed
+    // once (saturating), mirroring what the printer writes.
+    let mut memo: HashMap<Id, usize> = HashMap::new();
+    let mut order = Vec::new();
+    let mut stack = vec![id];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(x) = stack.pop() {
+        if seen.insert(x) {
+            order.push(x);
+            stack.extend(g.node(x).children());
+        }
+    }
+    order.sort();
+    for x in order {
+        let c = |y: &Id| memo.get(y).copied().unwrap_or(0);
+        let paren = |y: &Id| match g.node(*y) {
+            Node::Add(_) | Node::Select(..) => 2,
+            _ => 0,
+        };
+        let len = match g.node(x) {
+            Node::Num(v) => crate::ast::fmt_num(v.0).len(),
+            Node::Sym(_, n) | Node::Idx(n) => n.len(),
+            Node::Row => 1,
+            Node::Elem {
+                name, row, comp, ..
+            } => {
+                name.len() + row.as_ref().map_or(0, |r| r.len() + 1) + comp.map_or(0, |k| c(&k) + 2)
+            }
+            Node::Add(xs) => xs
+                .iter()
+                .map(|t| term_cost(g, *t, &c))
+                .fold(0usize, usize::saturating_add)
+                .saturating_add(3 * (xs.len() - 1)),
+            Node::Mul(fs) => {
+                let mut total = 0usize;
+                for (k, f) in fs.iter().enumerate() {
+                    let piece = match g.as_num(*f) {
+                        Some(v) if k == 0 && (v == -1.0 || v == 1.0) => 1,
+                        _ => c(f).saturating_add(paren(f)),
+                    };
+                    total = total.saturating_add(piece).saturating_add(3);
+                }
+                total
+            }
+            Node::Pow(b, e) => c(b)
+                .saturating_add(paren(b))
+                .saturating_add(1)
+                .saturating_add(c(e)),
+            Node::Func(f, a) => f.name().len().saturating_add(2).saturating_add(c(a)),
+            Node::Max(a, b) | Node::Min(a, b) => c(a).saturating_add(c(b)).saturating_add(7),
+            Node::Select(k, a, b) => c(k)
+                .saturating_add(c(a))
+                .saturating_add(c(b))
+                .saturating_add(15),
+            Node::Cmp(_, a, b) | Node::And(a, b) | Node::Or(a, b) => {
+                c(a).saturating_add(c(b)).saturating_add(4)
+            }
+            Node::Not(a) => c(a).saturating_add(4),
+            Node::StopGrad(a) => c(a).saturating_add(7),
+            Node::Delta(a, b) => c(a).saturating_add(c(b)).saturating_add(20),
+            Node::Reduce {
+                op,
+                idx,
+                filter,
+                body,
+                ..
+            } => op
+                .name()
+                .len()
+                .saturating_add(idx.len())
+                .saturating_add(filter.map_or(0, |f| c(&f) + 2))
+                .saturating_add(c(body))
+                .saturating_add(4),
+        };
+        memo.insert(x, len);
+    }
+    memo[&id]
+}
+
+/// A term of a sum costs its product without a leading `-1` (the sign
+/// replaces the `+`).
+fn term_cost(g: &Graph, t: Id, c: &dyn Fn(&Id) -> usize) -> usize {
+    match g.node(t) {
+        Node::Mul(fs) if g.as_num(fs[0]) == Some(-1.0) => c(&t).saturating_sub(4),
+        _ => c(&t),
+    }
 }
 
 /// One rewrite the simplifier applied, for `lossc grad --explain`.
@@ -63,6 +148,11 @@ pub fn simplify_traced(g: &mut Graph, root: Id) -> (Id, Vec<Step>) {
     let steps = TRACE.with(|t| t.borrow_mut().take()).unwrap_or_default();
     (out, steps)
 }
+
+/// Expressions longer than this (as text) are left as built: expanding or
+/// bringing them over a common denominator is where a simplifier's time
+/// goes exponential, and a page-long derivative is no textbook form anyway.
+const MAX_REWRITE_COST: usize = 600;
 
 /// Products of sums with more terms than this are not expanded.
 const MAX_EXPANSION: usize = 64;
@@ -147,6 +237,9 @@ pub fn simplify(g: &mut Graph, root: Id) -> Id {
 fn best_sum(g: &mut Graph, s: Id) -> Id {
     let mut best = s;
     let mut size = cost(g, s);
+    if size > MAX_REWRITE_COST {
+        return s;
+    }
     let mut rule = "";
     let candidates = [
         ("expand", expand(g, s)),
@@ -167,15 +260,28 @@ fn best_sum(g: &mut Graph, s: Id) -> Id {
 
 /// Distributes products over sums (and small integer powers of sums).
 pub fn expand(g: &mut Graph, id: Id) -> Id {
+    expand_memo(g, id, &mut HashMap::new())
+}
+
+fn expand_memo(g: &mut Graph, id: Id, memo: &mut HashMap<Id, Id>) -> Id {
+    if let Some(&r) = memo.get(&id) {
+        return r;
+    }
+    let out = expand_node(g, id, memo);
+    memo.insert(id, out);
+    out
+}
+
+fn expand_node(g: &mut Graph, id: Id, memo: &mut HashMap<Id, Id>) -> Id {
     match g.node(id).clone() {
         Node::Add(xs) => {
-            let xs = xs.iter().map(|&x| expand(g, x)).collect();
+            let xs = xs.iter().map(|&x| expand_memo(g, x, memo)).collect();
             g.add(xs)
         }
         Node::Mul(fs) => {
             let mut terms: Vec<Vec<Id>> = vec![Vec::new()];
             for f in fs {
-                let f = expand(g, f);
+                let f = expand_memo(g, f, memo);
                 let parts = match g.node(f) {
                     Node::Add(xs) => xs.clone(),
                     _ => vec![f],
@@ -201,7 +307,7 @@ pub fn expand(g: &mut Graph, id: Id) -> Id {
             (Node::Add(_), Some(k)) if k.fract() == 0.0 && (2.0..=3.0).contains(&k) => {
                 let copies = vec![b; k as usize];
                 let p = g.intern(Node::Mul(copies));
-                expand(g, p)
+                expand_memo(g, p, memo)
             }
             _ => id,
         },
@@ -298,6 +404,9 @@ fn into_branches(g: &mut Graph, p: Id) -> Id {
 fn simplify_product(g: &mut Graph, p: Id) -> Id {
     let p = tanh_rule(g, p);
     let mut best = p;
+    if cost(g, p) > MAX_REWRITE_COST {
+        return p;
+    }
     let fs = factors(g, p);
     for (k, &f) in fs.iter().enumerate() {
         let Node::Add(terms) = g.node(f).clone() else {
