@@ -91,10 +91,13 @@ pub fn derive(checked: &Checked) -> Result<Derivation, Unsupported> {
         Factor::One
     } else {
         return Err(Unsupported {
-            what:
-                "an objective mixing mean(...) and sum(...) (use one kind: a sum is n times a mean)"
-                    .into(),
-            span: checked.spec.span,
+            what: "an objective mixing mean(...) and sum(...)".into(),
+            span: checked
+                .spec
+                .stmts
+                .iter()
+                .find(|s| matches!(s.kind, crate::ast::StmtKind::Minimize(_)))
+                .map_or(checked.spec.span, |s| s.span),
         });
     };
     let nodes_before = g.len();
@@ -699,6 +702,12 @@ impl Derivation {
                 out,
                 "  factor: {factor}  (the gradient at row i is {factor} times this, evaluated at row i)"
             );
+            if opts.hessian && p.hessian.is_none() {
+                let _ = writeln!(
+                    out,
+                    "  (no second derivative: it is printed for scalar preds of a per-sample loss, one mean or sum without batch coupling)"
+                );
+            }
             if let (true, Some(h)) = (opts.hessian, p.hessian) {
                 let lhs2 = match style {
                     Style::Latex => format!(

@@ -208,9 +208,14 @@ impl Loss {
     pub fn derive(&self) -> Result<grad::Derivation, Error> {
         let checked = self.checked.clone();
         with_big_stack(move || grad::derive(&checked)).map_err(|u| {
+            let hint = if u.what.contains("mixing mean") {
+                "use one kind of sample reduction: a sum is n times a mean".to_string()
+            } else {
+                "the spec itself is valid (lossc check accepts it); only this construct cannot be differentiated yet".to_string()
+            };
             let d = Diagnostic::error("E0090", u.span, format!("cannot differentiate this spec: {u}"))
                 .with_label("not supported by the derivation yet")
-                .with_hint("the spec itself is valid (lossc check accepts it); only this construct cannot be differentiated yet");
+                .with_hint(hint);
             Error::Spec(Box::new(Report { file: self.file.clone(), diagnostics: vec![d] }))
         })
     }

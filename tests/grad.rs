@@ -269,3 +269,22 @@ fn index_rules_match_finite_differences() {
         }
     }
 }
+
+#[test]
+fn an_objective_mixing_mean_and_sum_is_a_located_error() {
+    let loss = Loss::from_named_source(
+        "mix.loss",
+        "loss t\ntask regression\ndata y : real\npred f : real\nminimize mean(mse(y, f)) + sum(mae(y, f))\n",
+    )
+    .unwrap();
+    let e = loss.derive().unwrap_err();
+    insta::assert_snapshot!(e.render(lossc::Color::Never), @"
+    error[E0090]: cannot differentiate this spec: an objective mixing mean(...) and sum(...) is not supported by differentiation yet
+      ┌─ mix.loss:5:1
+      │
+    5 │ minimize mean(mse(y, f)) + sum(mae(y, f))
+      │ ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ not supported by the derivation yet
+      │
+      = hint: use one kind of sample reduction: a sum is n times a mean
+    ");
+}

@@ -64,7 +64,8 @@ enum Command {
         /// then each simplification.
         #[arg(long)]
         explain: bool,
-        /// Override a param's value (checked against its declared range).
+        /// Override a param's value (checked against its declared range; the
+        /// printed derivative keeps the param's name).
         #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
         params: Vec<(String, f64)>,
     },
