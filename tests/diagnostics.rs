@@ -842,6 +842,58 @@ error[E0047]: the body of sum[c] is a vector of size C
   = hint: index it with [c]
 ");
 
+// ------------------------------------------------------------ found in review
+
+case!(spec_without_a_pred, "loss x\ntask regression\ndata y : real\nminimize mean(y)\n", @"
+error[E0004]: missing `pred`: nothing to differentiate
+  ┌─ bad.loss:1:1
+  │
+1 │ loss x
+  │ ^^^^^^ this spec declares no model output
+  │
+  = hint: declare what the model predicts, e.g. `pred z : logit`
+");
+case!(index_shadows_a_pred, "loss x\ntask multiclass\ndata y : onehot [C]\npred z : vector [C]\npred s : real\nminimize mean(cce_logits(y, z) + sum[s](z[s]) + s)\n", @"
+error[E0011]: index `s` shadows the pred `s`
+  ┌─ bad.loss:6:38
+  │
+5 │ pred s : real
+  │      - the pred
+6 │ minimize mean(cce_logits(y, z) + sum[s](z[s]) + s)
+  │                                      ^ inside the reduction this name would mean the index
+  │
+  = hint: name the index differently, such as c, k or j
+");
+case!(nested_reductions_share_an_index, "loss x\ntask multiclass\ndata y : onehot [C]\npred z : vector [C]\nminimize mean(cce_logits(y, z) + sum[c](sum[c](z[c])))\n", @"
+error[E0011]: index `c` is already bound by an enclosing reduction
+  ┌─ bad.loss:5:45
+  │
+5 │ minimize mean(cce_logits(y, z) + sum[c](sum[c](z[c])))
+  │                                             ^ shadows the outer index
+  │
+  = hint: give the inner reduction its own index name
+");
+case!(label_index_outside_the_vector, "loss x\ntask multiclass\ndata y : label {0, 1, 5}\npred z : vector [2]\nminimize mean(logsumexp(z) - z[y])\n", @"
+error[E0040]: `y` is not an index
+  ┌─ bad.loss:5:32
+  │
+5 │ minimize mean(logsumexp(z) - z[y])
+  │                                ^ y is a label in {0, 1, 5}
+  │
+  = hint: to pick a component by `y`, declare it as a class: data y : class [C]
+");
+case!(onehot_of_a_real, "loss x\ntask multiclass\ndata y : real\npred z : vector [3]\nminimize mean(logsumexp(z) - dot(onehot(y, 3), z))\n", @"
+error[E0040]: `y` is not a class index
+  ┌─ bad.loss:5:41
+  │
+5 │ minimize mean(logsumexp(z) - dot(onehot(y, 3), z))
+  │                                         ^ y is any real number
+  │
+  = hint: onehot(k, C) takes a class [C] value or non-negative integer labels
+");
+case!(condition_on_a_param_in_the_objective_is_fine, "loss x\ntask regression\ndata y : real\npred s : real\nparam a = 1\nminimize if a > 0 then mean(mse(y, s)) else mean(mae(y, s))\n", @"");
+case!(softmax_component_is_a_probability, "loss x\ntask binary\ndata y : label {0, 1}\npred z : vector [3]\nminimize mean(bce(y, softmax(z)[1]))\n", @"");
+
 // ------------------------------------------------------------ files
 
 #[test]

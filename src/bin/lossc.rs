@@ -117,6 +117,9 @@ fn parse_param(s: &str) -> Result<(String, f64), String> {
     if !value.is_finite() {
         return Err(format!("`{s}`: the value must be finite"));
     }
+    if name.trim().is_empty() {
+        return Err(format!("`{s}`: the param name is missing"));
+    }
     Ok((name.trim().to_string(), value))
 }
 

@@ -75,6 +75,12 @@ pub fn parse_expr(src: &str) -> Result<Expr, Vec<Diagnostic>> {
         d
     };
     let spec = parse(&text).map_err(|ds| ds.into_iter().map(shift).collect::<Vec<_>>())?;
+    if spec.stmts.len() != 2 {
+        return Err(vec![
+            Diagnostic::error("E0001", Span::new(0, src.len()), "expected one expression")
+                .with_label("more than an expression"),
+        ]);
+    }
     match spec.stmts.into_iter().nth(1).map(|s| s.kind) {
         Some(StmtKind::Minimize(e)) => Ok(shift_expr(e, offset)),
         _ => Err(vec![Diagnostic::error(

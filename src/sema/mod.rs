@@ -297,6 +297,9 @@ struct IndexVar {
     name: String,
     kind: IndexKind,
     size: Option<Size>,
+    /// An inner reduction reused the name (already reported): its range
+    /// cannot be inferred, and saying so again would only repeat that.
+    shadowed: bool,
 }
 
 struct DefFrame {
@@ -598,6 +601,22 @@ impl<'a> Checker<'a> {
                 Diagnostic::error("E0004", file_start, "missing `task`")
                     .with_label("this spec has no task")
                     .with_hint("add one of: task binary, multiclass, multilabel, regression, ranking, embedding"),
+            );
+        }
+        if preds.is_empty()
+            && !spec
+                .stmts
+                .iter()
+                .any(|s| matches!(s.kind, StmtKind::Pred(_)))
+        {
+            self.emit(
+                Diagnostic::error(
+                    "E0004",
+                    file_start,
+                    "missing `pred`: nothing to differentiate",
+                )
+                .with_label("this spec declares no model output")
+                .with_hint("declare what the model predicts, e.g. `pred z : logit`"),
             );
         }
         if minimize.is_none() {
@@ -1687,14 +1706,28 @@ impl<'a> Checker<'a> {
         ty
     }
 
-    fn cond(&mut self, e: &Expr) {
-        match self.expr(e) {
-            Ty::Cond | Ty::Error => {}
-            _ => self.emit(
-                Diagnostic::error("E0048", e.span, "expected a condition")
-                    .with_label("this is a number, not true or false")
-                    .with_hint(format!("compare it, as in `{} == 1`", self.text(e.span))),
-            ),
+    /// Checks a condition; returns its level (a condition on params is
+    /// constant, one on a sample reduction is reduced).
+    fn cond(&mut self, e: &Expr) -> Level {
+        match &e.kind {
+            ExprKind::Binary(op, a, b) if op.is_logical() => {
+                let (la, lb) = (self.cond(a), self.cond(b));
+                self.combine_levels(&[(a.span, la), (b.span, lb)])
+            }
+            ExprKind::Unary(UnOp::Not, a) => self.cond(a),
+            ExprKind::Binary(op, a, b) if op.is_comparison() => self.comparison(*op, a, b),
+            _ => match self.expr(e) {
+                Ty::Cond => Level::Sample,
+                Ty::Error => Level::Const,
+                _ => {
+                    self.emit(
+                        Diagnostic::error("E0048", e.span, "expected a condition")
+                            .with_label("this is a number, not true or false")
+                            .with_hint(format!("compare it, as in `{} == 1`", self.text(e.span))),
+                    );
+                    Level::Const
+                }
+            },
         }
     }
 
@@ -1812,7 +1845,7 @@ impl<'a> Checker<'a> {
                 Ty::Val { shape, dom, level }
             }
             ExprKind::If(c, a, b) => {
-                self.cond(c);
+                let lc = self.cond(c);
                 let ta = self.value(a);
                 let tb = self.value(b);
                 let (
@@ -1831,11 +1864,7 @@ impl<'a> Checker<'a> {
                     return Ty::Error;
                 };
                 let shape = self.broadcast(&[(a.span, &sa), (b.span, &sb)], e.span);
-                let level = self.combine_levels(&[
-                    (a.span, la),
-                    (b.span, lb),
-                    (c.span, Level::Sample.min(la.max(lb))),
-                ]);
+                let level = self.combine_levels(&[(a.span, la), (b.span, lb), (c.span, lc)]);
                 let dom = match (&da, &db) {
                     (Dom::Labels(x), Dom::Labels(y)) => {
                         Dom::labels(x.iter().chain(y).copied().collect())
@@ -1972,7 +2001,7 @@ impl<'a> Checker<'a> {
         Ty::Error
     }
 
-    fn comparison(&mut self, outer: BinOp, a: &Expr, b: &Expr) {
+    fn comparison(&mut self, outer: BinOp, a: &Expr, b: &Expr) -> Level {
         // Row indices (`i`, batch `j`) may be compared with each other; any
         // other operand must be a scalar value.
         let is_row = |this: &Self, e: &Expr| match &e.kind {
@@ -1999,11 +2028,11 @@ impl<'a> Checker<'a> {
                         self.text(b.span)
                     )),
             );
-            return;
+            return Level::Const;
         }
         let (ra, rb) = (is_row(self, a), is_row(self, b));
         if ra && rb {
-            return;
+            return Level::Sample;
         }
         if ra || rb {
             let (row, other) = if ra { (a, b) } else { (b, a) };
@@ -2017,13 +2046,16 @@ impl<'a> Checker<'a> {
                 .with_secondary(other.span, "a value")
                 .with_hint("compare rows with rows (j != i) and values with values (y@j == y)"),
             );
-            return;
+            return Level::Const;
         }
+        let mut levels = Vec::new();
         for side in [a, b] {
+            let t = self.value(side);
+            levels.push((side.span, t.level()));
             if let Ty::Val {
                 shape: Shape::Vector(s),
                 ..
-            } = self.value(side)
+            } = t
             {
                 self.emit(
                     Diagnostic::error(
@@ -2036,6 +2068,7 @@ impl<'a> Checker<'a> {
                 );
             }
         }
+        self.combine_levels(&levels)
     }
 
     fn index(&mut self, v: &Expr, k: &Expr, span: Span) -> Ty {
@@ -2126,7 +2159,14 @@ impl<'a> Checker<'a> {
         let ok = ks == Shape::Scalar
             && match &kd {
                 Dom::Class(c) => self.unify(c, &size, span),
-                Dom::Labels(vs) => vs.iter().all(|x| *x >= 0.0 && x.fract() == 0.0),
+                Dom::Labels(vs) => {
+                    let bound = match self.subst(&size) {
+                        Size::Lit(n) => n as f64,
+                        Size::Name(_) => f64::INFINITY,
+                    };
+                    vs.iter()
+                        .all(|x| *x >= 0.0 && x.fract() == 0.0 && *x < bound)
+                }
                 _ => false,
             };
         if !ok {
@@ -2207,6 +2247,40 @@ impl<'a> Checker<'a> {
 
     fn reduce(&mut self, op: Reducer, index: &Ident, filter: Option<&Expr>, body: &Expr) -> Ty {
         self.check_reserved(index);
+        let declared = self
+            .names
+            .get(&index.name)
+            .copied()
+            .filter(|_| self.frames.is_empty());
+        let outer_index = self.indices.iter().any(|i| i.name == index.name);
+        if let Some((first, kind)) = declared {
+            self.emit(
+                Diagnostic::error(
+                    "E0011",
+                    index.span,
+                    format!("index `{}` shadows the {kind} `{}`", index.name, index.name),
+                )
+                .with_label("inside the reduction this name would mean the index")
+                .with_secondary(first, format!("the {kind}"))
+                .with_hint("name the index differently, such as c, k or j"),
+            );
+        } else if outer_index {
+            if let Some(outer) = self.indices.iter_mut().rev().find(|i| i.name == index.name) {
+                outer.shadowed = true;
+            }
+            self.emit(
+                Diagnostic::error(
+                    "E0011",
+                    index.span,
+                    format!(
+                        "index `{}` is already bound by an enclosing reduction",
+                        index.name
+                    ),
+                )
+                .with_label("shadows the outer index")
+                .with_hint("give the inner reduction its own index name"),
+            );
+        }
         let batch = uses_at(body, &index.name) || filter.is_some_and(|f| uses_at(f, &index.name));
         let kind = if batch {
             IndexKind::Batch
@@ -2217,9 +2291,11 @@ impl<'a> Checker<'a> {
             name: index.name.clone(),
             kind,
             size: None,
+            shadowed: false,
         });
         let tb = self.value(body);
         let size = self.indices.last().and_then(|i| i.size.clone());
+        let shadowed = self.indices.last().is_some_and(|i| i.shadowed);
         if let Some(f) = filter {
             self.cond(f);
         }
@@ -2231,7 +2307,12 @@ impl<'a> Checker<'a> {
                 ..
             }
         );
-        if kind == IndexKind::Feature && size.is_none() && tb != Ty::Error && !vector_body {
+        if kind == IndexKind::Feature
+            && size.is_none()
+            && tb != Ty::Error
+            && !vector_body
+            && !shadowed
+        {
             self.emit(
                 Diagnostic::error("E0045", index.span, format!("cannot tell what `{}` ranges over", index.name))
                     .with_label("never used to index a vector")
@@ -2578,6 +2659,23 @@ impl<'a> Checker<'a> {
             );
             return Ty::Error;
         };
+        let index_like = match &dom {
+            Dom::Class(_) | Dom::Unknown => true,
+            Dom::Labels(vs) => vs.iter().all(|x| *x >= 0.0 && x.fract() == 0.0),
+            _ => false,
+        };
+        if !index_like {
+            self.emit(
+                Diagnostic::error(
+                    "E0040",
+                    ke.span,
+                    format!("`{}` is not a class index", self.text(ke.span)),
+                )
+                .with_label(format!("{} is {}", self.text(ke.span), dom.describe()))
+                .with_hint("onehot(k, C) takes a class [C] value or non-negative integer labels"),
+            );
+            return Ty::Error;
+        }
         if let Dom::Class(s) = &dom {
             let s = s.clone();
             self.unify(&s, &size, ke.span);

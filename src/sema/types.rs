@@ -161,7 +161,10 @@ impl Dom {
     pub fn component(&self) -> Dom {
         match self {
             Dom::Onehot | Dom::Multihot => Dom::labels(vec![0.0, 1.0]),
-            Dom::Probs => Dom::Range(Range::UNIT),
+            // A component of a probability vector may be exactly 0 or 1 in
+            // data but is strictly inside for a softmax: undecided, so no
+            // argument check rejects it.
+            Dom::Probs => Dom::Unknown,
             other => other.clone(),
         }
     }
