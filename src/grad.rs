@@ -209,21 +209,12 @@ fn in_spec(checked: &Checked, name: &str) -> bool {
 
 /// Whether `id` reaches into other rows (`x@j`).
 fn batch_coupled(g: &Graph, id: Id) -> bool {
-    let mut stack = vec![id];
-    let mut seen = std::collections::HashSet::new();
-    while let Some(x) = stack.pop() {
-        if seen.insert(x) {
-            if matches!(g.node(x), Node::Elem { row: Some(_), .. }) {
-                return true;
-            }
-            stack.extend(g.node(x).children());
-        }
-    }
-    false
+    g.reachable(id)
+        .into_iter()
+        .any(|x| matches!(g.node(x), Node::Elem { row: Some(_), .. }))
 }
 
-/// `ℓ` when the objective is `mean(ℓ)` (or `sum(ℓ)`) up to a positive
-/// constant factor and an additive constant.
+/// `ℓ` when the objective is exactly `mean(ℓ)` (or `sum(ℓ)`).
 fn single_loss(g: &mut Graph, o: &Objective) -> Option<Id> {
     match o.reductions.as_slice() {
         [r] => {
@@ -237,13 +228,44 @@ fn single_loss(g: &mut Graph, o: &Objective) -> Option<Id> {
 /// Finds the places where evaluation uses a stable form.
 fn stable_forms(g: &Graph, root: Id, out: &mut Vec<StableForm>) {
     let p = |id| Printer::new(g, Style::Text).print(id);
-    let mut stack = vec![root];
-    let mut seen = std::collections::HashSet::new();
-    while let Some(id) = stack.pop() {
-        if !seen.insert(id) {
-            continue;
+    let push = |out: &mut Vec<StableForm>, form: StableForm| {
+        if !out.contains(&form) {
+            out.push(form);
         }
-        stack.extend(g.node(id).children());
+    };
+    for id in g.reachable(root) {
+        // logsumexp is evaluated with its maximum shifted out.
+        if let Node::Reduce {
+            op: crate::ir::RedOp::LogSumExp,
+            ..
+        } = g.node(id)
+        {
+            let text = p(id);
+            push(
+                out,
+                StableForm {
+                    rule: "logsumexp-shift",
+                    from: text.clone(),
+                    to: "m + log(sum(exp(x - m))) with m = max(x)".into(),
+                },
+            );
+        }
+        // log(softmax(z)[c]) was lowered to z[c] - logsumexp(z).
+        if let Node::Add(ts) = g.node(id)
+            && ts.iter().any(|&t| {
+                matches!(g.node(t), Node::Mul(fs) if fs.len() == 2 && g.as_num(fs[0]) == Some(-1.0)
+                && matches!(g.node(fs[1]), Node::Reduce { op: crate::ir::RedOp::LogSumExp, .. }))
+            })
+        {
+            push(
+                out,
+                StableForm {
+                    rule: "log-softmax",
+                    from: "log(softmax(...)[c])".into(),
+                    to: p(id),
+                },
+            );
+        }
         let Node::Func(Func::Log, x) = *g.node(id) else {
             continue;
         };
@@ -272,14 +294,14 @@ fn stable_forms(g: &Graph, root: Id, out: &mut Vec<StableForm>) {
             _ => None,
         };
         if let Some((rule, to)) = found {
-            let form = StableForm {
-                rule,
-                from: p(id),
-                to,
-            };
-            if !out.contains(&form) {
-                out.push(form);
-            }
+            push(
+                out,
+                StableForm {
+                    rule,
+                    from: p(id),
+                    to,
+                },
+            );
         }
     }
 }

@@ -216,25 +216,59 @@ fn prelude_prints_the_standard_losses() {
 fn grad_prints_each_format_and_fails_cleanly() {
     let out = lossc(&["grad", "examples/bce_logits.loss"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(text(&out.stdout).contains("dloss/dz = sigmoid(z) - y"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("dloss/dz = sigmoid(z) - y"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = lossc(&["grad", "--format", "unicode", "examples/bce_logits.loss"]);
-    assert!(text(&out.stdout).contains("∂ℓ/∂z = σ(z) − y"), "{}", text(&out.stdout));
-    let out = lossc(&["grad", "--format", "json", "--hessian", "examples/bce_logits.loss"]);
+    assert!(
+        text(&out.stdout).contains("∂ℓ/∂z = σ(z) − y"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = lossc(&[
+        "grad",
+        "--format",
+        "json",
+        "--hessian",
+        "examples/bce_logits.loss",
+    ]);
     let json = text(&out.stdout);
-    assert!(json.starts_with('{') && json.contains("\"derivative\": \"sigmoid(z) - y\"") && json.contains("\"hessian\""), "{json}");
+    assert!(
+        json.starts_with('{')
+            && json.contains("\"derivative\": \"sigmoid(z) - y\"")
+            && json.contains("\"hessian\""),
+        "{json}"
+    );
     let out = lossc(&["grad", "--color", "never", "no/such.loss"]);
     assert_eq!(out.status.code(), Some(1));
     let out = lossc(&["grad", "--format", "yaml", "examples/bce_logits.loss"]);
-    assert_eq!(out.status.code(), Some(2), "an unknown format is a usage error");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown format is a usage error"
+    );
 }
 
 #[test]
 fn gradcheck_passes_on_examples_and_fails_above_the_tolerance() {
-    let out = lossc(&["gradcheck", "--rows", "8", "--seed", "3", "examples/infonce.loss"]);
+    let out = lossc(&[
+        "gradcheck",
+        "--rows",
+        "8",
+        "--seed",
+        "3",
+        "examples/infonce.loss",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("q: worst relative error"));
     let out = lossc(&["gradcheck", "--tolerance", "0", "examples/mse.loss"]);
-    assert_eq!(out.status.code(), Some(1), "a zero tolerance cannot be met by finite differences");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a zero tolerance cannot be met by finite differences"
+    );
     assert!(text(&out.stdout).contains("FAILED"));
     let out = lossc(&["gradcheck", "--rows", "0", "examples/mse.loss"]);
     assert_eq!(out.status.code(), Some(2), "zero rows is a usage error");

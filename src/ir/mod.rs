@@ -389,26 +389,12 @@ impl Graph {
         id
     }
 
-    /// The number of distinct nodes reachable from `root`.
-    pub fn dag_size(&self, root: Id) -> usize {
+    /// The distinct nodes reachable from `root`, children before parents
+    /// (ascending ids): the order every bottom-up pass walks in.
+    pub fn reachable(&self, root: Id) -> Vec<Id> {
         let mut seen = std::collections::HashSet::new();
-        let mut stack = vec![root];
-        while let Some(id) = stack.pop() {
-            if seen.insert(id) {
-                stack.extend(self.node(id).children());
-            }
-        }
-        seen.len()
-    }
-
-    /// The size of `root` written out as a tree (shared nodes counted at
-    /// each use): what a reader sees, so what the simplifier minimises.
-    pub fn tree_size(&self, root: Id) -> usize {
-        // Children precede parents, so one pass in id order suffices.
-        let mut size: HashMap<Id, usize> = HashMap::new();
         let mut order = Vec::new();
         let mut stack = vec![root];
-        let mut seen = std::collections::HashSet::new();
         while let Some(id) = stack.pop() {
             if seen.insert(id) {
                 order.push(id);
@@ -416,7 +402,20 @@ impl Graph {
             }
         }
         order.sort();
-        for id in order {
+        order
+    }
+
+    /// The number of distinct nodes reachable from `root`.
+    pub fn dag_size(&self, root: Id) -> usize {
+        self.reachable(root).len()
+    }
+
+    /// The size of `root` written out as a tree (shared nodes counted at
+    /// each use): what a reader sees, so what the simplifier minimises.
+    pub fn tree_size(&self, root: Id) -> usize {
+        // Children precede parents, so one pass in id order suffices.
+        let mut size: HashMap<Id, usize> = HashMap::new();
+        for id in self.reachable(root) {
             let s = self
                 .node(id)
                 .children()

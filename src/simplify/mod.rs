@@ -27,17 +27,7 @@ pub fn cost(g: &Graph, id: Id) -> usize {
     // estimated node by node, each shared node once per use but computed
     // once (saturating), mirroring what the printer writes.
     let mut memo: HashMap<Id, usize> = HashMap::new();
-    let mut order = Vec::new();
-    let mut stack = vec![id];
-    let mut seen = std::collections::HashSet::new();
-    while let Some(x) = stack.pop() {
-        if seen.insert(x) {
-            order.push(x);
-            stack.extend(g.node(x).children());
-        }
-    }
-    order.sort();
-    for x in order {
+    for x in g.reachable(id) {
         let c = |y: &Id| memo.get(y).copied().unwrap_or(0);
         let paren = |y: &Id| match g.node(*y) {
             Node::Add(_) | Node::Select(..) => 2,
@@ -159,18 +149,8 @@ const MAX_EXPANSION: usize = 64;
 
 /// Simplifies `root`, returning an equal expression that is no larger.
 pub fn simplify(g: &mut Graph, root: Id) -> Id {
-    let mut order = Vec::new();
-    let mut stack = vec![root];
-    let mut seen = std::collections::HashSet::new();
-    while let Some(id) = stack.pop() {
-        if seen.insert(id) {
-            order.push(id);
-            stack.extend(g.node(id).children());
-        }
-    }
-    order.sort();
     let mut new: BTreeMap<Id, Id> = BTreeMap::new();
-    for id in order {
+    for id in g.reachable(root) {
         let node = g.node(id).clone();
         let m = |x: &Id| new[x];
         let rebuilt = match &node {
