@@ -718,6 +718,25 @@ mod tests {
     }
 
     #[test]
+    fn zero_one_label_rules() {
+        let mut g = Graph::new();
+        g.set_fact("y", Fact::Labels(vec![0.0, 1.0]));
+        let y = g.sym(SymKind::Data, "y");
+        let p = g.sym(SymKind::Pred, "p");
+        let one = g.num(1.0);
+        let zero = g.num(0.0);
+        // y (1 - y) = 0
+        let not_y = g.sub(one, y);
+        let both = g.mul2(y, not_y);
+        assert_eq!(simplify(&mut g, both), zero);
+        // if y == 1 then p else 0  →  y p, shorter than the if
+        let c = g.cmp(Cmp::Eq, y, one);
+        let s = g.select(c, p, zero);
+        let yp = g.mul2(y, p);
+        assert_eq!(simplify(&mut g, s), yp);
+    }
+
+    #[test]
     fn conditions_are_normalised() {
         let mut g = Graph::new();
         let y = g.sym(SymKind::Data, "y");
