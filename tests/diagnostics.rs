@@ -734,7 +734,7 @@ warning[W0003]: `def mse` replaces the standard loss `mse`
 5 │ def mse(a, b) = (a - b)^2 / 2
   │     ^^^ shadows the prelude
   │
-  = hint: calls in this file use your definition; rename it to keep both
+  = hint: calls in this file use your definition (the standard losses keep theirs); rename it to keep both
 ");
 
 // ------------------------------------------------------------ several errors at once

@@ -249,6 +249,10 @@ fn index_rules_match_finite_differences() {
         "data y : class [C]\npred z : vector [C]\nminimize mean(-log(softmax(z)[y]) + sum[c](onehot(y, C)[c] * z[c]^2))",
         "data y : real\npred p : real\nlet u1 = sigmoid(p * y) / (1 + p^2) + softplus(p) - p * y\nlet u2 = sigmoid(u1 * p) / (1 + u1^2) + softplus(u1) - u1 * y\nminimize mean(u2)",
         "data q : real\npred s : real\nminimize mean(logsumexp[j: q@j == q](s@j) - s)",
+        // A def reading its scalar parameter in another row.
+        "data rel : real [0, 4]\npred s : real\ndef pair(u) = sum[j: rel@j < rel](max(0, 1 - (u - u@j)))\nminimize mean(pair(s))",
+        // A user def replacing a standard loss leaves the other standard losses alone.
+        "data y : label {0, 1}\npred z : logit\ndef bce(y, p) = (y - p)^2\nminimize mean(bce_logits(y, z) + bce(y, z))",
     ];
     for body in specs {
         let src = format!("loss t\ntask multiclass\n{body}\n");

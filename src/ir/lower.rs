@@ -59,8 +59,9 @@ pub struct Unsupported {
 /// What a name stands for while lowering.
 #[derive(Clone)]
 enum Bound<'a> {
-    /// A scalar, already lowered.
-    Scalar(Id),
+    /// A scalar, already lowered in the row of the call; the argument is
+    /// kept so that `x@j` inside the def can read it in row `j`.
+    Scalar(Id, Option<(&'a Expr, Rc<Scope<'a>>, Option<String>)>),
     /// A vector expression, lowered on demand at a component, in the
     /// scope and row it was written in.
     Vector {
@@ -81,6 +82,8 @@ struct Scope<'a> {
     top: bool,
     /// Reduction indices in scope: written name → IR index name.
     indices: BTreeMap<String, String>,
+    /// Inside a standard loss: calls resolve to the prelude only.
+    prelude: bool,
 }
 
 /// Lowers `checked` into `g`.
@@ -147,6 +150,7 @@ enum Global {
 struct Lowerer<'a, 'g> {
     g: &'g mut Graph,
     defs: BTreeMap<&'a str, Vec<&'a Def>>,
+    prelude_defs: BTreeMap<&'a str, Vec<&'a Def>>,
     globals: BTreeMap<String, Global>,
     lets: BTreeMap<String, &'a Expr>,
     reductions: Vec<Reduction>,
@@ -184,6 +188,7 @@ impl<'a, 'g> Lowerer<'a, 'g> {
                 user.entry(d.name.name.as_str()).or_default().push(d);
             }
         }
+        let prelude_defs = defs.clone();
         defs.extend(user);
         let mut globals = BTreeMap::new();
         for v in checked.data.iter().chain(&checked.preds) {
@@ -211,6 +216,7 @@ impl<'a, 'g> Lowerer<'a, 'g> {
         Lowerer {
             g,
             defs,
+            prelude_defs,
             globals,
             lets: BTreeMap::new(),
             reductions: Vec::new(),
@@ -249,7 +255,7 @@ impl<'a> Lowerer<'a, '_> {
                 Some(Bound::Vector { size, .. }) | Some(Bound::Class { size, .. }) => {
                     Some(size.clone())
                 }
-                Some(Bound::Scalar(_)) => None,
+                Some(Bound::Scalar(..)) => None,
                 None => {
                     if scope.top
                         && let Some(l) = self.lets.get(n).copied()
@@ -317,7 +323,16 @@ impl<'a> Lowerer<'a, '_> {
                     return Ok(self.g.idx(ix));
                 }
                 match scope.params.get(n).cloned() {
-                    Some(Bound::Scalar(id)) => return Ok(id),
+                    Some(Bound::Scalar(id, arg)) => {
+                        return match arg {
+                            // Read in another row than the call's: lower the
+                            // argument there.
+                            Some((expr, s, call_row)) if row.map(str::to_string) != call_row => {
+                                self.at(expr, &s, row, None)
+                            }
+                            _ => Ok(id),
+                        };
+                    }
                     Some(Bound::Vector {
                         expr,
                         scope: s,
@@ -599,7 +614,7 @@ impl<'a> Lowerer<'a, '_> {
             .params
             .iter()
             .map(|p| match inner.params.get(&p.name.name) {
-                Some(Bound::Scalar(id)) => Some(*id),
+                Some(Bound::Scalar(id, _)) => Some(*id),
                 _ => None,
             })
             .collect();
@@ -635,7 +650,12 @@ impl<'a> Lowerer<'a, '_> {
         row: Option<&str>,
     ) -> Res<(&'a Def, Rc<Scope<'a>>)> {
         let span = args.first().map_or(Span::default(), |a| a.value.span);
-        let candidates = self.defs.get(name).cloned().ok_or_else(|| Unsupported {
+        let table = if scope.prelude {
+            &self.prelude_defs
+        } else {
+            &self.defs
+        };
+        let candidates = table.get(name).cloned().ok_or_else(|| Unsupported {
             what: format!("the function `{name}`"),
             span,
         })?;
@@ -663,7 +683,7 @@ impl<'a> Lowerer<'a, '_> {
                 .find(|a| a.name.as_ref().is_some_and(|n| n.name == p.name.name))
                 .or_else(|| positional.next());
             let bound = match given {
-                None => Bound::Scalar(self.g.num(p.default.map_or(0.0, |d| d.value))),
+                None => Bound::Scalar(self.g.num(p.default.map_or(0.0, |d| d.value)), None),
                 Some(a) => {
                     let wants_vector = p.ty.as_ref().is_some_and(|t| is_vector_type(&t.name.name));
                     match self.size(&a.value, scope) {
@@ -681,7 +701,10 @@ impl<'a> Lowerer<'a, '_> {
                             })?;
                             Bound::Class { value, size }
                         }
-                        None => Bound::Scalar(self.at(&a.value, scope, row, None)?),
+                        None => Bound::Scalar(
+                            self.at(&a.value, scope, row, None)?,
+                            Some((&a.value, scope.clone(), row.map(str::to_string))),
+                        ),
                     }
                 }
             };
@@ -693,6 +716,12 @@ impl<'a> Lowerer<'a, '_> {
                 params,
                 top: false,
                 indices: scope.indices.clone(),
+                // Standard losses see only standard losses.
+                prelude: scope.prelude
+                    || self
+                        .prelude_defs
+                        .get(name)
+                        .is_some_and(|ds| ds.iter().any(|d| std::ptr::eq(*d, def))),
             }),
         ))
     }

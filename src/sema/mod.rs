@@ -321,6 +321,9 @@ struct Checker<'a> {
     all_lets: BTreeMap<String, Span>,
     lets: BTreeMap<String, LetInfo>,
     defs: BTreeMap<String, Vec<DefRef<'a>>>,
+    /// The standard losses alone: calls inside a standard loss resolve here
+    /// (lexically), whatever the user's file defines.
+    prelude_defs: BTreeMap<String, Vec<DefRef<'a>>>,
     used_defs: BTreeSet<String>,
     sizes: BTreeMap<String, SizeBinding>,
     frames: Vec<DefFrame>,
@@ -349,6 +352,7 @@ impl<'a> Checker<'a> {
             all_lets: BTreeMap::new(),
             lets: BTreeMap::new(),
             defs: BTreeMap::new(),
+            prelude_defs: BTreeMap::new(),
             used_defs: BTreeSet::new(),
             sizes: BTreeMap::new(),
             frames: Vec::new(),
@@ -418,13 +422,15 @@ impl<'a> Checker<'a> {
     fn file(&mut self, spec: &'a Spec, overrides: &BTreeMap<String, f64>) -> Option<Checked> {
         for stmt in &prelude().stmts {
             if let StmtKind::Def(d) = &stmt.kind {
-                self.defs
+                let r = DefRef {
+                    def: d,
+                    origin: Origin::Prelude,
+                };
+                self.defs.entry(d.name.name.clone()).or_default().push(r);
+                self.prelude_defs
                     .entry(d.name.name.clone())
                     .or_default()
-                    .push(DefRef {
-                        def: d,
-                        origin: Origin::Prelude,
-                    });
+                    .push(r);
             }
         }
         let mut name: Option<&Ident> = None;
@@ -967,7 +973,7 @@ impl<'a> Checker<'a> {
                     format!("`def {}` replaces the standard loss `{}`", n.name, n.name),
                 )
                 .with_label("shadows the prelude")
-                .with_hint("calls in this file use your definition; rename it to keep both"),
+                .with_hint("calls in this file use your definition (the standard losses keep theirs); rename it to keep both"),
             );
             self.defs.insert(n.name.clone(), Vec::new());
         }
@@ -2376,7 +2382,13 @@ impl<'a> Checker<'a> {
         if let Some(b) = builtins::lookup(&f.name) {
             return self.builtin(b, f, args, span);
         }
-        let Some(defs) = self.defs.get(&f.name).cloned() else {
+        let in_prelude = !self.library && self.frames.last().is_some_and(|fr| !fr.sees_globals);
+        let table = if in_prelude {
+            &self.prelude_defs
+        } else {
+            &self.defs
+        };
+        let Some(defs) = table.get(&f.name).cloned() else {
             self.unknown_function(f);
             for a in args {
                 self.expr(&a.value);
