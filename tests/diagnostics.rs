@@ -894,6 +894,15 @@ error[E0040]: `y` is not a class index
 case!(condition_on_a_param_in_the_objective_is_fine, "loss x\ntask regression\ndata y : real\npred s : real\nparam a = 1\nminimize if a > 0 then mean(mse(y, s)) else mean(mae(y, s))\n", @"");
 case!(softmax_component_is_a_probability, "loss x\ntask binary\ndata y : label {0, 1}\npred z : vector [3]\nminimize mean(bce(y, softmax(z)[1]))\n", @"");
 
+case!(def_size_names_are_the_defs_own, "loss x\ntask multiclass\ndata y : class [3]\npred z : vector [K]\ndata w : vector [5]\ndef pick(u : vector [K]) = dot(u, onehot(0, 5))\nminimize mean(cce_logits(y, z) + pick(w))\n", @"
+error[E0043]: vectors of different sizes combined: K (of pick) and 5
+  ┌─ bad.loss:6:28
+  │
+6 │ def pick(u : vector [K]) = dot(u, onehot(0, 5))
+  │                            ^^^^^^^^^^^^^^^^^^^^ sizes K (of pick) and 5
+  │
+  = hint: a size name in a def's annotation stands for whatever size each call passes; annotate the literal size if the def needs one
+");
 // ------------------------------------------------------------ files
 
 #[test]

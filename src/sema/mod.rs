@@ -1051,8 +1051,12 @@ impl<'a> Checker<'a> {
                     let mut local = BTreeMap::new();
                     match self.resolve_type(t, Some(&mut local)) {
                         Some((shape, dom)) => {
+                            // A def's size names are its own: give them names
+                            // no file size can have, so checking the def alone
+                            // never binds the file's `K`.
                             for (k, _) in local {
-                                frame.sizes.entry(k.clone()).or_insert(Size::Name(k));
+                                let generic = Size::Name(format!("{k} (of {})", d.name.name));
+                                frame.sizes.entry(k).or_insert(generic);
                             }
                             let level = if p.default.is_some() {
                                 Level::Const
@@ -1481,7 +1485,10 @@ impl<'a> Checker<'a> {
                 }
             }
             _ => {
-                let hint = if matches!((&a, &b), (Size::Name(_), Size::Name(_))) {
+                let generic = |s: &Size| matches!(s, Size::Name(n) if n.contains(" (of "));
+                let hint = if generic(&a) || generic(&b) {
+                    "a size name in a def's annotation stands for whatever size each call passes; annotate the literal size if the def needs one"
+                } else if matches!((&a, &b), (Size::Name(_), Size::Name(_))) {
                     "if they are the same length, use one size name for both"
                 } else {
                     "vectors combined component by component must have the same size"
