@@ -903,6 +903,15 @@ error[E0043]: vectors of different sizes combined: K (of pick) and 5
   │
   = hint: a size name in a def's annotation stands for whatever size each call passes; annotate the literal size if the def needs one
 ");
+case!(def_parameter_already_in_another_row, "loss x\ntask ranking\npred s : real\ndef h(x) = sum[k](x@k)\nminimize mean(sum[j](h(s@j)))\n", @"
+error[E0046]: `@` inside `@`
+  ┌─ bad.loss:4:19
+  │
+4 │ def h(x) = sum[k](x@k)
+  │                   ^ already evaluated in another row
+  │
+  = hint: write x@j for one row; an expression refers to one row at a time
+");
 // ------------------------------------------------------------ files
 
 #[test]

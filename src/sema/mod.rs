@@ -306,6 +306,9 @@ struct DefFrame {
     params: BTreeMap<String, Ty>,
     sizes: BTreeMap<String, Size>,
     sees_globals: bool,
+    /// Parameters whose argument already reads another row (`s@j`): using
+    /// them with `@` again would mean two rows at once.
+    in_other_row: BTreeSet<String>,
 }
 
 struct SizeBinding {
@@ -1044,6 +1047,7 @@ impl<'a> Checker<'a> {
                     params: BTreeMap::new(),
                     sizes: BTreeMap::new(),
                     sees_globals: !self.library,
+                    in_other_row: BTreeSet::new(),
                 };
                 let mut ok = true;
                 for p in &d.params {
@@ -2234,10 +2238,16 @@ impl<'a> Checker<'a> {
             }
         }
         let mut nested = None;
-        walk(x, &mut |e| {
-            if let ExprKind::At(_, k) = &e.kind {
-                nested = Some(k.span);
-            }
+        let other_row = self
+            .frames
+            .last()
+            .map(|f| f.in_other_row.clone())
+            .unwrap_or_default();
+        walk(x, &mut |e| match &e.kind {
+            ExprKind::At(_, k) => nested = Some(k.span),
+            // A parameter whose argument was written `s@j` is already in row j.
+            ExprKind::Var(n) if other_row.contains(n) => nested = Some(e.span),
+            _ => {}
         });
         if let Some(k) = nested {
             self.emit(
@@ -2775,6 +2785,7 @@ impl<'a> Checker<'a> {
             params: BTreeMap::new(),
             sizes: BTreeMap::new(),
             sees_globals: d.origin == Origin::User,
+            in_other_row: BTreeSet::new(),
         };
         let mut ok = true;
         for (p, slot) in def.params.iter().zip(&slots) {
@@ -2890,6 +2901,13 @@ impl<'a> Checker<'a> {
                     level: *level,
                 };
             }
+            if arg_expr.is_some_and(|e| {
+                let mut at = false;
+                walk(e, &mut |x| at |= matches!(x.kind, ExprKind::At(..)));
+                at
+            }) {
+                frame.in_other_row.insert(p.name.name.clone());
+            }
             frame.params.insert(p.name.name.clone(), ty);
         }
         if !ok {
@@ -2919,7 +2937,7 @@ impl<'a> Checker<'a> {
             "{:p} {:?} {:?} {} {} {}",
             def,
             frame.params,
-            frame.sizes,
+            (&frame.sizes, &frame.in_other_row),
             self.in_per_sample_context(),
             self.in_minimize,
             self.override_span.is_some()
