@@ -251,6 +251,8 @@ fn index_rules_match_finite_differences() {
         "data q : real\npred s : real\nminimize mean(logsumexp[j: q@j == q](s@j) - s)",
         // A def reading its scalar parameter in another row.
         "data rel : real [0, 4]\npred s : real\ndef pair(u) = sum[j: rel@j < rel](max(0, 1 - (u - u@j)))\nminimize mean(pair(s))",
+        // Overloads chosen by the argument bound to the first parameter, here by name.
+        "data y : real\npred z : vector [3]\ndef g(a : real, b : real) = a * b\ndef g(a : vector [K], b : real) = sum[k](a[k]) * b\nminimize mean(g(b = y, a = z))",
         // A user def replacing a standard loss leaves the other standard losses alone.
         "data y : label {0, 1}\npred z : logit\ndef bce(y, p) = (y - p)^2\nminimize mean(bce_logits(y, z) + bce(y, z))",
     ];

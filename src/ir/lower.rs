@@ -659,22 +659,28 @@ impl<'a> Lowerer<'a, '_> {
             what: format!("the function `{name}`"),
             span,
         })?;
-        let first_vector = match args.first() {
-            Some(a) => self.size(&a.value, scope).is_some(),
-            None => false,
-        };
-        let def = candidates
-            .iter()
-            .find(|d| {
-                let annotated = d
-                    .params
-                    .first()
-                    .and_then(|p| p.ty.as_ref())
-                    .map(|t| is_vector_type(&t.name.name));
-                annotated.is_none_or(|v| v == first_vector)
-            })
-            .copied()
-            .unwrap_or(candidates[0]);
+        // Overloads differ by their first parameter: the argument bound to
+        // it, by position or by name, decides.
+        let mut def = candidates[0];
+        for d in &candidates {
+            let first = d.params.first().map(|p| p.name.name.as_str());
+            let bound = match args.first() {
+                Some(a) if a.name.is_none() => Some(a),
+                _ => args
+                    .iter()
+                    .find(|a| a.name.as_ref().map(|n| n.name.as_str()) == first),
+            };
+            let first_vector = bound.is_some_and(|a| self.size(&a.value, scope).is_some());
+            let annotated = d
+                .params
+                .first()
+                .and_then(|p| p.ty.as_ref())
+                .map(|t| is_vector_type(&t.name.name));
+            if annotated.is_none_or(|v| v == first_vector) {
+                def = d;
+                break;
+            }
+        }
         let mut params = BTreeMap::new();
         let mut positional = args.iter().filter(|a| a.name.is_none());
         for p in &def.params {

@@ -2419,15 +2419,29 @@ impl<'a> Checker<'a> {
             return Ty::Error;
         }
         let chosen = if defs.len() > 1 {
-            let first_is_vector = matches!(
-                tys.first(),
-                Some(Ty::Val {
-                    shape: Shape::Vector(_),
-                    ..
-                })
-            );
+            // Overloads differ by their first parameter: look at the argument
+            // bound to it (by position or by name) in each candidate.
+            let is_vector = |t: &Ty| {
+                matches!(
+                    t,
+                    Ty::Val {
+                        shape: Shape::Vector(_),
+                        ..
+                    }
+                )
+            };
             defs.iter()
-                .find(|d| first_param_shape(d.def) == Some(first_is_vector))
+                .find(|d| {
+                    let first = d.def.params.first().map(|p| p.name.name.as_str());
+                    let bound = match args.first() {
+                        Some(a) if a.name.is_none() => tys.first(),
+                        _ => args
+                            .iter()
+                            .position(|a| a.name.as_ref().map(|n| n.name.as_str()) == first)
+                            .map(|k| &tys[k]),
+                    };
+                    bound.is_some_and(|t| first_param_shape(d.def) == Some(is_vector(t)))
+                })
                 .copied()
                 .unwrap_or(defs[0])
         } else if let Some(d) = defs.first() {
