@@ -529,6 +529,9 @@ pub fn fmt_num(v: f64) -> String {
         "inf".into()
     } else if v == f64::NEG_INFINITY {
         "-inf".into()
+    } else if v != 0.0 && (v.abs() < 1e-5 || v.abs() >= 1e16) {
+        // `1e-320` would otherwise print with 320 digits.
+        format!("{v:e}")
     } else {
         format!("{v}")
     }

@@ -912,6 +912,24 @@ error[E0046]: `@` inside `@`
   │
   = hint: write x@j for one row; an expression refers to one row at a time
 ");
+case!(let_refers_to_itself, "loss x\ntask regression\ndata y : real\npred f : real\nlet a = a + f\nminimize mean(mse(y, a))\n", @"
+error[E0024]: `let a` refers to itself
+  ┌─ bad.loss:5:9
+  │
+5 │ let a = a + f
+  │         ^ the let being defined
+  │
+  = hint: a let is defined once, from values above it; give the new value its own name
+");
+case!(empty_point_interval, "loss x\ntask regression\ndata y : real (1, 1]\npred f : real\nminimize mean(mse(y, f))\n", @"
+error[E0051]: the interval (1, 1] is empty
+  ┌─ bad.loss:3:15
+  │
+3 │ data y : real (1, 1]
+  │               ^^^^^^ lower bound must be below the upper bound
+  │
+  = hint: a single value is [1, 1]; a constant needs no interval
+");
 // ------------------------------------------------------------ files
 
 #[test]

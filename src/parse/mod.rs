@@ -992,7 +992,7 @@ mod tests {
     fn numbers_in_every_written_form() {
         assert_eq!(
             sx(".5 + 1e-7 + 2.5E3 + inf + 1."),
-            "(+ (+ (+ (+ 0.5 0.0000001) 2500) inf) 1)"
+            "(+ (+ (+ (+ 0.5 1e-7) 2500) inf) 1)"
         );
     }
 

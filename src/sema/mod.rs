@@ -337,6 +337,8 @@ struct Checker<'a> {
     override_span: Option<Span>,
     task: Option<Task>,
     in_minimize: bool,
+    /// The let being checked, so that `let a = a + 1` is called what it is.
+    current_let: Option<String>,
     /// Types of def bodies already checked, by def, argument types and context.
     instantiated: BTreeMap<String, (Ty, BTreeSet<String>)>,
 }
@@ -366,6 +368,7 @@ impl<'a> Checker<'a> {
             override_span: None,
             task: None,
             in_minimize: false,
+            current_let: None,
             instantiated: BTreeMap::new(),
         }
     }
@@ -664,7 +667,9 @@ impl<'a> Checker<'a> {
             match &stmt.kind {
                 StmtKind::Let(n, e) => {
                     self.uses.push(BTreeSet::new());
+                    self.current_let = Some(n.name.clone());
                     let ty = self.expr(e);
+                    self.current_let = None;
                     let uses = self.uses.pop().unwrap_or_default();
                     if self.all_lets.get(&n.name) == Some(&n.span) {
                         self.lets.insert(
@@ -1253,10 +1258,17 @@ impl<'a> Checker<'a> {
             self.emit(
                 Diagnostic::error("E0051", r.span, format!("the interval {range} is empty"))
                     .with_label("lower bound must be below the upper bound")
-                    .with_hint(format!(
-                        "did you mean {}?",
-                        Range::new(r.hi.value, r.lo.value, r.lo_closed, r.hi_closed)
-                    )),
+                    .with_hint(if r.lo.value > r.hi.value {
+                        format!(
+                            "did you mean {}?",
+                            Range::new(r.hi.value, r.lo.value, r.lo_closed, r.hi_closed)
+                        )
+                    } else {
+                        format!(
+                            "a single value is [{0}, {0}]; a constant needs no interval",
+                            fmt_num(r.lo.value)
+                        )
+                    }),
             );
             return None;
         }
@@ -1962,6 +1974,14 @@ impl<'a> Checker<'a> {
             ),
             Some(Global::Broken) => Ty::Error,
             None => {
+                if self.frames.is_empty() && self.current_let.as_deref() == Some(n) {
+                    self.emit(
+                        Diagnostic::error("E0024", span, format!("`let {n}` refers to itself"))
+                            .with_label("the let being defined")
+                            .with_hint("a let is defined once, from values above it; give the new value its own name"),
+                    );
+                    return Ty::Error;
+                }
                 if self.frames.is_empty()
                     && let Some(later) = self.all_lets.get(n).copied()
                 {
