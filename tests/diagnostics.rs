@@ -930,6 +930,15 @@ error[E0051]: the interval (1, 1] is empty
   │
   = hint: a single value is [1, 1]; a constant needs no interval
 ");
+case!(estimand_mean_with_an_argument, "loss x\ntask regression\ndata y : real\npred f : real\nminimize mean(mse(y, f))\nexpect estimand = mean(2)\n", @"
+error[E0015]: `mean` takes no argument
+  ┌─ bad.loss:6:24
+  │
+6 │ expect estimand = mean(2)
+  │                        ^ remove this
+  │
+  = hint: write estimand = mean; only quantile takes a level
+");
 // ------------------------------------------------------------ files
 
 #[test]

@@ -1615,6 +1615,29 @@ impl<'a> Checker<'a> {
                         );
                         return None;
                     }
+                    ("mean" | "median", Some(arg)) => {
+                        self.emit(
+                            Diagnostic::error(
+                                "E0015",
+                                arg.span,
+                                format!("`{}` takes no argument", v.name),
+                            )
+                            .with_label("remove this")
+                            .with_hint(format!(
+                                "write estimand = {}; only quantile takes a level",
+                                v.name
+                            )),
+                        );
+                        return None;
+                    }
+                    ("quantile", None) => {
+                        self.emit(
+                            Diagnostic::error("E0015", v.span, "`quantile` needs its level")
+                                .with_label("which quantile?")
+                                .with_hint("write estimand = quantile(0.9)"),
+                        );
+                        return None;
+                    }
                     _ => {
                         self.emit(
                         Diagnostic::error("E0015", v.span, format!("unknown estimand `{}`", self.text(v.span)))
