@@ -1870,19 +1870,7 @@ impl<'a> Checker<'a> {
             ExprKind::Binary(op, a, b) => {
                 let ta = self.value(a);
                 let tb = self.value(b);
-                let (
-                    Ty::Val {
-                        shape: sa,
-                        dom: da,
-                        level: la,
-                    },
-                    Ty::Val {
-                        shape: sb,
-                        dom: db,
-                        level: lb,
-                    },
-                ) = (ta, tb)
-                else {
+                let (Some((sa, da, la)), Some((sb, db, lb))) = (ta.parts(), tb.parts()) else {
                     return Ty::Error;
                 };
                 let shape = self.broadcast(&[(a.span, &sa), (b.span, &sb)], e.span);
@@ -1900,19 +1888,7 @@ impl<'a> Checker<'a> {
                 let lc = self.cond(c);
                 let ta = self.value(a);
                 let tb = self.value(b);
-                let (
-                    Ty::Val {
-                        shape: sa,
-                        dom: da,
-                        level: la,
-                    },
-                    Ty::Val {
-                        shape: sb,
-                        dom: db,
-                        level: lb,
-                    },
-                ) = (ta, tb)
-                else {
+                let (Some((sa, da, la)), Some((sb, db, lb))) = (ta.parts(), tb.parts()) else {
                     return Ty::Error;
                 };
                 let shape = self.broadcast(&[(a.span, &sa), (b.span, &sb)], e.span);

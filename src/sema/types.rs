@@ -232,6 +232,14 @@ impl Ty {
         }
     }
 
+    /// Shape, domain and level of a value; `None` for conditions and errors.
+    pub fn parts(self) -> Option<(Shape, Dom, Level)> {
+        match self {
+            Ty::Val { shape, dom, level } => Some((shape, dom, level)),
+            _ => None,
+        }
+    }
+
     /// The level of a value (`Const` for conditions and errors).
     pub fn level(&self) -> Level {
         match self {
