@@ -2,11 +2,11 @@
 //! of every example, printed derivatives read back in, and snapshots of
 //! `lossc grad` in every format.
 
+use lossc::Loss;
 use lossc::grad::{Batch, Derivation, Format, ReportOptions, Rng, random_batch};
 use lossc::ir::IdxRange;
 use lossc::ir::eval::{eval_at, eval_with};
 use lossc::print::Style;
-use lossc::{Checked, Loss};
 
 fn derive(src: &str) -> (Loss, Derivation) {
     let loss = Loss::from_source(src).unwrap_or_else(|e| panic!("{e}"));
@@ -118,12 +118,7 @@ fn every_example_matches_finite_differences() {
 }
 
 /// Evaluates the sample reductions in `reds` over the batch.
-fn reduce_all(
-    d: &Derivation,
-    g: &lossc::ir::Graph,
-    reds: &[lossc::ir::lower::Reduction],
-    batch: &mut Batch,
-) {
+fn reduce_all(g: &lossc::ir::Graph, reds: &[lossc::ir::lower::Reduction], batch: &mut Batch) {
     for r in reds {
         let total: f64 = (0..batch.rows)
             .map(|row| eval_at(g, r.body, batch, row))
@@ -134,17 +129,10 @@ fn reduce_all(
         };
         batch.reduced.insert(r.name.clone(), v);
     }
-    let _ = d;
 }
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0) || (a.is_nan() && b.is_nan())
-}
-
-fn vector_size(checked: &Checked, pred: &str, batch: &Batch) -> usize {
-    batch.values[pred][0]
-        .len()
-        .max(checked.preds.iter().filter(|p| p.name == pred).count())
 }
 
 #[test]
@@ -154,7 +142,7 @@ fn printed_derivatives_parse_back_and_agree_with_the_derived_ones() {
         let d = loss.derive().unwrap();
         let mut batch = random_batch(loss.checked(), 6, &mut Rng::new(7));
         let mut g = d.graph.clone();
-        reduce_all(&d, &d.graph, &d.objective.reductions, &mut batch);
+        reduce_all(&d.graph, &d.objective.reductions, &mut batch);
         for p in &d.preds {
             let text = d.print(p.per_sample, Style::Text);
             let expr = lossc::parse::parse_expr(&text)
@@ -174,8 +162,9 @@ fn printed_derivatives_parse_back_and_agree_with_the_derived_ones() {
             let (back, reds) =
                 lossc::ir::lower::lower_expr(loss.checked(), &mut g, &expr, &indices)
                     .unwrap_or_else(|e| panic!("{}: `{text}` does not lower: {e}", path.display()));
-            reduce_all(&d, &g, &reds, &mut batch);
-            let width = vector_size(loss.checked(), &p.pred, &batch);
+            reduce_all(&g, &reds, &mut batch);
+            // One component for a scalar pred, C for a vector one.
+            let width = batch.values[&p.pred][0].len();
             for row in 0..batch.rows {
                 for c in 0..width {
                     let bind: Vec<(&str, usize)> =
@@ -293,4 +282,70 @@ fn an_objective_mixing_mean_and_sum_is_a_located_error() {
       │
       = hint: use one kind of sample reduction: a sum is n times a mean
     ");
+}
+
+/// The objective the IR computes, against formulas written by hand in
+/// Rust on the same data: gradcheck compares the IR with itself, so a
+/// lowering mistake that changes value and gradient alike needs this check.
+#[test]
+fn objective_values_match_hand_written_formulas() {
+    let value = |src: &str, seed: u64| {
+        let loss = Loss::from_source(src).unwrap_or_else(|e| panic!("{e}"));
+        let d = loss.derive().unwrap();
+        let batch = random_batch(loss.checked(), 9, &mut Rng::new(seed));
+        (d.objective_value(&batch), batch)
+    };
+    let col = |b: &Batch, name: &str| -> Vec<f64> { b.values[name].iter().map(|r| r[0]).collect() };
+    let softplus = |x: f64| x.max(0.0) + (-x.abs()).exp().ln_1p();
+    for seed in 0..3 {
+        // Binary cross-entropy on logits.
+        let (v, b) = value(
+            "loss t\ntask binary\ndata y : label {0, 1}\npred z : logit\nminimize mean(bce_logits(y, z))\n",
+            seed,
+        );
+        let (y, z) = (col(&b, "y"), col(&b, "z"));
+        let expected: f64 = y
+            .iter()
+            .zip(&z)
+            .map(|(y, z)| y * softplus(-z) + (1.0 - y) * softplus(*z))
+            .sum::<f64>()
+            / 9.0;
+        assert!((v - expected).abs() < 1e-12, "bce_logits {v} vs {expected}");
+
+        // Cross-entropy on logits with a class target.
+        let (v, b) = value(
+            "loss t\ntask multiclass\ndata y : class [C]\npred z : vector [C]\nminimize mean(cce_logits(y, z))\n",
+            seed,
+        );
+        let mut expected = 0.0;
+        for (yr, zr) in b.values["y"].iter().zip(&b.values["z"]) {
+            let m = zr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = m + zr.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+            expected += lse - zr[yr[0] as usize];
+        }
+        expected /= 9.0;
+        assert!((v - expected).abs() < 1e-12, "cce_logits {v} vs {expected}");
+
+        // Pairwise hinge within a query, written inline and through a def
+        // that reads its argument in another row.
+        let inline = "loss t\ntask ranking\ndata q : real\ndata rel : real [0, 4]\npred s : real\nminimize mean(sum[j: q@j == q and rel@j < rel](max(0, 1 - (s - s@j))))\n";
+        let via_def = "loss t\ntask ranking\ndata q : real\ndata rel : real [0, 4]\npred s : real\ndef pair(u) = sum[j: q@j == q and rel@j < rel](max(0, 1 - (u - u@j)))\nminimize mean(pair(s))\n";
+        for src in [inline, via_def] {
+            let (v, b) = value(src, seed);
+            let (q, rel, s) = (col(&b, "q"), col(&b, "rel"), col(&b, "s"));
+            let mut expected = 0.0;
+            for i in 0..9 {
+                for j in 0..9 {
+                    if q[j] == q[i] && rel[j] < rel[i] {
+                        expected += (1.0 - (s[i] - s[j])).max(0.0);
+                    }
+                }
+            }
+            expected /= 9.0;
+            assert!(
+                (v - expected).abs() < 1e-12,
+                "pairwise {v} vs {expected} for\n{src}"
+            );
+        }
+    }
 }

@@ -670,24 +670,27 @@ impl Graph {
 
     /// `max(a, b)`
     pub fn max(&mut self, a: Id, b: Id) -> Id {
-        if a == b {
-            return a;
-        }
-        if let (Some(x), Some(y)) = (self.as_num(a), self.as_num(b)) {
-            return self.num(x.max(y));
-        }
-        self.intern(Node::Max(a, b))
+        self.extremum(a, b, true)
     }
 
     /// `min(a, b)`
     pub fn min(&mut self, a: Id, b: Id) -> Id {
+        self.extremum(a, b, false)
+    }
+
+    /// `max` or `min`: equal operands and numbers fold.
+    fn extremum(&mut self, a: Id, b: Id, is_max: bool) -> Id {
         if a == b {
             return a;
         }
         if let (Some(x), Some(y)) = (self.as_num(a), self.as_num(b)) {
-            return self.num(x.min(y));
+            return self.num(if is_max { x.max(y) } else { x.min(y) });
         }
-        self.intern(Node::Min(a, b))
+        self.intern(if is_max {
+            Node::Max(a, b)
+        } else {
+            Node::Min(a, b)
+        })
     }
 
     /// `if c then a else b`, with a constant condition decided and equal

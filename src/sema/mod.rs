@@ -2482,6 +2482,9 @@ impl<'a> Checker<'a> {
         let mut slots: Vec<Option<usize>> = vec![None; params.len()];
         let mut ok = true;
         let mut seen_named = false;
+        // The signature, for hints: `huber(y, yhat, delta)`.
+        let names: Vec<&str> = params.iter().map(|(p, _)| *p).collect();
+        let sig = format!("{fname}({})", names.join(", "));
         for (k, a) in args.iter().enumerate() {
             match &a.name {
                 None if seen_named => {
@@ -2497,11 +2500,6 @@ impl<'a> Checker<'a> {
                     ok = false;
                 }
                 None if k >= params.len() => {
-                    let sig = params
-                        .iter()
-                        .map(|(p, _)| *p)
-                        .collect::<Vec<_>>()
-                        .join(", ");
                     self.emit(
                         Diagnostic::error(
                             "E0020",
@@ -2514,7 +2512,7 @@ impl<'a> Checker<'a> {
                             ),
                         )
                         .with_label("extra argument")
-                        .with_hint(format!("{fname}({sig})")),
+                        .with_hint(sig.clone()),
                     );
                     ok = false;
                 }
@@ -2523,7 +2521,6 @@ impl<'a> Checker<'a> {
                     seen_named = true;
                     match params.iter().position(|(p, _)| *p == n.name) {
                         None => {
-                            let names = params.iter().map(|(p, _)| *p);
                             self.emit(
                                 Diagnostic::error(
                                     "E0021",
@@ -2532,17 +2529,10 @@ impl<'a> Checker<'a> {
                                 )
                                 .with_label("unknown parameter")
                                 .with_hint_opt(
-                                    did_you_mean(&n.name, names)
+                                    did_you_mean(&n.name, names.iter().copied())
                                         .map(|s| format!("did you mean `{s}`?")),
                                 )
-                                .with_hint(format!(
-                                    "{fname}({})",
-                                    params
-                                        .iter()
-                                        .map(|(p, _)| *p)
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                )),
+                                .with_hint(sig.clone()),
                             );
                             ok = false;
                         }
@@ -2568,11 +2558,6 @@ impl<'a> Checker<'a> {
         }
         for (slot, (p, has_default)) in slots.iter().zip(params) {
             if slot.is_none() && !has_default && ok {
-                let sig = params
-                    .iter()
-                    .map(|(p, _)| *p)
-                    .collect::<Vec<_>>()
-                    .join(", ");
                 self.emit(
                     Diagnostic::error(
                         "E0020",
@@ -2580,7 +2565,7 @@ impl<'a> Checker<'a> {
                         format!("`{fname}` is missing argument `{p}`"),
                     )
                     .with_label(format!("`{p}` not given"))
-                    .with_hint(format!("{fname}({sig})")),
+                    .with_hint(sig.clone()),
                 );
                 ok = false;
             }
