@@ -405,7 +405,7 @@ pub struct Batch {
     pub rows: usize,
 }
 
-impl crate::ir::eval::Inputs for Batch {
+impl crate::ir::eval::Values for Batch {
     fn value(&self, kind: SymKind, name: &str, row: usize, comp: Option<usize>) -> f64 {
         match kind {
             SymKind::Param => self.params.get(name).copied().unwrap_or(f64::NAN),
@@ -436,16 +436,28 @@ impl crate::ir::eval::Inputs for Batch {
 /// Draws `n` rows of in-domain data and preds; size names get small
 /// lengths (3, 4, 5, ...) so that vector specs are exercised too.
 pub fn random_batch(checked: &Checked, n: usize, rng: &mut Rng) -> Batch {
+    let sizes = checked
+        .sizes
+        .iter()
+        .enumerate()
+        .map(|(k, (name, bound))| (name.clone(), bound.map_or(3 + k, |v| v as usize)))
+        .collect();
+    random_batch_sized(checked, n, sizes, rng)
+}
+
+/// Like [`random_batch`], with the lengths of the size names given.
+pub fn random_batch_sized(
+    checked: &Checked,
+    n: usize,
+    sizes: std::collections::BTreeMap<String, usize>,
+    rng: &mut Rng,
+) -> Batch {
     use crate::sema::types::{Dom, Shape, Size};
     let mut batch = Batch {
         rows: n,
+        sizes,
         ..Batch::default()
     };
-    for (k, (name, bound)) in checked.sizes.iter().enumerate() {
-        batch
-            .sizes
-            .insert(name.clone(), bound.map_or(3 + k, |v| v as usize));
-    }
     let len = |s: &Size, b: &Batch| match s {
         Size::Lit(v) => *v as usize,
         Size::Name(name) => b.sizes.get(name).copied().unwrap_or(3),

@@ -38,6 +38,7 @@
 pub mod ast;
 pub mod diag;
 pub mod diff;
+pub mod exec;
 pub mod grad;
 pub mod ir;
 pub mod parse;
@@ -47,6 +48,7 @@ pub mod simplify;
 pub mod span;
 
 pub use diag::{Color, Diagnostic, Report, Severity};
+pub use exec::{EvalError, Evaluator, Float, Inputs, Output};
 pub use sema::Checked;
 pub use span::{SourceFile, Span};
 
@@ -77,6 +79,10 @@ pub enum Error {
     /// The spec has errors; the report holds every one of them.
     #[error("{}", .0.render(Color::Never))]
     Spec(Box<Report>),
+    /// Evaluation was refused: an input is missing, misshapen or outside
+    /// its domain.
+    #[error(transparent)]
+    Eval(#[from] EvalError),
 }
 
 impl Error {
@@ -218,6 +224,25 @@ impl Loss {
                 .with_hint(hint);
             Error::Spec(Box::new(Report { file: self.file.clone(), diagnostics: vec![d] }))
         })
+    }
+
+    /// Compiles the spec into a fast evaluator of its value and gradients
+    /// in `T` (`f32` or `f64`).
+    pub fn compile<T: Float>(&self) -> Result<Evaluator<T>, Error> {
+        self.compile_impl(false)
+    }
+
+    /// Like [`Loss::compile`], and the evaluator also computes the diagonal
+    /// of the Hessian for every scalar pred (as gradient-boosting libraries
+    /// need).
+    pub fn compile_with_hessian<T: Float>(&self) -> Result<Evaluator<T>, Error> {
+        self.compile_impl(true)
+    }
+
+    fn compile_impl<T: Float>(&self, hessian: bool) -> Result<Evaluator<T>, Error> {
+        let derivation = self.derive()?;
+        let checked = self.checked.clone();
+        with_big_stack(move || Evaluator::new(derivation, &checked, hessian)).map_err(Error::Eval)
     }
 
     /// The checked spec: name, task, declarations, expectations.

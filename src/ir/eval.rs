@@ -9,7 +9,7 @@ use crate::sema::types::Size;
 use std::collections::{BTreeMap, HashMap};
 
 /// Where an expression's inputs come from.
-pub trait Inputs {
+pub trait Values {
     /// The value of a data, pred, param or reduction symbol at `row`, or of
     /// component `comp` of a vector.
     fn value(&self, kind: SymKind, name: &str, row: usize, comp: Option<usize>) -> f64;
@@ -20,7 +20,7 @@ pub trait Inputs {
 }
 
 /// Evaluates `root` at `row`. Conditions evaluate to 1 (true) or 0 (false).
-pub fn eval_at(g: &Graph, root: Id, inputs: &dyn Inputs, row: usize) -> f64 {
+pub fn eval_at(g: &Graph, root: Id, inputs: &dyn Values, row: usize) -> f64 {
     eval_with(g, root, inputs, row, &[])
 }
 
@@ -29,7 +29,7 @@ pub fn eval_at(g: &Graph, root: Id, inputs: &dyn Inputs, row: usize) -> f64 {
 pub fn eval_with(
     g: &Graph,
     root: Id,
-    inputs: &dyn Inputs,
+    inputs: &dyn Values,
     row: usize,
     indices: &[(&str, usize)],
 ) -> f64 {
@@ -46,7 +46,7 @@ pub fn eval_with(
 /// Evaluates an expression over scalar symbols only (one row, no vectors).
 pub fn eval(g: &Graph, root: Id, value: &dyn Fn(SymKind, &str) -> f64) -> f64 {
     struct Scalars<'a>(&'a dyn Fn(SymKind, &str) -> f64);
-    impl Inputs for Scalars<'_> {
+    impl Values for Scalars<'_> {
         fn value(&self, kind: SymKind, name: &str, _: usize, _: Option<usize>) -> f64 {
             (self.0)(kind, name)
         }
@@ -65,7 +65,7 @@ pub fn eval(g: &Graph, root: Id, value: &dyn Fn(SymKind, &str) -> f64) -> f64 {
 
 struct Eval<'a> {
     g: &'a Graph,
-    inputs: &'a dyn Inputs,
+    inputs: &'a dyn Values,
     row: usize,
     idx: BTreeMap<String, usize>,
 }

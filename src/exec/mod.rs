@@ -1,0 +1,797 @@
+//! The fast evaluator: a spec's value and gradients over ndarray arrays.
+//!
+//! [`crate::Loss::compile`] plans the simplified value and gradient forms
+//! (see `plan.rs`) into passes of vector instructions that the executor
+//! (`run.rs`) runs over chunks of rows, in parallel over fixed blocks of
+//! rows. Results do not depend on the thread count: blocks are the same
+//! whatever the number of threads, and their partial sums are added in
+//! block order.
+//!
+//! ```
+//! use lossc::{Inputs, Loss};
+//! use ndarray::array;
+//!
+//! let loss = Loss::from_source(
+//!     "loss demo\ntask binary\ndata y : label {0, 1}\npred z : logit\nminimize mean(bce_logits(y, z))\n",
+//! )?;
+//! let eval = loss.compile::<f64>()?;
+//! let (y, z) = (array![1.0, 0.0], array![0.0, 0.0]);
+//! let inputs = Inputs::new().with("y", y.view().into_dyn()).with("z", z.view().into_dyn());
+//! let out = eval.eval(&inputs)?;
+//! assert!((out.loss() - std::f64::consts::LN_2).abs() < 1e-15);
+//! // d/dz of mean(bce) is (sigmoid(z) - y) / n.
+//! assert_eq!(out.grad("z").as_slice().unwrap(), &[-0.25, 0.25]);
+//! # Ok::<(), lossc::Error>(())
+//! ```
+
+pub mod math;
+pub(crate) mod plan;
+pub(crate) mod run;
+
+pub use math::Float;
+pub use run::isa;
+
+use crate::grad::{Derivation, Factor};
+use crate::sema::types::{Dom, Size};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use plan::Plan;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// The arrays a spec is evaluated on, by the names of its `data` and `pred`
+/// declarations. A scalar is one value per row (shape `[n]`); a vector of
+/// size `C` is `[n, C]`.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs<'a, T> {
+    arrays: BTreeMap<String, ArrayViewD<'a, T>>,
+}
+
+impl<'a, T> Inputs<'a, T> {
+    /// No arrays yet.
+    pub fn new() -> Self {
+        Inputs {
+            arrays: BTreeMap::new(),
+        }
+    }
+
+    /// Adds (or replaces) the array for `name`.
+    pub fn with(mut self, name: impl Into<String>, array: ArrayViewD<'a, T>) -> Self {
+        self.insert(name, array);
+        self
+    }
+
+    /// Adds (or replaces) the array for `name` in place.
+    pub fn insert(&mut self, name: impl Into<String>, array: ArrayViewD<'a, T>) {
+        self.arrays.insert(name.into(), array);
+    }
+
+    /// The array given for `name`.
+    pub fn get(&self, name: &str) -> Option<&ArrayViewD<'a, T>> {
+        self.arrays.get(name)
+    }
+
+    /// The names given, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.arrays.keys().map(String::as_str)
+    }
+}
+
+/// Why an evaluation was refused. Every variant names the input, and for
+/// a value, the row (and component) and the value itself.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    /// A declared data or pred has no array.
+    #[error("no array for {kind} `{name}` ({type_text}); given: {given}")]
+    Missing {
+        /// `data` or `pred`.
+        kind: &'static str,
+        /// The declared name.
+        name: String,
+        /// The declared type.
+        type_text: String,
+        /// The names that were given.
+        given: String,
+    },
+    /// An array has the wrong number of axes.
+    #[error("`{name}` has shape {shape}, but {type_text} needs {expected}")]
+    Shape {
+        /// The input.
+        name: String,
+        /// Its shape.
+        shape: String,
+        /// The declared type.
+        type_text: String,
+        /// What the type needs.
+        expected: String,
+    },
+    /// Arrays disagree on the number of rows.
+    #[error("`{name}` has {rows} rows, but `{first}` has {first_rows}")]
+    Rows {
+        /// The input.
+        name: String,
+        /// Its rows.
+        rows: usize,
+        /// The first input.
+        first: String,
+        /// Its rows.
+        first_rows: usize,
+    },
+    /// Arrays disagree on a size's length (or a literal size is not met).
+    #[error("size {size} is {len} for `{name}`, but {other}")]
+    Size {
+        /// The size name or number.
+        size: String,
+        /// The input.
+        name: String,
+        /// Its length there.
+        len: usize,
+        /// What fixed the size before.
+        other: String,
+    },
+    /// No input or declaration fixes a size the spec needs.
+    #[error("the length of size {size} is not known: no vector input has it (`{name}` needs it)")]
+    UnknownSize {
+        /// The size.
+        size: String,
+        /// The input that needs it.
+        name: String,
+    },
+    /// No rows.
+    #[error("the batch is empty: `{name}` has 0 rows")]
+    Empty {
+        /// The first input.
+        name: String,
+    },
+    /// A value outside its declared domain.
+    #[error("`{name}`{at} is {value}, outside its domain {domain}")]
+    Domain {
+        /// The input.
+        name: String,
+        /// `" at row R"` or `" at row R, component C"`.
+        at: String,
+        /// The row.
+        row: usize,
+        /// The component, for a vector.
+        component: Option<usize>,
+        /// The value.
+        value: f64,
+        /// The declared domain, described.
+        domain: String,
+    },
+    /// A row of a simplex-valued input that does not sum to 1, or a one-hot
+    /// row without exactly one 1.
+    #[error("`{name}` at row {row}: {problem}")]
+    Row {
+        /// The input.
+        name: String,
+        /// The row.
+        row: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The spec cannot be planned for evaluation.
+    #[error("cannot compile the spec for evaluation: {0}")]
+    Unsupported(String),
+    /// A pred name that the spec does not declare.
+    #[error("`{0}` is not a pred of this spec")]
+    NotAPred(String),
+}
+
+/// A compiled spec: evaluates the objective and every pred's gradient.
+#[derive(Clone)]
+pub struct Evaluator<T> {
+    shared: Arc<Shared>,
+    pool: Option<Arc<rayon::ThreadPool>>,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+struct Shared {
+    plan: Plan,
+    derivation: Derivation,
+    /// Param values, for the objective's outer expression.
+    params: BTreeMap<String, f64>,
+    /// Sizes the spec itself fixes.
+    fixed: BTreeMap<String, u64>,
+    hessian: bool,
+}
+
+impl<T> std::fmt::Debug for Evaluator<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator")
+            .field("passes", &self.shared.plan.passes.len())
+            .field("hessian", &self.shared.hessian)
+            .finish()
+    }
+}
+
+/// The result of an evaluation, and the buffers a later
+/// [`Evaluator::eval_into`] reuses.
+pub struct Output<T> {
+    loss: T,
+    reductions: Vec<f64>,
+    grads: Vec<(String, ArrayD<T>)>,
+    hessians: Vec<(String, ArrayD<T>)>,
+    state: State<T>,
+}
+
+impl<T: Float> std::fmt::Debug for Output<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output")
+            .field("loss", &self.loss)
+            .field("grads", &self.grads)
+            .field("hessians", &self.hessians)
+            .finish()
+    }
+}
+
+impl<T: Float> Output<T> {
+    /// The objective's value.
+    pub fn loss(&self) -> T {
+        self.loss
+    }
+
+    /// The gradient of the objective with respect to pred `name`, with the
+    /// pred's shape.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a pred of the spec, like indexing a map with a
+    /// missing key; [`Output::try_grad`] returns an option instead.
+    pub fn grad(&self, name: &str) -> ArrayViewD<'_, T> {
+        self.try_grad(name)
+            .unwrap_or_else(|| panic!("`{name}` is not a pred of this spec"))
+    }
+
+    /// The gradient for pred `name`, if the spec has that pred.
+    pub fn try_grad(&self, name: &str) -> Option<ArrayViewD<'_, T>> {
+        self.grads
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.view())
+    }
+
+    /// Every gradient, in the order the preds are declared.
+    pub fn grads(&self) -> impl Iterator<Item = (&str, ArrayViewD<'_, T>)> {
+        self.grads.iter().map(|(n, a)| (n.as_str(), a.view()))
+    }
+
+    /// The diagonal of the Hessian for scalar pred `name` (evaluators made
+    /// with [`Evaluator::with_hessian`] only).
+    pub fn hessian(&self, name: &str) -> Option<ArrayViewD<'_, T>> {
+        self.hessians
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.view())
+    }
+
+    /// Every Hessian diagonal, in declaration order.
+    pub fn hessians(&self) -> impl Iterator<Item = (&str, ArrayViewD<'_, T>)> {
+        self.hessians.iter().map(|(n, a)| (n.as_str(), a.view()))
+    }
+
+    /// The values of the sample reductions `R0, R1, ...` the objective is
+    /// built from (for `minimize mean(ℓ)`, the one mean).
+    pub fn reductions(&self) -> &[f64] {
+        &self.reductions
+    }
+}
+
+/// Buffers kept between evaluations.
+struct State<T> {
+    scratch: Vec<Mutex<run::Scratch<T>>>,
+    partials: Vec<f64>,
+    tables: Vec<Vec<T>>,
+    /// Contiguous copies of inputs given in another memory order.
+    copies: Vec<Vec<T>>,
+    layouts: Vec<(Vec<usize>, usize, run::Layout)>,
+}
+
+impl<T> Default for State<T> {
+    fn default() -> Self {
+        State {
+            scratch: Vec::new(),
+            partials: Vec::new(),
+            tables: Vec::new(),
+            copies: Vec::new(),
+            layouts: Vec::new(),
+        }
+    }
+}
+
+/// Rows per parallel block of a pass without batch coupling: large enough
+/// to amortise scheduling, small enough to balance two to a few dozen
+/// threads at a million rows.
+const BLOCK_ROWS: usize = 16 * 1024;
+
+impl<T: Float> Evaluator<T> {
+    pub(crate) fn new(
+        derivation: Derivation,
+        checked: &crate::Checked,
+        hessian: bool,
+    ) -> Result<Self, EvalError> {
+        let mut d = derivation;
+        if !hessian {
+            for p in &mut d.preds {
+                p.hessian = None;
+            }
+        }
+        let plan = plan::plan(&d, checked).map_err(|e| EvalError::Unsupported(e.0))?;
+        Ok(Evaluator {
+            shared: Arc::new(Shared {
+                plan,
+                derivation: d,
+                params: checked
+                    .params
+                    .iter()
+                    .map(|p| (p.name.clone(), p.value))
+                    .collect(),
+                fixed: checked
+                    .sizes
+                    .iter()
+                    .filter_map(|(k, v)| v.map(|v| (k.clone(), v)))
+                    .collect(),
+                hessian,
+            }),
+            pool: None,
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    /// The same evaluator running on its own pool of `threads` threads
+    /// (the default is rayon's global pool, one thread per core).
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, EvalError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build()
+            .map_err(|e| EvalError::Unsupported(format!("cannot start {threads} threads: {e}")))?;
+        self.pool = Some(Arc::new(pool));
+        Ok(self)
+    }
+
+    /// Whether the evaluator also computes the Hessian's diagonal.
+    pub fn has_hessian(&self) -> bool {
+        self.shared.hessian
+    }
+
+    /// The derivation the evaluator was compiled from.
+    pub fn derivation(&self) -> &Derivation {
+        &self.shared.derivation
+    }
+
+    /// The number of passes over the rows one evaluation makes (1 for a
+    /// per-row loss; more when a gradient needs the objective's sums first
+    /// or per-row quantities are read at other rows).
+    pub fn passes(&self) -> usize {
+        self.shared.plan.passes.len()
+    }
+
+    /// The compiled program as text: its passes, loops and instructions
+    /// (registers are `r<N>[loops;rows]`).
+    pub fn describe(&self) -> String {
+        self.shared.plan.describe()
+    }
+
+    /// Evaluates the objective and every gradient.
+    pub fn eval(&self, inputs: &Inputs<'_, T>) -> Result<Output<T>, EvalError> {
+        let mut out = Output {
+            loss: T::ZERO,
+            reductions: Vec::new(),
+            grads: Vec::new(),
+            hessians: Vec::new(),
+            state: State::default(),
+        };
+        self.eval_into(inputs, &mut out)?;
+        Ok(out)
+    }
+
+    /// Evaluates into an earlier result, reusing its buffers: after the
+    /// first call with given shapes it allocates nothing.
+    pub fn eval_into(&self, inputs: &Inputs<'_, T>, out: &mut Output<T>) -> Result<(), EvalError> {
+        match &self.pool {
+            Some(pool) => pool.install(|| self.run(inputs, out)),
+            None => self.run(inputs, out),
+        }
+    }
+
+    fn run(&self, inputs: &Inputs<'_, T>, out: &mut Output<T>) -> Result<(), EvalError> {
+        let sh = &*self.shared;
+        let plan = &sh.plan;
+        let (rows, sizes) = self.validate(inputs)?;
+        // Inputs: in place when contiguous, else copied.
+        let state = &mut out.state;
+        if state.copies.len() < plan.inputs.len() {
+            state.copies.resize_with(plan.inputs.len(), Vec::new);
+        }
+        let mut data = Vec::with_capacity(plan.inputs.len());
+        for (i, decl) in plan.inputs.iter().enumerate() {
+            let a = &inputs.arrays[&decl.name];
+            let width = decl.size.map_or(1, |s| sizes[s as usize]);
+            let ptr = match a.as_slice() {
+                Some(s) => s.as_ptr(),
+                None => {
+                    let c = &mut state.copies[i];
+                    c.clear();
+                    c.extend(a.iter().copied());
+                    c.as_ptr()
+                }
+            };
+            data.push(run::InputData { ptr, width });
+        }
+        // Outputs with the preds' shapes.
+        let want: Vec<(String, Vec<usize>)> = plan
+            .grads
+            .iter()
+            .map(|o| {
+                let d = &plan.inputs[o.slot as usize];
+                (d.name.clone(), inputs.arrays[&d.name].shape().to_vec())
+            })
+            .collect();
+        reshape(&mut out.grads, &want);
+        let want_h: Vec<(String, Vec<usize>)> = plan
+            .hessians
+            .iter()
+            .map(|o| {
+                let d = &plan.inputs[o.slot as usize];
+                (d.name.clone(), inputs.arrays[&d.name].shape().to_vec())
+            })
+            .collect();
+        reshape(&mut out.hessians, &want_h);
+        let scale = match sh.derivation.factor {
+            Factor::OneOverN => T::of(1.0 / rows as f64),
+            Factor::One => T::ONE,
+        };
+        let widths = |o: &plan::OutputDecl| data[o.slot as usize].width;
+        let sinks = run::Sinks {
+            grads: plan
+                .grads
+                .iter()
+                .zip(out.grads.iter_mut())
+                .map(|(o, (_, a))| (a.as_mut_ptr(), widths(o)))
+                .collect(),
+            hessians: plan
+                .hessians
+                .iter()
+                .zip(out.hessians.iter_mut())
+                .map(|(o, (_, a))| (a.as_mut_ptr(), widths(o)))
+                .collect(),
+            tables: Vec::new(),
+            scale,
+        };
+        if state.tables.len() < plan.tables.len() {
+            state.tables.resize_with(plan.tables.len(), Vec::new);
+        }
+        for t in &mut state.tables {
+            t.resize(rows, T::ZERO);
+        }
+        let mut sinks = sinks;
+        sinks.tables = state.tables.iter_mut().map(|t| t.as_mut_ptr()).collect();
+        let table_ptrs: Vec<*const T> = state.tables.iter().map(|t| t.as_ptr()).collect();
+        let threads = rayon::current_num_threads();
+        if state.scratch.len() < threads {
+            state
+                .scratch
+                .resize_with(threads, || Mutex::new(run::Scratch::default()));
+        }
+        let nsum = plan.reductions.len();
+        let mut reduced = vec![f64::NAN; nsum];
+        let mut uniforms = vec![T::ZERO; plan.uniforms.len()];
+        for (pi, pass) in plan.passes.iter().enumerate() {
+            for (u, src) in plan.uniforms.iter().enumerate() {
+                uniforms[u] = match src {
+                    plan::UniformSrc::Size(s) => T::of(sizes[*s as usize] as f64),
+                    plan::UniformSrc::Reduced(i) => T::of(reduced[*i]),
+                };
+            }
+            let layout = cached_layout(&mut state.layouts, pi, pass, &sizes, rows);
+            let cx = run::Ctx {
+                pass,
+                layout: &layout,
+                inputs: &data,
+                tables: &table_ptrs,
+                uniforms: &uniforms,
+                sinks: &sinks,
+            };
+            let block = if pass.coupled {
+                layout.chunk
+            } else {
+                BLOCK_ROWS.div_ceil(layout.chunk) * layout.chunk
+            };
+            let nblocks = rows.div_ceil(block);
+            let width = nsum.max(1);
+            state.partials.clear();
+            state.partials.resize(nblocks * width, 0.0);
+            let scratch = &state.scratch;
+            let work = |b: usize, part: &mut [f64]| {
+                let w = rayon::current_thread_index().unwrap_or(0) % scratch.len();
+                let mut s = scratch[w].lock().unwrap_or_else(|p| p.into_inner());
+                let b0 = b * block;
+                run::run_block(&cx, &mut s, b0, (b0 + block).min(rows), part);
+            };
+            if threads == 1 || nblocks == 1 {
+                for (b, part) in state.partials.chunks_mut(width).enumerate() {
+                    work(b, part);
+                }
+            } else {
+                state
+                    .partials
+                    .par_chunks_mut(width)
+                    .enumerate()
+                    .for_each(|(b, part)| work(b, part));
+            }
+            if !pass.sums.is_empty() {
+                for (i, r) in reduced.iter_mut().enumerate() {
+                    let total: f64 = state.partials.chunks(width).map(|p| p[i]).sum();
+                    *r = if plan.mean[i] {
+                        total / rows as f64
+                    } else {
+                        total
+                    };
+                }
+            }
+        }
+        // The objective from the reductions (a handful of scalars).
+        let d = &sh.derivation;
+        let names: BTreeMap<&str, f64> = d
+            .objective
+            .reductions
+            .iter()
+            .zip(&reduced)
+            .map(|(r, v)| (r.name.as_str(), *v))
+            .collect();
+        let size_of = |n: &str| {
+            plan.sizes
+                .iter()
+                .position(|s| matches!(s, Size::Name(x) if x == n))
+                .map_or(f64::NAN, |i| sizes[i] as f64)
+        };
+        let value = crate::ir::eval::eval(&d.graph, d.objective.outer, &|kind, name| match kind {
+            crate::ir::SymKind::Reduced => names.get(name).copied().unwrap_or(f64::NAN),
+            crate::ir::SymKind::Param => sh.params.get(name).copied().unwrap_or(f64::NAN),
+            crate::ir::SymKind::Size => size_of(name),
+            _ => f64::NAN,
+        });
+        out.loss = T::of(value);
+        out.reductions.clear();
+        out.reductions.extend_from_slice(&reduced);
+        Ok(())
+    }
+
+    /// Checks every input before any work; returns the row count and each
+    /// size slot's length.
+    fn validate(&self, inputs: &Inputs<'_, T>) -> Result<(usize, Vec<usize>), EvalError> {
+        let plan = &self.shared.plan;
+        let mut rows: Option<(usize, &str)> = None;
+        let mut sizes: Vec<Option<(usize, String)>> = plan
+            .sizes
+            .iter()
+            .map(|s| match s {
+                Size::Lit(v) => Some((*v as usize, format!("the spec fixes it to {v}"))),
+                Size::Name(n) => self
+                    .shared
+                    .fixed
+                    .get(n)
+                    .map(|v| (*v as usize, format!("the spec fixes it to {v}"))),
+            })
+            .collect();
+        for decl in &plan.inputs {
+            let kind = if decl.is_pred { "pred" } else { "data" };
+            let Some(a) = inputs.arrays.get(&decl.name) else {
+                let given: Vec<&str> = inputs.names().collect();
+                return Err(EvalError::Missing {
+                    kind,
+                    name: decl.name.clone(),
+                    type_text: decl.type_text.clone(),
+                    given: if given.is_empty() {
+                        "nothing".into()
+                    } else {
+                        given.join(", ")
+                    },
+                });
+            };
+            let want = if decl.size.is_some() { 2 } else { 1 };
+            if a.ndim() != want {
+                return Err(EvalError::Shape {
+                    name: decl.name.clone(),
+                    shape: format!("{:?}", a.shape()),
+                    type_text: decl.type_text.clone(),
+                    expected: if want == 1 {
+                        "one value per row, shape [n]".into()
+                    } else {
+                        let s = &plan.sizes[decl.size.unwrap_or(0) as usize];
+                        format!("one row of {s} values per row, shape [n, {s}]")
+                    },
+                });
+            }
+            let n = a.shape()[0];
+            match rows {
+                None => rows = Some((n, &decl.name)),
+                Some((r, first)) if r != n => {
+                    return Err(EvalError::Rows {
+                        name: decl.name.clone(),
+                        rows: n,
+                        first: first.to_string(),
+                        first_rows: r,
+                    });
+                }
+                _ => {}
+            }
+            if let Some(s) = decl.size {
+                let len = a.shape()[1];
+                match &sizes[s as usize] {
+                    Some((l, other)) if *l != len => {
+                        return Err(EvalError::Size {
+                            size: plan.sizes[s as usize].to_string(),
+                            name: decl.name.clone(),
+                            len,
+                            other: other.clone(),
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        sizes[s as usize] = Some((len, format!("it is {len} for `{}`", decl.name)))
+                    }
+                }
+            }
+        }
+        let (rows, first) = rows.unwrap_or((0, "?"));
+        if rows == 0 {
+            return Err(EvalError::Empty {
+                name: first.to_string(),
+            });
+        }
+        let mut lens = Vec::with_capacity(sizes.len());
+        for (i, s) in sizes.iter().enumerate() {
+            match s {
+                Some((l, _)) => lens.push(*l),
+                None => {
+                    let needs = plan
+                        .inputs
+                        .iter()
+                        .find(|d| matches!(&d.dom, Dom::Class(c) if *c == plan.sizes[i]))
+                        .map_or("the objective".to_string(), |d| d.name.clone());
+                    return Err(EvalError::UnknownSize {
+                        size: plan.sizes[i].to_string(),
+                        name: needs,
+                    });
+                }
+            }
+        }
+        for decl in &plan.inputs {
+            let a = &inputs.arrays[&decl.name];
+            check_domain(decl, a, &plan.sizes, &lens)?;
+        }
+        Ok((rows, lens))
+    }
+}
+
+fn cached_layout(
+    cache: &mut Vec<(Vec<usize>, usize, run::Layout)>,
+    pass_index: usize,
+    pass: &plan::Pass,
+    sizes: &[usize],
+    rows: usize,
+) -> run::Layout {
+    if cache.len() <= pass_index {
+        cache.resize_with(pass_index + 1, || (Vec::new(), usize::MAX, layout_empty()));
+    }
+    let (s, r, l) = &mut cache[pass_index];
+    if s.as_slice() != sizes || *r != rows {
+        *l = run::layout(pass, sizes, rows);
+        s.clear();
+        s.extend_from_slice(sizes);
+        *r = rows;
+    }
+    l.clone()
+}
+
+fn layout_empty() -> run::Layout {
+    run::Layout {
+        chunk: 1,
+        tile: Vec::new(),
+        extent: Vec::new(),
+        offset: Vec::new(),
+        arena: 0,
+    }
+}
+
+fn reshape<T: Float>(outs: &mut Vec<(String, ArrayD<T>)>, want: &[(String, Vec<usize>)]) {
+    let same = outs.len() == want.len()
+        && outs
+            .iter()
+            .zip(want)
+            .all(|((n, a), (m, s))| n == m && a.shape() == s.as_slice());
+    if !same {
+        outs.clear();
+        for (n, s) in want {
+            outs.push((n.clone(), ArrayD::from_elem(IxDyn(s), T::ZERO)));
+        }
+    }
+}
+
+/// Checks that every value of an input lies in its declared domain.
+fn check_domain<T: Float>(
+    decl: &plan::InputDecl,
+    a: &ArrayViewD<'_, T>,
+    sizes: &[Size],
+    lens: &[usize],
+) -> Result<(), EvalError> {
+    let width = if a.ndim() == 2 { a.shape()[1] } else { 1 };
+    let dom = &decl.dom;
+    let describe = || dom.describe();
+    let bad = |row: usize, comp: usize, v: f64| EvalError::Domain {
+        name: decl.name.clone(),
+        at: if a.ndim() == 2 {
+            format!(" at row {row}, component {comp}")
+        } else {
+            format!(" at row {row}")
+        },
+        row,
+        component: (a.ndim() == 2).then_some(comp),
+        value: v,
+        domain: describe(),
+    };
+    // A per-value test; vectorisable for contiguous data, and only on a
+    // failure is the offending position searched for.
+    let each = |ok: &(dyn Fn(f64) -> bool + Sync)| -> Result<(), EvalError> {
+        let all = match a.as_slice() {
+            Some(s) => s.par_chunks(1 << 16).all(|c| c.iter().all(|v| ok(v.f64()))),
+            None => a.iter().all(|v| ok(v.f64())),
+        };
+        if all {
+            return Ok(());
+        }
+        for (i, v) in a.iter().enumerate() {
+            if !ok(v.f64()) {
+                return Err(bad(i / width, i % width, v.f64()));
+            }
+        }
+        Ok(())
+    };
+    match dom {
+        Dom::Unknown => each(&|v: f64| !v.is_nan()),
+        Dom::Range(r) => {
+            let r = *r;
+            each(&move |v: f64| r.contains(v))
+        }
+        Dom::Labels(vs) => each(&|v: f64| vs.contains(&v)),
+        Dom::Class(s) => {
+            let c = sizes
+                .iter()
+                .position(|x| x == s)
+                .map_or(usize::MAX, |i| lens[i]) as f64;
+            each(&move |v: f64| v >= 0.0 && v < c && v.fract() == 0.0)
+        }
+        Dom::Onehot | Dom::Multihot => {
+            each(&|v: f64| v == 0.0 || v == 1.0)?;
+            if matches!(dom, Dom::Onehot) {
+                for (r, row) in a.outer_iter().enumerate() {
+                    let ones = row.iter().filter(|v| v.f64() == 1.0).count();
+                    if ones != 1 {
+                        return Err(EvalError::Row {
+                            name: decl.name.clone(),
+                            row: r,
+                            problem: format!("a one-hot row needs exactly one 1, this one has {ones}"),
+                        });
+                    }
+                }
+            }
+            Ok(())
+        }
+        Dom::Probs => {
+            each(&|v: f64| (0.0..=1.0).contains(&v))?;
+            let tol = if T::NAME == "f32" { 1e-4 } else { 1e-9 } * width as f64;
+            for (r, row) in a.outer_iter().enumerate() {
+                let total: f64 = row.iter().map(|v| v.f64()).sum();
+                if (total - 1.0).abs() > tol.max(1e-6) {
+                    return Err(EvalError::Row {
+                        name: decl.name.clone(),
+                        row: r,
+                        problem: format!("a probability vector must sum to 1, this one sums to {total}"),
+                    });
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,1050 @@
+//! The executor: runs a pass over a block of rows, chunk by chunk.
+//!
+//! Registers live in one arena per worker, sized for the chunk and tile
+//! sizes chosen from the shapes, with buffers reused once a register is
+//! dead, so that every intermediate stays in cache. Each instruction is a
+//! loop over the register's positions; the row is the innermost, contiguous
+//! axis, so the loops vectorise. The same code is compiled twice, for the
+//! baseline x86-64 target and with AVX2 and FMA, and the wider one is
+//! chosen at run time: the default build reaches the vector units without
+//! any `RUSTFLAGS`.
+
+use super::math::{self, Float, sel};
+use super::plan::{
+    BFn, CompSrc, Fold, Item, LoopKind, MAX_LOOPS, Op, Pass, Range, Reg, RowSrc, UFn,
+};
+use crate::ir::{Cmp, Func, RedOp};
+
+/// Elements per register at most: 64 KiB of f32, so that the live
+/// registers of an instruction fit in L2.
+const BUDGET: usize = 16 * 1024;
+/// The longest chunk of rows.
+const MAX_CHUNK: usize = 512;
+
+/// Chunk, tile sizes and register buffers of one pass for given shapes.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Layout {
+    /// Rows per chunk.
+    pub chunk: usize,
+    /// Tile size of each scope (the root's entry is unused).
+    pub tile: Vec<usize>,
+    /// Full extent of each scope's index.
+    pub extent: Vec<usize>,
+    /// Offset of each register's buffer in the arena.
+    pub offset: Vec<usize>,
+    /// Arena length.
+    pub arena: usize,
+}
+
+/// Chooses chunk and tile sizes and assigns buffers.
+pub(crate) fn layout(pass: &Pass, sizes: &[usize], rows: usize) -> Layout {
+    let extent: Vec<usize> = pass
+        .scopes
+        .iter()
+        .map(|s| match s.range {
+            None => 0,
+            Some(Range::Feature(sz)) => sizes[sz as usize],
+            Some(Range::Batch) => rows,
+        })
+        .collect();
+    let mut tile: Vec<usize> = extent.iter().map(|&e| e.clamp(1, 4096)).collect();
+    let mut chunk = rows.clamp(1, MAX_CHUNK);
+    let cap = |tile: &[usize], chunk: usize, r: usize| -> usize {
+        let d = &pass.regs[r];
+        d.loops.iter().map(|&l| tile[l as usize]).product::<usize>() * if d.rowdep { chunk } else { 1 }
+    };
+    // A loop with loops inside reruns them for each of its tiles: shrink
+    // the chunk before its tile.
+    let nested: Vec<bool> = pass
+        .scopes
+        .iter()
+        .map(|s| s.items.iter().any(|i| matches!(i, Item::Loop { .. })))
+        .collect();
+    // Shrink a factor of the largest register until all fit.
+    loop {
+        let (worst, size) = (0..pass.regs.len())
+            .map(|r| (r, cap(&tile, chunk, r)))
+            .max_by_key(|&(r, c)| (c, std::cmp::Reverse(r)))
+            .unwrap_or((0, 0));
+        if size <= BUDGET {
+            break;
+        }
+        let d = &pass.regs[worst];
+        let leaf = d
+            .loops
+            .iter()
+            .copied()
+            .filter(|&l| !nested[l as usize] && tile[l as usize] > 16)
+            .max_by_key(|&l| (tile[l as usize], l));
+        let any = d
+            .loops
+            .iter()
+            .copied()
+            .filter(|&l| tile[l as usize] > 1)
+            .max_by_key(|&l| (!nested[l as usize], tile[l as usize], l));
+        match (leaf, any) {
+            (Some(l), _) => tile[l as usize] = tile[l as usize].div_ceil(2),
+            _ if d.rowdep && chunk > 16 => chunk = chunk.div_ceil(2),
+            (None, Some(l)) => tile[l as usize] = tile[l as usize].div_ceil(2),
+            (None, None) => break,
+        }
+    }
+    // Live ranges over the linearised scope tree, then buffers reused
+    // first-fit among dead registers of the same size.
+    let n = pass.regs.len();
+    let mut def = vec![usize::MAX; n];
+    let mut last = vec![0usize; n];
+    let mut pos = 0usize;
+    linearise(pass, 0, &mut pos, &mut def, &mut last);
+    // Sums and tables are read after the chunk's last instruction.
+    for &(r, _) in &pass.sums {
+        last[r as usize] = pos + 1;
+    }
+    for &(r, _) in &pass.tables {
+        last[r as usize] = pos + 1;
+    }
+    let mut order: Vec<usize> = (0..n).filter(|&r| def[r] != usize::MAX).collect();
+    order.sort_by_key(|&r| (def[r], r));
+    let mut offset = vec![0usize; n];
+    let mut arena = 0usize;
+    // (free from position, offset, capacity)
+    let mut bufs: Vec<(usize, usize, usize)> = Vec::new();
+    for r in order {
+        let c = cap(&tile, chunk, r).max(1);
+        match bufs
+            .iter_mut()
+            .find(|(free, _, bc)| *free < def[r] && *bc == c)
+        {
+            Some(b) => {
+                offset[r] = b.1;
+                b.0 = last[r];
+            }
+            None => {
+                offset[r] = arena;
+                bufs.push((last[r], arena, c));
+                arena += c;
+            }
+        }
+    }
+    Layout {
+        chunk,
+        tile,
+        extent,
+        offset,
+        arena,
+    }
+}
+
+fn linearise(pass: &Pass, s: u16, pos: &mut usize, def: &mut [usize], last: &mut [usize]) {
+    let use_at = |r: Reg, p: usize, last: &mut [usize]| {
+        last[r as usize] = last[r as usize].max(p);
+    };
+    for item in &pass.scopes[s as usize].items {
+        match item {
+            Item::Op(op) => {
+                *pos += 1;
+                for r in super::plan::op_reads(op) {
+                    use_at(r, *pos, last);
+                }
+                if let Some(w) = super::plan::op_writes(op) {
+                    def[w as usize] = *pos;
+                    last[w as usize] = last[w as usize].max(*pos);
+                }
+            }
+            Item::Loop { scope, kind } => {
+                *pos += 1;
+                let start = *pos;
+                if let LoopKind::Reduce { acc, aux, .. } = kind {
+                    def[*acc as usize] = start;
+                    def[*aux as usize] = start;
+                }
+                linearise(pass, *scope, pos, def, last);
+                *pos += 1;
+                let end = *pos;
+                if let LoopKind::Reduce {
+                    acc,
+                    aux,
+                    fold,
+                    filter,
+                    ..
+                } = kind
+                {
+                    let folded = match fold {
+                        Fold::Reg(r) => vec![*r],
+                        Fold::Prod(a, b) => vec![*a, *b],
+                    };
+                    for r in folded.into_iter().chain(filter.iter().copied()) {
+                        use_at(r, end, last);
+                    }
+                    use_at(*acc, end, last);
+                    use_at(*aux, end, last);
+                }
+                // A register from outside read inside the loop is read on
+                // every tile: it lives to the loop's end.
+                for r in 0..def.len() {
+                    if def[r] < start && last[r] > start && last[r] < end {
+                        last[r] = end;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Read access to one input: row-major, `width` components per row.
+#[derive(Clone, Copy)]
+pub(crate) struct InputData<T> {
+    pub ptr: *const T,
+    pub width: usize,
+}
+
+// SAFETY: inputs are only read, and outlive the evaluation.
+unsafe impl<T: Sync> Sync for InputData<T> {}
+unsafe impl<T: Sync> Send for InputData<T> {}
+
+/// Where the block's results go (shared by the blocks of a pass, each
+/// writing its own rows).
+pub(crate) struct Sinks<T> {
+    pub grads: Vec<(*mut T, usize)>,
+    pub hessians: Vec<(*mut T, usize)>,
+    pub tables: Vec<*mut T>,
+    pub scale: T,
+}
+
+// SAFETY: the blocks of a pass write disjoint rows of every sink.
+unsafe impl<T: Sync> Sync for Sinks<T> {}
+
+/// Everything a block reads.
+pub(crate) struct Ctx<'a, T> {
+    pub pass: &'a Pass,
+    pub layout: &'a Layout,
+    pub inputs: &'a [InputData<T>],
+    pub tables: &'a [*const T],
+    pub uniforms: &'a [T],
+    pub sinks: &'a Sinks<T>,
+}
+
+// SAFETY: tables are written by an earlier pass and only read during this one.
+unsafe impl<T: Sync> Sync for Ctx<'_, T> {}
+
+/// A worker's buffers, kept between evaluations so that a repeated
+/// evaluation allocates nothing.
+#[derive(Default)]
+pub(crate) struct Scratch<T> {
+    pub arena: Vec<T>,
+    /// Where each register's data starts (its buffer, or an input read in
+    /// place).
+    ptr: Vec<*const T>,
+    off: Vec<usize>,
+    ext: Vec<usize>,
+}
+
+// SAFETY: the pointers are only used by the worker that owns the scratch,
+// during one evaluation, to data that outlives it.
+unsafe impl<T: Send> Send for Scratch<T> {}
+
+/// Per-worker state while running a block.
+pub(crate) struct Exec<'a, T> {
+    cx: &'a Ctx<'a, T>,
+    arena: &'a mut [T],
+    ptr: &'a mut [*const T],
+    off: &'a mut [usize],
+    ext: &'a mut [usize],
+    row0: usize,
+    len: usize,
+}
+
+/// Runs rows `[b0, b1)` of a pass and adds each sample reduction's partial
+/// sum into `sums`.
+pub(crate) fn run_block<T: Float>(
+    cx: &Ctx<'_, T>,
+    scratch: &mut Scratch<T>,
+    b0: usize,
+    b1: usize,
+    sums: &mut [f64],
+) {
+    let nregs = cx.pass.regs.len();
+    let nscopes = cx.pass.scopes.len();
+    if scratch.arena.len() < cx.layout.arena {
+        scratch.arena.resize(cx.layout.arena, T::ZERO);
+    }
+    if scratch.ptr.len() < nregs {
+        scratch.ptr.resize(nregs, std::ptr::null());
+    }
+    if scratch.off.len() < nscopes {
+        scratch.off.resize(nscopes, 0);
+        scratch.ext.resize(nscopes, 0);
+    }
+    let mut ex = Exec {
+        cx,
+        arena: &mut scratch.arena,
+        ptr: &mut scratch.ptr,
+        off: &mut scratch.off,
+        ext: &mut scratch.ext,
+        row0: 0,
+        len: 0,
+    };
+    if avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+        unsafe { block_avx2(&mut ex, b0, b1, sums) }
+    } else {
+        // SAFETY: no target feature is required.
+        unsafe { block_base(&mut ex, b0, b1, sums) }
+    }
+}
+
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The instruction set the fast path was compiled for, for reports.
+pub fn isa() -> &'static str {
+    if avx2() { "avx2+fma" } else { "baseline" }
+}
+
+macro_rules! variant {
+    ($block:ident, $scope:ident, $fma:literal $(, $feat:literal)?) => {
+        $(#[target_feature(enable = $feat)])?
+        #[allow(unused_unsafe)]
+        unsafe fn $block<T: Float>(ex: &mut Exec<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+            let chunk = ex.cx.layout.chunk;
+            let mut r0 = b0;
+            while r0 < b1 {
+                ex.row0 = r0;
+                ex.len = chunk.min(b1 - r0);
+                unsafe { $scope::<T>(ex, 0) };
+                finish_chunk::<T>(ex, sums);
+                r0 += chunk;
+            }
+        }
+
+        $(#[target_feature(enable = $feat)])?
+        #[allow(unused_unsafe)]
+        unsafe fn $scope<T: Float>(ex: &mut Exec<'_, T>, s: u16) {
+            let pass = ex.cx.pass;
+            for item in &pass.scopes[s as usize].items {
+                match item {
+                    Item::Op(op) => op_::<T, $fma>(ex, op),
+                    Item::Loop { scope, kind } => {
+                        let sc = *scope as usize;
+                        let extent = ex.cx.layout.extent[sc];
+                        let tile = ex.cx.layout.tile[sc];
+                        if let LoopKind::Reduce { op, acc, aux, .. } = kind {
+                            init_acc::<T>(ex, *op, *acc, *aux);
+                        }
+                        let mut o = 0;
+                        while o < extent {
+                            ex.off[sc] = o;
+                            ex.ext[sc] = tile.min(extent - o);
+                            unsafe { $scope::<T>(ex, *scope) };
+                            if let LoopKind::Reduce { op, acc, aux, fold, filter } = kind {
+                                fold_::<T, $fma>(ex, *scope, *op, *acc, *aux, *fold, *filter);
+                            }
+                            o += tile;
+                        }
+                        if let LoopKind::Reduce { op, acc, aux, .. } = kind {
+                            finish_acc::<T, $fma>(ex, *op, *acc, *aux);
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+variant!(block_base, scope_base, false);
+#[cfg(target_arch = "x86_64")]
+variant!(block_avx2, scope_avx2, true, "avx2,fma");
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn block_avx2<T: Float>(ex: &mut Exec<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+    unsafe { block_base(ex, b0, b1, sums) }
+}
+
+/// The shape of a register at the current tiles: extents of its loops and
+/// its row count.
+#[inline(always)]
+fn dims<T>(ex: &Exec<'_, T>, r: Reg) -> (usize, usize) {
+    let d = &ex.cx.pass.regs[r as usize];
+    let blocks: usize = d.loops.iter().map(|&l| ex.ext[l as usize]).product();
+    (blocks, if d.rowdep { ex.len } else { 1 })
+}
+
+/// A strided walk: the out register's loops (plus the row axis) with one
+/// stride per operand, collapsed so that the innermost axis is as long as
+/// possible.
+struct Walk {
+    dims: [usize; MAX_LOOPS + 2],
+    strides: [[usize; MAX_LOOPS + 2]; 4],
+    nd: usize,
+}
+
+impl Walk {
+    /// `out` is written contiguously; `ops` are read with broadcasting.
+    #[inline(always)]
+    fn new<T>(ex: &Exec<'_, T>, loops: &[u16], rowdep_out: bool, ops: &[Reg]) -> Walk {
+        let mut w = Walk {
+            dims: [1; MAX_LOOPS + 2],
+            strides: [[0; MAX_LOOPS + 2]; 4],
+            nd: loops.len() + 1,
+        };
+        for (i, &l) in loops.iter().enumerate() {
+            w.dims[i] = ex.ext[l as usize];
+        }
+        w.dims[loops.len()] = if rowdep_out { ex.len } else { 1 };
+        // Out: contiguous.
+        let mut s = 1;
+        for i in (0..w.nd).rev() {
+            w.strides[0][i] = s;
+            s *= w.dims[i];
+        }
+        for (k, &r) in ops.iter().enumerate() {
+            let d = &ex.cx.pass.regs[r as usize];
+            let mut s = if d.rowdep { ex.len } else { 1 };
+            w.strides[k + 1][loops.len()] = if d.rowdep { 1 } else { 0 };
+            for (i, &l) in loops.iter().enumerate().rev() {
+                if d.loops.contains(&l) {
+                    w.strides[k + 1][i] = s;
+                    s *= ex.ext[l as usize];
+                }
+            }
+        }
+        let k = ops.len() + 1;
+        // Unit axes do not move anything: drop them (keeping one axis).
+        let mut j = 0;
+        while j < w.nd && w.nd > 1 {
+            if w.dims[j] == 1 {
+                w.remove(j, k);
+            } else {
+                j += 1;
+            }
+        }
+        // Merge an axis into the next inner one when every operand's
+        // strides run on contiguously across them.
+        let mut i = w.nd - 1;
+        while i > 0 {
+            if (0..k).all(|o| w.strides[o][i - 1] == w.strides[o][i] * w.dims[i]) {
+                w.dims[i] *= w.dims[i - 1];
+                w.remove(i - 1, k);
+            }
+            i -= 1;
+        }
+        w
+    }
+
+    #[inline(always)]
+    fn remove(&mut self, j: usize, k: usize) {
+        for a in j..self.nd - 1 {
+            self.dims[a] = self.dims[a + 1];
+            for o in 0..k {
+                self.strides[o][a] = self.strides[o][a + 1];
+            }
+        }
+        self.nd -= 1;
+    }
+
+    /// Calls `f(offsets, len, inner strides)` per innermost run.
+    #[inline(always)]
+    fn each(&self, k: usize, mut f: impl FnMut(&[usize; 4], usize, &[usize; 4])) {
+        let nd = self.nd;
+        let len = self.dims[nd - 1];
+        let mut inner = [0usize; 4];
+        for (o, s) in inner.iter_mut().enumerate().take(k) {
+            *s = self.strides[o][nd - 1];
+        }
+        let outer: usize = self.dims[..nd - 1].iter().product();
+        let mut idx = [0usize; MAX_LOOPS + 2];
+        let mut off = [0usize; 4];
+        for _ in 0..outer {
+            f(&off, len, &inner);
+            let mut d = nd - 1;
+            while d > 0 {
+                d -= 1;
+                idx[d] += 1;
+                for (o, x) in off.iter_mut().enumerate().take(k) {
+                    *x += self.strides[o][d];
+                }
+                if idx[d] < self.dims[d] {
+                    break;
+                }
+                for (o, x) in off.iter_mut().enumerate().take(k) {
+                    *x -= self.strides[o][d] * self.dims[d];
+                }
+                idx[d] = 0;
+            }
+        }
+    }
+}
+
+impl<T: Float> Exec<'_, T> {
+    #[inline(always)]
+    fn out(&mut self, r: Reg) -> *mut T {
+        let p = unsafe { self.arena.as_mut_ptr().add(self.cx.layout.offset[r as usize]) };
+        self.ptr[r as usize] = p;
+        p
+    }
+}
+
+/// Unary kernel over a run: `o[i] = f(a[i*sa])`.
+#[inline(always)]
+unsafe fn run1<T: Float, G: Fn(T) -> T + Copy>(o: *mut T, a: *const T, sa: usize, n: usize, f: G) {
+    unsafe {
+        let o = std::slice::from_raw_parts_mut(o, n);
+        if sa == 1 {
+            let a = std::slice::from_raw_parts(a, n);
+            for (o, &a) in o.iter_mut().zip(a) {
+                *o = f(a);
+            }
+        } else {
+            let v = f(*a);
+            o.fill(v);
+        }
+    }
+}
+
+/// Binary kernel over a run, specialised on which operands broadcast.
+#[inline(always)]
+unsafe fn run2<T: Float>(
+    o: *mut T,
+    a: *const T,
+    sa: usize,
+    b: *const T,
+    sb: usize,
+    n: usize,
+    f: impl Fn(T, T) -> T + Copy,
+) {
+    unsafe {
+        let o = std::slice::from_raw_parts_mut(o, n);
+        match (sa, sb) {
+            (1, 1) => {
+                let a = std::slice::from_raw_parts(a, n);
+                let b = std::slice::from_raw_parts(b, n);
+                for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                    *o = f(a, b);
+                }
+            }
+            (1, _) => {
+                let a = std::slice::from_raw_parts(a, n);
+                let b = *b;
+                for (o, &a) in o.iter_mut().zip(a) {
+                    *o = f(a, b);
+                }
+            }
+            (_, 1) => {
+                let b = std::slice::from_raw_parts(b, n);
+                let a = *a;
+                for (o, &b) in o.iter_mut().zip(b) {
+                    *o = f(a, b);
+                }
+            }
+            _ => o.fill(f(*a, *b)),
+        }
+    }
+}
+
+#[inline(always)]
+fn truth<T: Float>(b: bool) -> T {
+    sel(b, T::ONE, T::ZERO)
+}
+
+#[inline(always)]
+fn un<T: Float, const F: bool>(f: UFn) -> impl Fn(T) -> T {
+    move |x: T| match f {
+        UFn::Neg => -x,
+        UFn::Recip => T::ONE / x,
+        UFn::Not => truth(x == T::ZERO),
+        UFn::F(func) => match func {
+            Func::Exp => x.exp::<F>(),
+            Func::Log => x.ln::<F>(),
+            Func::Log1p => math::log1p::<T, F>(x),
+            Func::Expm1 => math::expm1::<T, F>(x),
+            Func::Sqrt => x.sqrt(),
+            Func::Sigmoid => math::sigmoid::<T, F>(x),
+            Func::Softplus => math::softplus::<T, F>(x),
+            Func::Tanh => math::tanh::<T, F>(x),
+            Func::Cosh => math::cosh::<T, F>(x),
+            Func::Sinh => math::sinh::<T, F>(x),
+            Func::Abs => x.abs(),
+            Func::Sign => sel(x > T::ZERO, T::ONE, sel(x < T::ZERO, -T::ONE, T::ZERO)),
+            Func::Relu => x.max(T::ZERO),
+        },
+    }
+}
+
+/// Dispatches a unary function to its own monomorphic loop, so that each
+/// loop body is one function and vectorises.
+macro_rules! per_unary {
+    ($f:expr, $T:ty, $F:expr, |$g:ident| $body:expr) => {
+        match $f {
+            UFn::Neg => { let $g = |x: $T| -x; $body }
+            UFn::Recip => { let $g = |x: $T| <$T>::ONE / x; $body }
+            UFn::Not => { let $g = |x: $T| truth::<$T>(x == <$T>::ZERO); $body }
+            UFn::F(Func::Exp) => { let $g = |x: $T| x.exp::<$F>(); $body }
+            UFn::F(Func::Log) => { let $g = |x: $T| x.ln::<$F>(); $body }
+            UFn::F(Func::Sigmoid) => { let $g = |x: $T| math::sigmoid::<$T, $F>(x); $body }
+            UFn::F(Func::Softplus) => { let $g = |x: $T| math::softplus::<$T, $F>(x); $body }
+            UFn::F(Func::Log1p) => { let $g = |x: $T| math::log1p::<$T, $F>(x); $body }
+            UFn::F(Func::Sqrt) => { let $g = |x: $T| x.sqrt(); $body }
+            UFn::F(Func::Abs) => { let $g = |x: $T| x.abs(); $body }
+            other => { let u = un::<$T, $F>(other); let $g = &u; $body }
+        }
+    };
+}
+
+macro_rules! per_binary {
+    ($f:expr, $T:ty, $F:expr, |$g:ident| $body:expr) => {
+        match $f {
+            BFn::Add => { let $g = |a: $T, b: $T| a + b; $body }
+            BFn::Sub => { let $g = |a: $T, b: $T| a - b; $body }
+            BFn::Mul => { let $g = |a: $T, b: $T| a * b; $body }
+            BFn::Div => { let $g = |a: $T, b: $T| a / b; $body }
+            BFn::Pow => { let $g = |a: $T, b: $T| math::pow::<$T, $F>(a, b); $body }
+            BFn::Max => { let $g = |a: $T, b: $T| a.max(b); $body }
+            BFn::Min => { let $g = |a: $T, b: $T| a.min(b); $body }
+            BFn::Cmp(c) => match c {
+                Cmp::Eq => { let $g = |a: $T, b: $T| truth::<$T>(a == b); $body }
+                Cmp::Ne => { let $g = |a: $T, b: $T| truth::<$T>(a != b); $body }
+                Cmp::Lt => { let $g = |a: $T, b: $T| truth::<$T>(a < b); $body }
+                Cmp::Le => { let $g = |a: $T, b: $T| truth::<$T>(a <= b); $body }
+                Cmp::Gt => { let $g = |a: $T, b: $T| truth::<$T>(a > b); $body }
+                Cmp::Ge => { let $g = |a: $T, b: $T| truth::<$T>(a >= b); $body }
+            },
+            BFn::And => { let $g = |a: $T, b: $T| truth::<$T>(a != <$T>::ZERO && b != <$T>::ZERO); $body }
+            BFn::Or => { let $g = |a: $T, b: $T| truth::<$T>(a != <$T>::ZERO || b != <$T>::ZERO); $body }
+        }
+    };
+}
+
+#[inline(always)]
+fn op_<T: Float, const F: bool>(ex: &mut Exec<'_, T>, op: &Op) {
+    let pass = ex.cx.pass;
+    match *op {
+        Op::Const { out, v } => {
+            let o = ex.out(out);
+            unsafe { *o = T::of(v) };
+        }
+        Op::Uniform { out, u } => {
+            let o = ex.out(out);
+            unsafe { *o = ex.cx.uniforms[u as usize] };
+        }
+        Op::CurRow { out } => {
+            let o = ex.out(out);
+            for l in 0..ex.len {
+                unsafe { *o.add(l) = T::of((ex.row0 + l) as f64) };
+            }
+        }
+        Op::Iota { out, scope } => {
+            let o = ex.out(out);
+            let (off, n) = (ex.off[scope as usize], ex.ext[scope as usize]);
+            for t in 0..n {
+                unsafe { *o.add(t) = T::of((off + t) as f64) };
+            }
+        }
+        Op::Load {
+            out,
+            slot,
+            row,
+            comp,
+        } => load::<T>(ex, out, slot, row, comp),
+        Op::TableLoad { out, table, row } => {
+            let src = ex.cx.tables[table as usize];
+            match row {
+                RowSrc::Cur => ex.ptr[out as usize] = unsafe { src.add(ex.row0) },
+                RowSrc::Loop(l) => ex.ptr[out as usize] = unsafe { src.add(ex.off[l as usize]) },
+            }
+        }
+        Op::Un { out, f, a } => {
+            let d = &pass.regs[out as usize];
+            let w = Walk::new(ex, &d.loops, d.rowdep, &[a]);
+            let o = ex.out(out);
+            let pa = ex.ptr[a as usize];
+            per_unary!(f, T, F, |g| w.each(2, |off, n, s| unsafe {
+                run1(o.add(off[0]), pa.add(off[1]), s[1], n, g)
+            }));
+        }
+        Op::Powi { out, a, n: k } => {
+            let d = &pass.regs[out as usize];
+            let w = Walk::new(ex, &d.loops, d.rowdep, &[a]);
+            let o = ex.out(out);
+            let pa = ex.ptr[a as usize];
+            let g = |x: T| match k {
+                2 => x * x,
+                3 => x * x * x,
+                -1 => T::ONE / x,
+                -2 => T::ONE / (x * x),
+                _ => math::powi(x, k),
+            };
+            w.each(2, |off, n, s| unsafe { run1(o.add(off[0]), pa.add(off[1]), s[1], n, g) });
+        }
+        Op::Bin { out, f, a, b } => {
+            let d = &pass.regs[out as usize];
+            let w = Walk::new(ex, &d.loops, d.rowdep, &[a, b]);
+            let o = ex.out(out);
+            let (pa, pb) = (ex.ptr[a as usize], ex.ptr[b as usize]);
+            per_binary!(f, T, F, |g| w.each(3, |off, n, s| unsafe {
+                run2(o.add(off[0]), pa.add(off[1]), s[1], pb.add(off[2]), s[2], n, g)
+            }));
+        }
+        Op::Sel { out, c, a, b } => {
+            let d = &pass.regs[out as usize];
+            let w = Walk::new(ex, &d.loops, d.rowdep, &[c, a, b]);
+            let o = ex.out(out);
+            let (pc, pa, pb) = (ex.ptr[c as usize], ex.ptr[a as usize], ex.ptr[b as usize]);
+            w.each(4, |off, n, s| unsafe {
+                for i in 0..n {
+                    let cv = *pc.add(off[1] + i * s[1]);
+                    let av = *pa.add(off[2] + i * s[2]);
+                    let bv = *pb.add(off[3] + i * s[3]);
+                    *o.add(off[0] + i) = sel(cv != T::ZERO, av, bv);
+                }
+            });
+        }
+        Op::Store {
+            reg,
+            output,
+            hessian,
+            scope,
+        } => store::<T>(ex, reg, output, hessian, scope),
+    }
+}
+
+#[inline(always)]
+fn load<T: Float>(ex: &mut Exec<'_, T>, out: Reg, slot: u16, row: RowSrc, comp: CompSrc) {
+    let input = ex.cx.inputs[slot as usize];
+    let d = &ex.cx.pass.regs[out as usize];
+    // A scalar of the current row is read in place.
+    if let (RowSrc::Cur, CompSrc::None) = (row, comp) {
+        ex.ptr[out as usize] = unsafe { input.ptr.add(ex.row0) };
+        return;
+    }
+    if let (RowSrc::Loop(l), CompSrc::None) = (row, comp) {
+        ex.ptr[out as usize] = unsafe { input.ptr.add(ex.off[l as usize]) };
+        return;
+    }
+    // A vector's tile of components for the chunk's rows, transposed so
+    // that rows are innermost.
+    if let (RowSrc::Cur, CompSrc::Loop(c)) = (row, comp)
+        && d.loops.len() == 1
+    {
+        let (off, n, len, row0) = (ex.off[c as usize], ex.ext[c as usize], ex.len, ex.row0);
+        let o = ex.out(out);
+        for t in 0..n {
+            for l in 0..len {
+                unsafe { *o.add(t * len + l) = *input.ptr.add((row0 + l) * input.width + off + t) };
+            }
+        }
+        return;
+    }
+    // Another row's tile of components: a copy per row.
+    if let (RowSrc::Loop(j), CompSrc::Loop(c)) = (row, comp)
+        && d.loops.len() == 2
+        && d.loops[0] == j
+    {
+        let (oj, nj) = (ex.off[j as usize], ex.ext[j as usize]);
+        let (oc, nc) = (ex.off[c as usize], ex.ext[c as usize]);
+        let o = ex.out(out);
+        for t in 0..nj {
+            unsafe {
+                std::ptr::copy_nonoverlapping(input.ptr.add((oj + t) * input.width + oc), o.add(t * nc), nc)
+            };
+        }
+        return;
+    }
+    let loops = d.loops.clone();
+    let rowdep = d.rowdep;
+    let comp_reg = match comp {
+        CompSrc::Reg(r) => Some(r),
+        _ => None,
+    };
+    let o = ex.out(out);
+    // The generic gather: the position's loop indices give the row and
+    // the component.
+    let nl = loops.len();
+    let mut idx = [0usize; MAX_LOOPS];
+    let ext: Vec<usize> = loops.iter().map(|&l| ex.ext[l as usize]).collect();
+    let rows = if rowdep { ex.len } else { 1 };
+    let blocks: usize = ext.iter().product();
+    let creg = comp_reg.map(|r| {
+        let cd = &ex.cx.pass.regs[r as usize];
+        (ex.ptr[r as usize], cd.loops.clone(), cd.rowdep)
+    });
+    let mut k = 0usize;
+    for _ in 0..blocks {
+        let at = |l: u16, idx: &[usize; MAX_LOOPS]| -> usize {
+            let i = loops.iter().position(|&x| x == l).unwrap_or(0);
+            ex.off[l as usize] + idx[i]
+        };
+        // The comp register's offset at this position.
+        let coff = creg.as_ref().map(|(_, cl, crd)| {
+            let mut s = if *crd { ex.len } else { 1 };
+            let mut off = 0;
+            for (i, &l) in loops.iter().enumerate().rev() {
+                if cl.contains(&l) {
+                    off += idx[i] * s;
+                    s *= ext[i];
+                }
+            }
+            off
+        });
+        for r in 0..rows {
+            let rowi = match row {
+                RowSrc::Cur => ex.row0 + r,
+                RowSrc::Loop(l) => at(l, &idx),
+            };
+            let c = match comp {
+                CompSrc::None => Some(0),
+                CompSrc::Loop(l) => Some(at(l, &idx)),
+                CompSrc::Reg(_) => {
+                    let (p, _, crd) = creg.as_ref().expect("comp register");
+                    let v = unsafe { *p.add(coff.unwrap_or(0) + if *crd { r } else { 0 }) };
+                    let f = v.f64();
+                    (f >= 0.0 && f.fract() == 0.0 && (f as usize) < input.width)
+                        .then_some(f as usize)
+                }
+            };
+            let v = match c {
+                Some(c) if c < input.width => unsafe { *input.ptr.add(rowi * input.width + c) },
+                _ => T::of(f64::NAN),
+            };
+            unsafe { *o.add(k) = v };
+            k += 1;
+        }
+        let mut dd = nl;
+        while dd > 0 {
+            dd -= 1;
+            idx[dd] += 1;
+            if idx[dd] < ext[dd] {
+                break;
+            }
+            idx[dd] = 0;
+        }
+    }
+}
+
+#[inline(always)]
+fn store<T: Float>(ex: &mut Exec<'_, T>, reg: Reg, output: u16, hessian: bool, scope: Option<u16>) {
+    let sinks = ex.cx.sinks;
+    let (dst, width) = if hessian {
+        sinks.hessians[output as usize]
+    } else {
+        sinks.grads[output as usize]
+    };
+    let scale = sinks.scale;
+    let d = &ex.cx.pass.regs[reg as usize];
+    let p = ex.ptr[reg as usize];
+    let rs = if d.rowdep { 1 } else { 0 };
+    match scope {
+        None => {
+            for l in 0..ex.len {
+                unsafe { *dst.add(ex.row0 + l) = *p.add(l * rs) * scale };
+            }
+        }
+        Some(s) => {
+            let (off, n) = (ex.off[s as usize], ex.ext[s as usize]);
+            let depends = d.loops.contains(&s);
+            let rstride = if d.rowdep { ex.len } else { 1 };
+            for l in 0..ex.len {
+                let row = unsafe { dst.add((ex.row0 + l) * width + off) };
+                for t in 0..n {
+                    let v = unsafe { *p.add(if depends { t * rstride } else { 0 } + l * rs) };
+                    unsafe { *row.add(t) = v * scale };
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn init_acc<T: Float>(ex: &mut Exec<'_, T>, op: RedOp, acc: Reg, aux: Reg) {
+    let (b, r) = dims(ex, acc);
+    let n = b * r;
+    let init = match op {
+        RedOp::Sum | RedOp::Mean => T::ZERO,
+        RedOp::Max | RedOp::Min => T::of(f64::NAN),
+        RedOp::LogSumExp => T::of(f64::NEG_INFINITY),
+    };
+    let pa = ex.out(acc);
+    let px = ex.out(aux);
+    unsafe {
+        std::slice::from_raw_parts_mut(pa, n).fill(init);
+        std::slice::from_raw_parts_mut(px, n).fill(T::ZERO);
+    }
+}
+
+#[inline(always)]
+fn fold_<T: Float, const F: bool>(
+    ex: &mut Exec<'_, T>,
+    scope: u16,
+    op: RedOp,
+    acc: Reg,
+    aux: Reg,
+    fold: Fold,
+    filter: Option<Reg>,
+) {
+    let pass = ex.cx.pass;
+    let ad = &pass.regs[acc as usize];
+    // Walk the accumulator's loops plus this scope's, innermost being
+    // the tile; the accumulator does not advance along the tile.
+    let mut loops = ad.loops.clone();
+    loops.push(scope);
+    let rowdep = ad.rowdep;
+    let pa = ex.ptr[acc as usize] as *mut T;
+    let px = ex.ptr[aux as usize] as *mut T;
+    // Strides of the accumulator: contiguous over its own loops.
+    match (fold, filter) {
+        (Fold::Prod(a, b), None) => {
+            let w = Walk::new(ex, &loops, rowdep, &[a, b, acc]);
+            let (qa, qb) = (ex.ptr[a as usize], ex.ptr[b as usize]);
+            w.each(4, |off, n, s| unsafe {
+                let o = pa.add(off[3]);
+                let (x, y) = (qa.add(off[1]), qb.add(off[2]));
+                match (s[1], s[2], s[3]) {
+                    (1, 0, 1) => {
+                        let y = *y;
+                        for i in 0..n {
+                            *o.add(i) = T::madd::<F>(*x.add(i), y, *o.add(i));
+                        }
+                    }
+                    (0, 1, 1) => {
+                        let x = *x;
+                        for i in 0..n {
+                            *o.add(i) = T::madd::<F>(x, *y.add(i), *o.add(i));
+                        }
+                    }
+                    (1, 1, 1) => {
+                        for i in 0..n {
+                            *o.add(i) = T::madd::<F>(*x.add(i), *y.add(i), *o.add(i));
+                        }
+                    }
+                    (sx, sy, so) => {
+                        for i in 0..n {
+                            let v = *o.add(i * so);
+                            *o.add(i * so) = T::madd::<F>(*x.add(i * sx), *y.add(i * sy), v);
+                        }
+                    }
+                }
+            });
+        }
+        (Fold::Reg(body), _) => {
+            let f = filter.unwrap_or(body);
+            let has_filter = filter.is_some();
+            let w = Walk::new(ex, &loops, rowdep, &[body, f, acc]);
+            let (qb, qf) = (ex.ptr[body as usize], ex.ptr[f as usize]);
+            w.each(4, |off, n, s| unsafe {
+                let o = pa.add(off[3]);
+                let x = px.add(off[3]);
+                let (b, fl) = (qb.add(off[1]), qf.add(off[2]));
+                let keep = |i: usize| !has_filter || *fl.add(i * s[2]) != T::ZERO;
+                match op {
+                    RedOp::Sum | RedOp::Mean => {
+                        if !has_filter && s[1] == 1 && s[3] == 1 {
+                            for i in 0..n {
+                                *o.add(i) = *o.add(i) + *b.add(i);
+                            }
+                        } else {
+                            for i in 0..n {
+                                let k = keep(i);
+                                let v = sel(k, *b.add(i * s[1]), T::ZERO);
+                                *o.add(i * s[3]) = *o.add(i * s[3]) + v;
+                            }
+                        }
+                        if op == RedOp::Mean {
+                            for i in 0..n {
+                                let c = sel(keep(i), T::ONE, T::ZERO);
+                                *x.add(i * s[3]) = *x.add(i * s[3]) + c;
+                            }
+                        }
+                    }
+                    RedOp::Max | RedOp::Min => {
+                        for i in 0..n {
+                            let v = sel(keep(i), *b.add(i * s[1]), T::of(f64::NAN));
+                            let a = *o.add(i * s[3]);
+                            *o.add(i * s[3]) = if op == RedOp::Max { a.max(v) } else { a.min(v) };
+                        }
+                    }
+                    RedOp::LogSumExp => {
+                        // Online: the running maximum m and the sum s of
+                        // exp(x - m), rescaled when m grows.
+                        for i in 0..n {
+                            let v = sel(keep(i), *b.add(i * s[1]), T::of(f64::NEG_INFINITY));
+                            let m = *o.add(i * s[3]);
+                            let m2 = m.max(v);
+                            let fin = m2 > T::of(f64::NEG_INFINITY) && m2 < T::of(f64::INFINITY);
+                            let shift = sel(fin, m2, T::ZERO);
+                            let acc = *x.add(i * s[3]) * (m - shift).exp::<F>() + (v - shift).exp::<F>();
+                            *x.add(i * s[3]) = acc;
+                            *o.add(i * s[3]) = m2;
+                        }
+                    }
+                }
+            });
+        }
+        (Fold::Prod(..), Some(_)) => unreachable!("products are folded only without a filter"),
+    }
+}
+
+#[inline(always)]
+fn finish_acc<T: Float, const F: bool>(ex: &mut Exec<'_, T>, op: RedOp, acc: Reg, aux: Reg) {
+    let (b, r) = dims(ex, acc);
+    let n = b * r;
+    let pa = ex.ptr[acc as usize] as *mut T;
+    let px = ex.ptr[aux as usize];
+    match op {
+        RedOp::Mean => unsafe {
+            for i in 0..n {
+                *pa.add(i) = *pa.add(i) / *px.add(i);
+            }
+        },
+        RedOp::LogSumExp => unsafe {
+            for i in 0..n {
+                let m = *pa.add(i);
+                let fin = m > T::of(f64::NEG_INFINITY) && m < T::of(f64::INFINITY);
+                *pa.add(i) = sel(fin, m + (*px.add(i)).ln::<F>(), m);
+            }
+        },
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn finish_chunk<T: Float>(ex: &mut Exec<'_, T>, sums: &mut [f64]) {
+    let pass = ex.cx.pass;
+    for &(reg, i) in &pass.sums {
+        let p = ex.ptr[reg as usize];
+        let rowdep = pass.regs[reg as usize].rowdep;
+        let total = if rowdep {
+            // Eight partial sums in the float type, then one in f64: fast,
+            // vectorisable, and the same order whatever the thread count.
+            let mut lanes = [T::ZERO; 8];
+            let v = unsafe { std::slice::from_raw_parts(p, ex.len) };
+            let mut chunks = v.chunks_exact(8);
+            for c in &mut chunks {
+                for k in 0..8 {
+                    lanes[k] = lanes[k] + c[k];
+                }
+            }
+            let mut t: f64 = lanes.iter().map(|x| x.f64()).sum();
+            for x in chunks.remainder() {
+                t += x.f64();
+            }
+            t
+        } else {
+            unsafe { (*p).f64() * ex.len as f64 }
+        };
+        sums[i] += total;
+    }
+    for &(reg, t) in &pass.tables {
+        let p = ex.ptr[reg as usize];
+        let rs = if pass.regs[reg as usize].rowdep { 1 } else { 0 };
+        let dst = ex.cx.sinks.tables[t as usize];
+        for l in 0..ex.len {
+            unsafe { *dst.add(ex.row0 + l) = *p.add(l * rs) };
+        }
+    }
+}
