@@ -40,6 +40,7 @@ pub mod diag;
 pub mod diff;
 pub mod exec;
 pub mod grad;
+pub mod io;
 pub mod ir;
 pub mod parse;
 pub mod print;
@@ -83,6 +84,9 @@ pub enum Error {
     /// its domain.
     #[error(transparent)]
     Eval(#[from] EvalError),
+    /// A data file could not be read or written.
+    #[error(transparent)]
+    Data(#[from] io::DataError),
 }
 
 impl Error {
@@ -286,7 +290,7 @@ fn with_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     use std::io::ErrorKind::*;
     match e.kind() {
         NotFound => "no such file".into(),

@@ -131,7 +131,13 @@ fn check<T: Float>(path: &std::path::Path, n: usize, sizes: usize, seed: u64, to
     let out = eval.eval(&inputs).unwrap();
     let name = format!("{} ({}, n = {n}, size {sizes})", path.display(), T::NAME);
     let floor = if T::NAME == "f32" { 1.0 } else { 1e-3 };
-    assert_close(&format!("{name} loss"), &[out.loss().f64()], &[value], tol, floor);
+    assert_close(
+        &format!("{name} loss"),
+        &[out.loss().f64()],
+        &[value],
+        tol,
+        floor,
+    );
     for (p, want) in &grads {
         let got: Vec<f64> = out.grad(p).iter().map(|x| x.f64()).collect();
         assert_close(&format!("{name} d/d{p}"), &got, want, tol, floor);
@@ -158,4 +164,248 @@ fn every_example_matches_the_reference_in_f32() {
             check::<f32>(&path, n, sizes, 5 + n as u64, 1e-5);
         }
     }
+}
+
+/// The focal spec's arrays: `n` rows of labels and logits.
+fn focal_inputs(n: usize) -> (ndarray::Array1<f64>, ndarray::Array1<f64>) {
+    let mut rng = Rng::new(3);
+    let y = (0..n).map(|_| (rng.next_u64() % 2) as f64).collect();
+    let z = (0..n).map(|_| 3.0 * rng.normal()).collect();
+    (y, z)
+}
+
+#[test]
+fn results_are_the_same_bits_with_one_and_two_threads() {
+    for path in examples() {
+        let loss = Loss::from_file(&path).unwrap();
+        // Enough rows for several parallel blocks (fewer for O(n²) specs).
+        let n = if coupled(&loss) { 700 } else { 70_001 };
+        let batch = lossc::grad::random_batch(loss.checked(), n, &mut Rng::new(9));
+        for threads in [1usize, 2, 3] {
+            let arrays = arrays::<f64>(&loss, &batch);
+            let mut inputs = Inputs::new();
+            for (k, a) in &arrays {
+                inputs.insert(k.clone(), a.view());
+            }
+            let one = loss.compile::<f64>().unwrap().with_threads(1).unwrap();
+            let many = loss
+                .compile::<f64>()
+                .unwrap()
+                .with_threads(threads)
+                .unwrap();
+            let (a, b) = (one.eval(&inputs).unwrap(), many.eval(&inputs).unwrap());
+            assert_eq!(
+                a.loss().to_bits(),
+                b.loss().to_bits(),
+                "{} loss",
+                path.display()
+            );
+            for (name, g) in a.grads() {
+                let h = b.grad(name);
+                assert!(
+                    g.iter()
+                        .zip(h.iter())
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{} d/d{name} differs with {threads} threads",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn eval_into_reuses_the_result_and_agrees_with_eval() {
+    let loss = Loss::from_file("examples/focal_logits.loss").unwrap();
+    let ev = loss.compile::<f64>().unwrap();
+    let (y, z) = focal_inputs(5000);
+    let inputs = Inputs::new()
+        .with("y", y.view().into_dyn())
+        .with("z", z.view().into_dyn());
+    let mut out = ev.eval(&inputs).unwrap();
+    let first = out.grad("z").to_owned();
+    let ptr = out.grad("z").as_ptr();
+    ev.eval_into(&inputs, &mut out).unwrap();
+    assert_eq!(out.grad("z").as_ptr(), ptr, "the gradient buffer is reused");
+    assert_eq!(out.grad("z"), first.view());
+    assert!(out.try_grad("y").is_none());
+}
+
+#[test]
+fn the_hessian_diagonal_matches_the_derivation() {
+    let loss = Loss::from_file("examples/bce_logits.loss").unwrap();
+    let ev = loss.compile_with_hessian::<f64>().unwrap();
+    let (y, z) = focal_inputs(100);
+    let inputs = Inputs::new()
+        .with("y", y.view().into_dyn())
+        .with("z", z.view().into_dyn());
+    let out = ev.eval(&inputs).unwrap();
+    let h = out.hessian("z").unwrap();
+    for (i, (&zi, &hi)) in z.iter().zip(h.iter()).enumerate() {
+        let s = 1.0 / (1.0 + (-zi).exp());
+        let want = s * (1.0 - s) / 100.0;
+        assert!((hi - want).abs() <= 1e-14, "row {i}: {hi} vs {want}");
+    }
+    assert!(
+        loss.compile::<f64>()
+            .unwrap()
+            .eval(&inputs)
+            .unwrap()
+            .hessian("z")
+            .is_none()
+    );
+}
+
+fn err<T: Float>(spec: &str, inputs: &Inputs<'_, T>) -> String {
+    let loss = Loss::from_file(spec).unwrap();
+    loss.compile::<T>()
+        .unwrap()
+        .eval(inputs)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn input_errors_name_the_input_row_and_value() {
+    use ndarray::{Array1, Array2, array};
+    let (y, z) = (array![1.0, 0.0, 1.0], array![0.5, -1.0, 2.0]);
+    let focal = "examples/focal_logits.loss";
+    // Missing.
+    let e = err(focal, &Inputs::new().with("y", y.view().into_dyn()));
+    insta::assert_snapshot!(e, @"no array for pred `z` (logit); given: y");
+    // A label outside its set.
+    let bad = array![1.0, 2.0, 1.0];
+    let e = err(
+        focal,
+        &Inputs::new()
+            .with("y", bad.view().into_dyn())
+            .with("z", z.view().into_dyn()),
+    );
+    insta::assert_snapshot!(e, @"`y` at row 1 is 2, outside `label {0, 1}` (a label in {0, 1})");
+    // NaN in a logit.
+    let nan = array![0.5, f64::NAN, 2.0];
+    let e = err(
+        focal,
+        &Inputs::new()
+            .with("y", y.view().into_dyn())
+            .with("z", nan.view().into_dyn()),
+    );
+    insta::assert_snapshot!(e, @"`z` at row 1 is NaN, outside `logit` (any real number)");
+    // Infinity in a logit.
+    let inf = array![0.5, 1.0, f64::INFINITY];
+    let e = err(
+        focal,
+        &Inputs::new()
+            .with("y", y.view().into_dyn())
+            .with("z", inf.view().into_dyn()),
+    );
+    insta::assert_snapshot!(e, @"`z` at row 2 is inf, outside `logit` (any real number)");
+    // Rows disagree.
+    let short = array![0.5, 1.0];
+    let e = err(
+        focal,
+        &Inputs::new()
+            .with("y", y.view().into_dyn())
+            .with("z", short.view().into_dyn()),
+    );
+    insta::assert_snapshot!(e, @"`z` has 2 rows, but `y` has 3");
+    // Wrong number of axes.
+    let m = Array2::<f64>::zeros((3, 2));
+    let e = err(
+        focal,
+        &Inputs::new()
+            .with("y", y.view().into_dyn())
+            .with("z", m.view().into_dyn()),
+    );
+    insta::assert_snapshot!(e, @"`z` has shape [3, 2], but logit needs one value per row, shape [n]");
+    // Empty batch.
+    let none = Array1::<f64>::zeros(0);
+    let e = err(
+        focal,
+        &Inputs::new()
+            .with("y", none.view().into_dyn())
+            .with("z", none.view().into_dyn()),
+    );
+    insta::assert_snapshot!(e, @"the batch is empty: `y` has 0 rows");
+    // A probability at 0 and at 1, and outside.
+    let bce = "examples/bce.loss";
+    for (p, row) in [(0.0, 0), (1.0, 0), (1.5, 0)] {
+        let ps = array![p, 0.5, 0.5];
+        let e = err(
+            bce,
+            &Inputs::new()
+                .with("y", y.view().into_dyn())
+                .with("p", ps.view().into_dyn()),
+        );
+        assert_eq!(
+            e,
+            format!("`p` at row {row} is {p}, outside `prob` (a probability in (0, 1))")
+        );
+    }
+    // A class index out of range, and not an integer.
+    let cce = "examples/cce_logits.loss";
+    let logits = Array2::<f64>::zeros((2, 4));
+    for (c, shown) in [(4.0, "4"), (1.5, "1.5"), (-1.0, "-1")] {
+        let cls = array![0.0, c];
+        let e = err(
+            cce,
+            &Inputs::new()
+                .with("y", cls.view().into_dyn())
+                .with("z", logits.view().into_dyn()),
+        );
+        assert_eq!(
+            e,
+            format!("`y` at row 1 is {shown}, outside `class [C]` (a class index in 0..C)")
+        );
+    }
+    // Sizes that disagree between inputs.
+    let ml = "examples/infonce.loss";
+    let (q, k) = (Array2::<f64>::zeros((2, 4)), Array2::<f64>::zeros((2, 5)));
+    let e = err(
+        ml,
+        &Inputs::new()
+            .with("q", q.view().into_dyn())
+            .with("k", k.view().into_dyn()),
+    );
+    insta::assert_snapshot!(e, @"size D is 5 for `k`, but it is 4 for `q`");
+}
+
+#[test]
+fn errors_in_f32_are_reported_the_same_way() {
+    use ndarray::array;
+    let (y, z) = (array![1.0f32, 0.0], array![f32::NAN, 0.0]);
+    let e = err(
+        "examples/focal_logits.loss",
+        &Inputs::new()
+            .with("y", y.view().into_dyn())
+            .with("z", z.view().into_dyn()),
+    );
+    insta::assert_snapshot!(e, @"`z` at row 0 is NaN, outside `logit` (any real number)");
+}
+
+#[test]
+fn non_contiguous_inputs_are_read_correctly() {
+    use ndarray::{Array2, s};
+    let loss = Loss::from_file("examples/cce_logits.loss").unwrap();
+    let ev = loss.compile::<f64>().unwrap();
+    let wide = Array2::from_shape_fn((6, 8), |(i, j)| (i * 8 + j) as f64 / 10.0);
+    let z = wide.slice(s![.., ..4]);
+    let y = ndarray::array![0.0, 1.0, 2.0, 3.0, 0.0, 1.0];
+    let strided = ev
+        .eval(
+            &Inputs::new()
+                .with("y", y.view().into_dyn())
+                .with("z", z.into_dyn()),
+        )
+        .unwrap();
+    let owned = z.to_owned();
+    let contiguous = ev
+        .eval(
+            &Inputs::new()
+                .with("y", y.view().into_dyn())
+                .with("z", owned.view().into_dyn()),
+        )
+        .unwrap();
+    assert_eq!(strided.loss(), contiguous.loss());
+    assert_eq!(strided.grad("z"), contiguous.grad("z"));
 }

@@ -89,8 +89,53 @@ enum Command {
         #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
         params: Vec<(String, f64)>,
     },
+    /// Evaluate the objective and its gradients on arrays from a file.
+    ///
+    /// Reads every data and pred from the arrays of the same name in the
+    /// .npz file (or the columns of the CSV file, for specs whose inputs are
+    /// all scalars), checks each value against its declared domain, prints
+    /// {"loss": VALUE} and writes each pred's gradient under the pred's name
+    /// (and with --hessian, its Hessian diagonal as NAME_hessian) to --out.
+    Eval {
+        /// The `.loss` file.
+        #[arg(value_name = "SPEC")]
+        spec: String,
+        /// Input arrays, one per data and pred, by name.
+        #[arg(long, value_name = "IN.npz", required_unless_present_any = ["csv", "plan"], conflicts_with = "csv")]
+        npz: Option<String>,
+        /// Input columns (header = names), for specs whose inputs are all scalars.
+        #[arg(long, value_name = "FILE.csv")]
+        csv: Option<String>,
+        /// Where to write the gradients: .npz, or .csv for scalar preds.
+        #[arg(long, value_name = "OUT.npz")]
+        out: Option<String>,
+        /// Override a param's value (checked against its declared range).
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, f64)>,
+        /// Floating-point type of the evaluation.
+        #[arg(long, value_enum, default_value_t = Dtype::F64)]
+        dtype: Dtype,
+        /// Worker threads (default: one per core). Results are the same bits
+        /// whatever the count.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        threads: Option<u32>,
+        /// Also write the Hessian's diagonal for scalar preds.
+        #[arg(long)]
+        hessian: bool,
+        /// Print the compiled program (passes, loops, instructions) and exit.
+        #[arg(long)]
+        plan: bool,
+    },
     /// Print the prelude: the standard losses, written in the .loss language.
     Prelude,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Dtype {
+    /// 32-bit floats.
+    F32,
+    /// 64-bit floats.
+    F64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -193,11 +238,138 @@ fn main() -> ExitCode {
             }
             Ok(ok)
         }),
+        Command::Eval {
+            spec,
+            npz,
+            csv,
+            out,
+            params,
+            dtype,
+            threads,
+            hessian,
+            plan,
+        } => run(color, || {
+            let loss = load(&spec, &params)?;
+            if !loss.warnings().is_empty() {
+                eprint!("{}", loss.warning_report().render(color));
+            }
+            let opts = EvalOpts {
+                npz,
+                csv,
+                out,
+                threads,
+                hessian,
+                plan,
+            };
+            match dtype {
+                Dtype::F32 => eval::<f32>(&loss, &opts),
+                Dtype::F64 => eval::<f64>(&loss, &opts),
+            }
+        }),
         Command::Prelude => {
             print!("{}", lossc::sema::PRELUDE_SOURCE);
             ExitCode::SUCCESS
         }
     }
+}
+
+struct EvalOpts {
+    npz: Option<String>,
+    csv: Option<String>,
+    out: Option<String>,
+    threads: Option<u32>,
+    hessian: bool,
+    plan: bool,
+}
+
+/// `lossc eval`: read, validate, evaluate, print the loss, write gradients.
+fn eval<T>(loss: &Loss, o: &EvalOpts) -> Result<bool, lossc::Error>
+where
+    T: lossc::Float + ndarray_npy::WritableElement,
+{
+    let mut ev = if o.hessian {
+        loss.compile_with_hessian::<T>()?
+    } else {
+        loss.compile::<T>()?
+    };
+    if o.plan {
+        print!("{}", ev.describe());
+        return Ok(true);
+    }
+    if let Some(t) = o.threads {
+        ev = ev.with_threads(t as usize)?;
+    }
+    let c = loss.checked();
+    let wanted: Vec<(&str, bool)> = c
+        .data
+        .iter()
+        .map(|v| (v.name.as_str(), false))
+        .chain(c.preds.iter().map(|v| (v.name.as_str(), true)))
+        .collect();
+    let arrays = match (&o.npz, &o.csv) {
+        (Some(p), _) => lossc::io::read_npz::<T>(p, &wanted)?,
+        (None, Some(p)) => {
+            if let Some(v) = c
+                .data
+                .iter()
+                .chain(&c.preds)
+                .find(|v| !matches!(v.shape, lossc::sema::types::Shape::Scalar))
+            {
+                return Err(lossc::io::DataError::Csv {
+                    path: p.clone(),
+                    line: 1,
+                    reason: format!(
+                        "`{}` is a {}, and a CSV column holds one number per row; use --npz",
+                        v.name, v.type_text
+                    ),
+                }
+                .into());
+            }
+            lossc::io::read_csv::<T>(p, &wanted)?
+        }
+        (None, None) => unreachable!("clap requires --npz or --csv"),
+    };
+    let mut inputs = lossc::Inputs::new();
+    for (name, a) in &arrays {
+        inputs.insert(name.clone(), a.view());
+    }
+    let result = ev.eval(&inputs)?;
+    let value = result.loss().f64();
+    if let Some(path) = &o.out {
+        let mut outs: Vec<(String, ndarray::ArrayViewD<'_, T>)> =
+            result.grads().map(|(n, a)| (n.to_string(), a)).collect();
+        outs.extend(result.hessians().map(|(n, a)| (format!("{n}_hessian"), a)));
+        if path.ends_with(".csv") {
+            if let Some((n, _)) = outs.iter().find(|(_, a)| a.ndim() != 1) {
+                return Err(lossc::io::DataError::Csv {
+                    path: path.clone(),
+                    line: 1,
+                    reason: format!(
+                        "the gradient `{n}` is not one number per row; write it to an .npz file"
+                    ),
+                }
+                .into());
+            }
+            lossc::io::write_csv(path, &outs)?;
+        } else {
+            lossc::io::write_npz(path, &outs)?;
+        }
+    }
+    if value.is_finite() {
+        println!("{{\"loss\": {}}}", json_number(value));
+        Ok(true)
+    } else {
+        println!("{{\"loss\": null}}");
+        eprintln!(
+            "error: the loss is {value} on these inputs (every input is inside its domain; the spec itself overflows)"
+        );
+        Ok(false)
+    }
+}
+
+/// A float as JSON: the shortest text that reads back to the same value.
+fn json_number(v: f64) -> String {
+    format!("{v:?}")
 }
 
 /// Loads a spec with param overrides applied.

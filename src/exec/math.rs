@@ -171,23 +171,57 @@ macro_rules! float_impl {
 
 // Taylor coefficients 1/k!, highest first: on |r| <= ln(2)/2 the truncation
 // error is below half an ulp (degree 13 for f64, 7 for f32).
-float_impl!(f64, u64, i64, 52, 1023,
-    exp_lo = -708.0, exp_hi = 709.782712893384,
-    ln2_hi = 6.931_471_803_691_238_164_9e-1, ln2_lo = 1.908_214_929_270_587_7e-10,
+float_impl!(
+    f64,
+    u64,
+    i64,
+    52,
+    1023,
+    exp_lo = -708.0,
+    exp_hi = 709.782712893384,
+    ln2_hi = 6.931_471_803_691_238_164_9e-1,
+    ln2_lo = 1.908_214_929_270_587_7e-10,
     exp_poly = [
-        1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
-        1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0,
-        1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0
+        1.0 / 6227020800.0,
+        1.0 / 479001600.0,
+        1.0 / 39916800.0,
+        1.0 / 3628800.0,
+        1.0 / 362880.0,
+        1.0 / 40320.0,
+        1.0 / 5040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0
     ],
-    ln = ln_f64);
+    ln = ln_f64
+);
 
-float_impl!(f32, u32, i32, 23, 127,
-    exp_lo = -87.3, exp_hi = 88.722_83,
-    ln2_hi = 6.931_457_5e-1, ln2_lo = 1.428_606_8e-6,
+float_impl!(
+    f32,
+    u32,
+    i32,
+    23,
+    127,
+    exp_lo = -87.3,
+    exp_hi = 88.722_83,
+    ln2_hi = 6.931_457_5e-1,
+    ln2_lo = 1.428_606_8e-6,
     exp_poly = [
-        1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0
+        1.0 / 5040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0
     ],
-    ln = ln_f32);
+    ln = ln_f32
+);
 
 /// fdlibm's `log`: `x = 2^e (1 + f)` with `1 + f` in `[√2/2, √2)`, then
 /// `log(1 + f) = f - f²/2 + s (f²/2 + R(s²))` with `s = f / (2 + f)`.
@@ -392,14 +426,22 @@ mod tests {
         for fma in [false, true] {
             let (mut we, mut wl) = (0.0f64, 0.0f64);
             for x in samples(-700.0, 700.0, 200_000).chain(samples(-1.0, 1.0, 100_000)) {
-                let e = if fma { Float::exp::<true>(x) } else { Float::exp::<false>(x) };
+                let e = if fma {
+                    Float::exp::<true>(x)
+                } else {
+                    Float::exp::<false>(x)
+                };
                 we = we.max(ulps64(e, x.exp()));
             }
             for x in samples(0.0, 1.0, 100_000)
                 .map(|u| (u * 1400.0 - 700.0).exp())
                 .chain(samples(0.5, 2.0, 100_000))
             {
-                let l = if fma { Float::ln::<true>(x) } else { Float::ln::<false>(x) };
+                let l = if fma {
+                    Float::ln::<true>(x)
+                } else {
+                    Float::ln::<false>(x)
+                };
                 wl = wl.max(ulps64(l, x.ln()));
             }
             assert!(we <= 2.0, "exp f64 off by {we} ulp (fma {fma})");
@@ -448,7 +490,10 @@ mod tests {
     fn derived_functions_match_std() {
         let close = |a: f64, b: f64, what: &str, x: f64| {
             let tol = 1e-14 * b.abs().max(1e-300);
-            assert!((a - b).abs() <= tol.max(4.0 * f64::EPSILON * b.abs()), "{what}({x}) = {a}, std says {b}");
+            assert!(
+                (a - b).abs() <= tol.max(4.0 * f64::EPSILON * b.abs()),
+                "{what}({x}) = {a}, std says {b}"
+            );
         };
         for x in samples(-30.0, 30.0, 20_000).chain(samples(-1e-3, 1e-3, 2000)) {
             close(log1p::<f64, false>(x.abs()), x.abs().ln_1p(), "log1p", x);
@@ -456,8 +501,18 @@ mod tests {
             close(tanh::<f64, false>(x), x.tanh(), "tanh", x);
             close(sinh::<f64, false>(x), x.sinh(), "sinh", x);
             close(cosh::<f64, false>(x), x.cosh(), "cosh", x);
-            close(softplus::<f64, false>(x), crate::ir::Func::Softplus.eval(x), "softplus", x);
-            close(sigmoid::<f64, false>(x), crate::ir::Func::Sigmoid.eval(x), "sigmoid", x);
+            close(
+                softplus::<f64, false>(x),
+                crate::ir::Func::Softplus.eval(x),
+                "softplus",
+                x,
+            );
+            close(
+                sigmoid::<f64, false>(x),
+                crate::ir::Func::Sigmoid.eval(x),
+                "sigmoid",
+                x,
+            );
             close(pow::<f64, false>(x.abs(), 2.5), x.abs().powf(2.5), "pow", x);
             close(powi::<f64>(x, -3), x.powi(-3), "powi", x);
         }

@@ -144,10 +144,12 @@ pub enum EvalError {
         name: String,
     },
     /// A value outside its declared domain.
-    #[error("`{name}`{at} is {value}, outside its domain {domain}")]
+    #[error("`{name}`{at} is {value}, outside `{type_text}` ({domain})")]
     Domain {
         /// The input.
         name: String,
+        /// The declared type.
+        type_text: String,
         /// `" at row R"` or `" at row R, component C"`.
         at: String,
         /// The row.
@@ -721,6 +723,7 @@ fn check_domain<T: Float>(
     let describe = || dom.describe();
     let bad = |row: usize, comp: usize, v: f64| EvalError::Domain {
         name: decl.name.clone(),
+        type_text: decl.type_text.clone(),
         at: if a.ndim() == 2 {
             format!(" at row {row}, component {comp}")
         } else {
@@ -771,7 +774,9 @@ fn check_domain<T: Float>(
                         return Err(EvalError::Row {
                             name: decl.name.clone(),
                             row: r,
-                            problem: format!("a one-hot row needs exactly one 1, this one has {ones}"),
+                            problem: format!(
+                                "a one-hot row needs exactly one 1, this one has {ones}"
+                            ),
                         });
                     }
                 }
@@ -787,7 +792,9 @@ fn check_domain<T: Float>(
                     return Err(EvalError::Row {
                         name: decl.name.clone(),
                         row: r,
-                        problem: format!("a probability vector must sum to 1, this one sums to {total}"),
+                        problem: format!(
+                            "a probability vector must sum to 1, this one sums to {total}"
+                        ),
                     });
                 }
             }

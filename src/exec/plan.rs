@@ -83,7 +83,10 @@ pub(crate) enum PNode {
         comp: Option<P>,
     },
     /// A tabulated per-row quantity, read at a row.
-    Table { table: u16, row: RowRef },
+    Table {
+        table: u16,
+        row: RowRef,
+    },
     /// The value of a bound index (a component number or a row number).
     Var(u16),
     /// The current row's number.
@@ -374,22 +377,55 @@ pub(crate) enum CompSrc {
 /// One instruction.
 #[derive(Clone, Debug)]
 pub(crate) enum Op {
-    Const { out: Reg, v: f64 },
-    Uniform { out: Reg, u: u16 },
+    Const {
+        out: Reg,
+        v: f64,
+    },
+    Uniform {
+        out: Reg,
+        u: u16,
+    },
     /// The index values of a loop's current tile.
-    Iota { out: Reg, scope: u16 },
-    CurRow { out: Reg },
+    Iota {
+        out: Reg,
+        scope: u16,
+    },
+    CurRow {
+        out: Reg,
+    },
     Load {
         out: Reg,
         slot: u16,
         row: RowSrc,
         comp: CompSrc,
     },
-    TableLoad { out: Reg, table: u16, row: RowSrc },
-    Un { out: Reg, f: UFn, a: Reg },
-    Bin { out: Reg, f: BFn, a: Reg, b: Reg },
-    Sel { out: Reg, c: Reg, a: Reg, b: Reg },
-    Powi { out: Reg, a: Reg, n: i32 },
+    TableLoad {
+        out: Reg,
+        table: u16,
+        row: RowSrc,
+    },
+    Un {
+        out: Reg,
+        f: UFn,
+        a: Reg,
+    },
+    Bin {
+        out: Reg,
+        f: BFn,
+        a: Reg,
+        b: Reg,
+    },
+    Sel {
+        out: Reg,
+        c: Reg,
+        a: Reg,
+        b: Reg,
+    },
+    Powi {
+        out: Reg,
+        a: Reg,
+        n: i32,
+    },
     /// Writes a gradient (times the reduction factor) for the chunk; for a
     /// vector pred, `scope` is the loop over its components.
     Store {
@@ -874,8 +910,7 @@ impl Tabulator {
         }
         let depth = ctx.len() as u16;
         let is_batch = |v: u16| v < depth && ctx[(depth - 1 - v) as usize];
-        let r = if info.has_red && !info.rowdep && info.free.len() == 1 && is_batch(info.free[0])
-        {
+        let r = if info.has_red && !info.rowdep && info.free.len() == 1 && is_batch(info.free[0]) {
             let b = info.free[0];
             let f = g.to_current(p, b, &mut HashMap::new());
             let f = self.rewrite(g, f, &[]);
@@ -1347,7 +1382,10 @@ impl Plan {
     pub(crate) fn describe(&self) -> String {
         let mut s = String::new();
         for (i, p) in self.passes.iter().enumerate() {
-            s.push_str(&format!("pass {i}{}:\n", if p.coupled { " (coupled)" } else { "" }));
+            s.push_str(&format!(
+                "pass {i}{}:\n",
+                if p.coupled { " (coupled)" } else { "" }
+            ));
             self.describe_scope(p, 0, 1, &mut s);
             for (r, i) in &p.sums {
                 s.push_str(&format!("  sum r{r} into R{i}\n"));
@@ -1364,17 +1402,28 @@ impl Plan {
         let reg = |r: Reg| {
             let d = &p.regs[r as usize];
             let loops: Vec<String> = d.loops.iter().map(|l| format!("L{l}")).collect();
-            format!("r{r}[{}{}]", loops.join(","), if d.rowdep { ";rows" } else { "" })
+            format!(
+                "r{r}[{}{}]",
+                loops.join(","),
+                if d.rowdep { ";rows" } else { "" }
+            )
         };
         for item in &p.scopes[scope as usize].items {
             match item {
                 Item::Op(op) => {
                     let text = match op {
                         Op::Const { out, v } => format!("{} = {v}", reg(*out)),
-                        Op::Uniform { out, u } => format!("{} = uniform {:?}", reg(*out), self.uniforms[*u as usize]),
+                        Op::Uniform { out, u } => {
+                            format!("{} = uniform {:?}", reg(*out), self.uniforms[*u as usize])
+                        }
                         Op::Iota { out, scope } => format!("{} = index L{scope}", reg(*out)),
                         Op::CurRow { out } => format!("{} = row", reg(*out)),
-                        Op::Load { out, slot, row, comp } => format!(
+                        Op::Load {
+                            out,
+                            slot,
+                            row,
+                            comp,
+                        } => format!(
                             "{} = load {} row {row:?} comp {comp:?}",
                             reg(*out),
                             self.inputs[*slot as usize].name
@@ -1387,10 +1436,21 @@ impl Plan {
                             format!("{} = {f:?} {} {}", reg(*out), reg(*a), reg(*b))
                         }
                         Op::Sel { out, c, a, b } => {
-                            format!("{} = if {} then {} else {}", reg(*out), reg(*c), reg(*a), reg(*b))
+                            format!(
+                                "{} = if {} then {} else {}",
+                                reg(*out),
+                                reg(*c),
+                                reg(*a),
+                                reg(*b)
+                            )
                         }
                         Op::Powi { out, a, n } => format!("{} = {} ^ {n}", reg(*out), reg(*a)),
-                        Op::Store { reg: r, output, hessian, .. } => format!(
+                        Op::Store {
+                            reg: r,
+                            output,
+                            hessian,
+                            ..
+                        } => format!(
                             "store {} into {} {output}",
                             reg(*r),
                             if *hessian { "hessian" } else { "grad" }
@@ -1401,7 +1461,13 @@ impl Plan {
                 Item::Loop { scope: sc, kind } => {
                     let range = p.scopes[*sc as usize].range;
                     match kind {
-                        LoopKind::Reduce { op, acc, fold, filter, .. } => {
+                        LoopKind::Reduce {
+                            op,
+                            acc,
+                            fold,
+                            filter,
+                            ..
+                        } => {
                             s.push_str(&format!(
                                 "{pad}{} = {} over L{sc} {range:?} of {}{}:\n",
                                 reg(*acc),

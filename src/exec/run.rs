@@ -51,7 +51,8 @@ pub(crate) fn layout(pass: &Pass, sizes: &[usize], rows: usize) -> Layout {
     let mut chunk = rows.clamp(1, MAX_CHUNK);
     let cap = |tile: &[usize], chunk: usize, r: usize| -> usize {
         let d = &pass.regs[r];
-        d.loops.iter().map(|&l| tile[l as usize]).product::<usize>() * if d.rowdep { chunk } else { 1 }
+        d.loops.iter().map(|&l| tile[l as usize]).product::<usize>()
+            * if d.rowdep { chunk } else { 1 }
     };
     // A loop with loops inside reruns them for each of its tiles: shrink
     // the chunk before its tile.
@@ -485,7 +486,11 @@ impl Walk {
 impl<T: Float> Exec<'_, T> {
     #[inline(always)]
     fn out(&mut self, r: Reg) -> *mut T {
-        let p = unsafe { self.arena.as_mut_ptr().add(self.cx.layout.offset[r as usize]) };
+        let p = unsafe {
+            self.arena
+                .as_mut_ptr()
+                .add(self.cx.layout.offset[r as usize])
+        };
         self.ptr[r as usize] = p;
         p
     }
@@ -582,17 +587,51 @@ fn un<T: Float, const F: bool>(f: UFn) -> impl Fn(T) -> T {
 macro_rules! per_unary {
     ($f:expr, $T:ty, $F:expr, |$g:ident| $body:expr) => {
         match $f {
-            UFn::Neg => { let $g = |x: $T| -x; $body }
-            UFn::Recip => { let $g = |x: $T| <$T>::ONE / x; $body }
-            UFn::Not => { let $g = |x: $T| truth::<$T>(x == <$T>::ZERO); $body }
-            UFn::F(Func::Exp) => { let $g = |x: $T| x.exp::<$F>(); $body }
-            UFn::F(Func::Log) => { let $g = |x: $T| x.ln::<$F>(); $body }
-            UFn::F(Func::Sigmoid) => { let $g = |x: $T| math::sigmoid::<$T, $F>(x); $body }
-            UFn::F(Func::Softplus) => { let $g = |x: $T| math::softplus::<$T, $F>(x); $body }
-            UFn::F(Func::Log1p) => { let $g = |x: $T| math::log1p::<$T, $F>(x); $body }
-            UFn::F(Func::Sqrt) => { let $g = |x: $T| x.sqrt(); $body }
-            UFn::F(Func::Abs) => { let $g = |x: $T| x.abs(); $body }
-            other => { let u = un::<$T, $F>(other); let $g = &u; $body }
+            UFn::Neg => {
+                let $g = |x: $T| -x;
+                $body
+            }
+            UFn::Recip => {
+                let $g = |x: $T| <$T>::ONE / x;
+                $body
+            }
+            UFn::Not => {
+                let $g = |x: $T| truth::<$T>(x == <$T>::ZERO);
+                $body
+            }
+            UFn::F(Func::Exp) => {
+                let $g = |x: $T| x.exp::<$F>();
+                $body
+            }
+            UFn::F(Func::Log) => {
+                let $g = |x: $T| x.ln::<$F>();
+                $body
+            }
+            UFn::F(Func::Sigmoid) => {
+                let $g = |x: $T| math::sigmoid::<$T, $F>(x);
+                $body
+            }
+            UFn::F(Func::Softplus) => {
+                let $g = |x: $T| math::softplus::<$T, $F>(x);
+                $body
+            }
+            UFn::F(Func::Log1p) => {
+                let $g = |x: $T| math::log1p::<$T, $F>(x);
+                $body
+            }
+            UFn::F(Func::Sqrt) => {
+                let $g = |x: $T| x.sqrt();
+                $body
+            }
+            UFn::F(Func::Abs) => {
+                let $g = |x: $T| x.abs();
+                $body
+            }
+            other => {
+                let u = un::<$T, $F>(other);
+                let $g = &u;
+                $body
+            }
         }
     };
 }
@@ -600,23 +639,68 @@ macro_rules! per_unary {
 macro_rules! per_binary {
     ($f:expr, $T:ty, $F:expr, |$g:ident| $body:expr) => {
         match $f {
-            BFn::Add => { let $g = |a: $T, b: $T| a + b; $body }
-            BFn::Sub => { let $g = |a: $T, b: $T| a - b; $body }
-            BFn::Mul => { let $g = |a: $T, b: $T| a * b; $body }
-            BFn::Div => { let $g = |a: $T, b: $T| a / b; $body }
-            BFn::Pow => { let $g = |a: $T, b: $T| math::pow::<$T, $F>(a, b); $body }
-            BFn::Max => { let $g = |a: $T, b: $T| a.max(b); $body }
-            BFn::Min => { let $g = |a: $T, b: $T| a.min(b); $body }
+            BFn::Add => {
+                let $g = |a: $T, b: $T| a + b;
+                $body
+            }
+            BFn::Sub => {
+                let $g = |a: $T, b: $T| a - b;
+                $body
+            }
+            BFn::Mul => {
+                let $g = |a: $T, b: $T| a * b;
+                $body
+            }
+            BFn::Div => {
+                let $g = |a: $T, b: $T| a / b;
+                $body
+            }
+            BFn::Pow => {
+                let $g = |a: $T, b: $T| math::pow::<$T, $F>(a, b);
+                $body
+            }
+            BFn::Max => {
+                let $g = |a: $T, b: $T| a.max(b);
+                $body
+            }
+            BFn::Min => {
+                let $g = |a: $T, b: $T| a.min(b);
+                $body
+            }
             BFn::Cmp(c) => match c {
-                Cmp::Eq => { let $g = |a: $T, b: $T| truth::<$T>(a == b); $body }
-                Cmp::Ne => { let $g = |a: $T, b: $T| truth::<$T>(a != b); $body }
-                Cmp::Lt => { let $g = |a: $T, b: $T| truth::<$T>(a < b); $body }
-                Cmp::Le => { let $g = |a: $T, b: $T| truth::<$T>(a <= b); $body }
-                Cmp::Gt => { let $g = |a: $T, b: $T| truth::<$T>(a > b); $body }
-                Cmp::Ge => { let $g = |a: $T, b: $T| truth::<$T>(a >= b); $body }
+                Cmp::Eq => {
+                    let $g = |a: $T, b: $T| truth::<$T>(a == b);
+                    $body
+                }
+                Cmp::Ne => {
+                    let $g = |a: $T, b: $T| truth::<$T>(a != b);
+                    $body
+                }
+                Cmp::Lt => {
+                    let $g = |a: $T, b: $T| truth::<$T>(a < b);
+                    $body
+                }
+                Cmp::Le => {
+                    let $g = |a: $T, b: $T| truth::<$T>(a <= b);
+                    $body
+                }
+                Cmp::Gt => {
+                    let $g = |a: $T, b: $T| truth::<$T>(a > b);
+                    $body
+                }
+                Cmp::Ge => {
+                    let $g = |a: $T, b: $T| truth::<$T>(a >= b);
+                    $body
+                }
             },
-            BFn::And => { let $g = |a: $T, b: $T| truth::<$T>(a != <$T>::ZERO && b != <$T>::ZERO); $body }
-            BFn::Or => { let $g = |a: $T, b: $T| truth::<$T>(a != <$T>::ZERO || b != <$T>::ZERO); $body }
+            BFn::And => {
+                let $g = |a: $T, b: $T| truth::<$T>(a != <$T>::ZERO && b != <$T>::ZERO);
+                $body
+            }
+            BFn::Or => {
+                let $g = |a: $T, b: $T| truth::<$T>(a != <$T>::ZERO || b != <$T>::ZERO);
+                $body
+            }
         }
     };
 }
@@ -680,7 +764,9 @@ fn op_<T: Float, const F: bool>(ex: &mut Exec<'_, T>, op: &Op) {
                 -2 => T::ONE / (x * x),
                 _ => math::powi(x, k),
             };
-            w.each(2, |off, n, s| unsafe { run1(o.add(off[0]), pa.add(off[1]), s[1], n, g) });
+            w.each(2, |off, n, s| unsafe {
+                run1(o.add(off[0]), pa.add(off[1]), s[1], n, g)
+            });
         }
         Op::Bin { out, f, a, b } => {
             let d = &pass.regs[out as usize];
@@ -688,7 +774,15 @@ fn op_<T: Float, const F: bool>(ex: &mut Exec<'_, T>, op: &Op) {
             let o = ex.out(out);
             let (pa, pb) = (ex.ptr[a as usize], ex.ptr[b as usize]);
             per_binary!(f, T, F, |g| w.each(3, |off, n, s| unsafe {
-                run2(o.add(off[0]), pa.add(off[1]), s[1], pb.add(off[2]), s[2], n, g)
+                run2(
+                    o.add(off[0]),
+                    pa.add(off[1]),
+                    s[1],
+                    pb.add(off[2]),
+                    s[2],
+                    n,
+                    g,
+                )
             }));
         }
         Op::Sel { out, c, a, b } => {
@@ -751,7 +845,11 @@ fn load<T: Float>(ex: &mut Exec<'_, T>, out: Reg, slot: u16, row: RowSrc, comp: 
         let o = ex.out(out);
         for t in 0..nj {
             unsafe {
-                std::ptr::copy_nonoverlapping(input.ptr.add((oj + t) * input.width + oc), o.add(t * nc), nc)
+                std::ptr::copy_nonoverlapping(
+                    input.ptr.add((oj + t) * input.width + oc),
+                    o.add(t * nc),
+                    nc,
+                )
             };
         }
         return;
@@ -977,7 +1075,8 @@ fn fold_<T: Float, const F: bool>(
                             let m2 = m.max(v);
                             let fin = m2 > T::of(f64::NEG_INFINITY) && m2 < T::of(f64::INFINITY);
                             let shift = sel(fin, m2, T::ZERO);
-                            let acc = *x.add(i * s[3]) * (m - shift).exp::<F>() + (v - shift).exp::<F>();
+                            let acc =
+                                *x.add(i * s[3]) * (m - shift).exp::<F>() + (v - shift).exp::<F>();
                             *x.add(i * s[3]) = acc;
                             *o.add(i * s[3]) = m2;
                         }
