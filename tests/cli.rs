@@ -291,9 +291,20 @@ fn arr(v: &[f64]) -> ndarray::ArrayD<f64> {
 
 #[test]
 fn eval_prints_the_loss_and_writes_gradients() {
-    let input = npz("bce_in.npz", &[("y", arr(&[1.0, 0.0])), ("z", arr(&[0.0, 0.0]))]);
+    let input = npz(
+        "bce_in.npz",
+        &[("y", arr(&[1.0, 0.0])), ("z", arr(&[0.0, 0.0]))],
+    );
     let out_path = scratch("bce_out.npz", "");
-    let out = lossc(&["eval", "examples/bce_logits.loss", "--npz", &input, "--out", &out_path, "--hessian"]);
+    let out = lossc(&[
+        "eval",
+        "examples/bce_logits.loss",
+        "--npz",
+        &input,
+        "--out",
+        &out_path,
+        "--hessian",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     insta::assert_snapshot!(text(&out.stdout), @r#"{"loss": 0.6931471805599453}"#);
     let mut r = ndarray_npy::NpzReader::new(std::fs::File::open(&out_path).unwrap()).unwrap();
@@ -308,10 +319,20 @@ fn eval_reads_integer_classes_and_f32() {
     let path = scratch("cce_int.npz", "");
     let mut w = ndarray_npy::NpzWriter::new(std::fs::File::create(&path).unwrap());
     w.add_array("y", &ndarray::array![0i64, 2]).unwrap();
-    w.add_array("z", &ndarray::Array2::<f32>::zeros((2, 3))).unwrap();
+    w.add_array("z", &ndarray::Array2::<f32>::zeros((2, 3)))
+        .unwrap();
     w.finish().unwrap();
     for dtype in ["f32", "f64"] {
-        let out = lossc(&["eval", "examples/cce_logits.loss", "--npz", &path, "--dtype", dtype, "--threads", "2"]);
+        let out = lossc(&[
+            "eval",
+            "examples/cce_logits.loss",
+            "--npz",
+            &path,
+            "--dtype",
+            dtype,
+            "--threads",
+            "2",
+        ]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let v: f64 = text(&out.stdout)
             .trim()
@@ -327,7 +348,14 @@ fn eval_reads_integer_classes_and_f32() {
 fn eval_reads_csv_columns() {
     let csv = scratch("huber.csv", "y,yhat\n1.0, 1.5\n2.0,0.0\n");
     let out_path = scratch("huber_grad.csv", "");
-    let out = lossc(&["eval", "examples/huber.loss", "--csv", &csv, "--out", &out_path]);
+    let out = lossc(&[
+        "eval",
+        "examples/huber.loss",
+        "--csv",
+        &csv,
+        "--out",
+        &out_path,
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     // (0.5²/2 + (2 - 0.5)) / 2
     insta::assert_snapshot!(text(&out.stdout), @r#"{"loss": 0.8125}"#);
@@ -346,34 +374,55 @@ fn eval_errors_are_clean_and_exit_one() {
             "has no array `z` (for pred `z`); it has: y",
         ),
         (
-            vec!["--npz".into(), npz("bad_label.npz", &[("y", arr(&[1.0, 3.0])), ("z", arr(&[0.0, 0.0]))])],
+            vec![
+                "--npz".into(),
+                npz(
+                    "bad_label.npz",
+                    &[("y", arr(&[1.0, 3.0])), ("z", arr(&[0.0, 0.0]))],
+                ),
+            ],
             "error: `y` at row 1 is 3, outside `label {0, 1}` (a label in {0, 1})",
         ),
         (
             vec!["--npz".into(), scratch("not_a_zip.npz", "hello")],
             "is not a valid .npz file",
         ),
-        (vec!["--npz".into(), "/nonexistent/x.npz".into()], "cannot read `/nonexistent/x.npz`: no such file"),
-        (vec!["--csv".into(), scratch("bad.csv", "y,z\n1,abc\n")], "bad.csv:2: column `z`: `abc` is not a number"),
+        (
+            vec!["--npz".into(), "/nonexistent/x.npz".into()],
+            "cannot read `/nonexistent/x.npz`: no such file",
+        ),
+        (
+            vec!["--csv".into(), scratch("bad.csv", "y,z\n1,abc\n")],
+            "bad.csv:2: column `z`: `abc` is not a number",
+        ),
         (
             vec!["--csv".into(), scratch("nocol.csv", "y,w\n1,2\n")],
             "nocol.csv:1: no column `z` (for pred `z`); the header has: y, w",
         ),
     ];
     for (args, want) in cases {
-        let mut all = vec!["eval".to_string(), "--color".into(), "never".into(), "examples/focal_logits.loss".into()];
+        let mut all = vec![
+            "eval".to_string(),
+            "--color".into(),
+            "never".into(),
+            "examples/focal_logits.loss".into(),
+        ];
         all.extend(args);
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         let out = lossc(&refs);
         assert_eq!(out.status.code(), Some(1), "{all:?}: {}", text(&out.stderr));
-        assert!(text(&out.stderr).contains(want), "{all:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(want),
+            "{all:?}: {}",
+            text(&out.stderr)
+        );
         assert!(out.stdout.is_empty());
     }
     // A string array, as NumPy writes `np.array(["a"])`.
     let path = scratch("strings.npz", "");
     let mut zw = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let mut y = Vec::new();
     ndarray_npy::WriteNpyExt::write_npy(&ndarray::array![1.0f64], &mut y).unwrap();
     zw.start_file("y.npy", opts).unwrap();
@@ -388,7 +437,11 @@ fn eval_errors_are_clean_and_exit_one() {
     let csv = scratch("vec.csv", "y,z\n1,2\n");
     let out = lossc(&["eval", "examples/cce_logits.loss", "--csv", &csv]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("use --npz"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("use --npz"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// A one-element `.npy` file with the given dtype descriptor and data.
@@ -409,5 +462,9 @@ fn npy_bytes(descr: &str, data: &[u8]) -> Vec<u8> {
 fn eval_plan_prints_the_program() {
     let out = lossc(&["eval", "examples/bce_logits.loss", "--plan"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("pass 0:"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).starts_with("pass 0:"),
+        "{}",
+        text(&out.stdout)
+    );
 }

@@ -736,37 +736,64 @@ fn check_domain<T: Float>(
     };
     // A per-value test; vectorisable for contiguous data, and only on a
     // failure is the offending position searched for.
-    let each = |ok: &(dyn Fn(f64) -> bool + Sync)| -> Result<(), EvalError> {
+    fn each<T: Float>(
+        a: &ArrayViewD<'_, T>,
+        ok: impl Fn(f64) -> bool + Sync,
+        bad: impl Fn(usize) -> EvalError,
+    ) -> Result<(), EvalError> {
+        // Branch-free over a chunk (`&`, not `&&`), so the test vectorises;
+        // only on a failure is the offending position searched for.
         let all = match a.as_slice() {
-            Some(s) => s.par_chunks(1 << 16).all(|c| c.iter().all(|v| ok(v.f64()))),
+            Some(s) => s.par_chunks(1 << 16).all(|c| {
+                let mut bad = 0u32;
+                for v in c {
+                    bad += !ok(v.f64()) as u32;
+                }
+                bad == 0
+            }),
             None => a.iter().all(|v| ok(v.f64())),
         };
         if all {
             return Ok(());
         }
-        for (i, v) in a.iter().enumerate() {
-            if !ok(v.f64()) {
-                return Err(bad(i / width, i % width, v.f64()));
-            }
+        match a.iter().position(|v| !ok(v.f64())) {
+            Some(i) => Err(bad(i)),
+            None => Ok(()),
         }
-        Ok(())
+    }
+    let flat = |i: usize| {
+        let v = a.iter().nth(i).map_or(f64::NAN, |v| v.f64());
+        bad(i / width, i % width, v)
     };
     match dom {
-        Dom::Unknown => each(&|v: f64| !v.is_nan()),
+        Dom::Unknown => each(a, |v: f64| !v.is_nan(), flat),
         Dom::Range(r) => {
-            let r = *r;
-            each(&move |v: f64| r.contains(v))
+            let (lo, hi) = (r.lo, r.hi);
+            match (r.lo_closed, r.hi_closed) {
+                (true, true) => each(a, move |v: f64| (v >= lo) & (v <= hi), flat),
+                (true, false) => each(a, move |v: f64| (v >= lo) & (v < hi), flat),
+                (false, true) => each(a, move |v: f64| (v > lo) & (v <= hi), flat),
+                (false, false) => each(a, move |v: f64| (v > lo) & (v < hi), flat),
+            }
         }
-        Dom::Labels(vs) => each(&|v: f64| vs.contains(&v)),
+        Dom::Labels(vs) if vs.len() == 2 => {
+            let (x, y) = (vs[0], vs[1]);
+            each(a, move |v: f64| (v == x) | (v == y), flat)
+        }
+        Dom::Labels(vs) => each(a, |v: f64| vs.contains(&v), flat),
         Dom::Class(s) => {
             let c = sizes
                 .iter()
                 .position(|x| x == s)
                 .map_or(usize::MAX, |i| lens[i]) as f64;
-            each(&move |v: f64| v >= 0.0 && v < c && v.fract() == 0.0)
+            each(
+                a,
+                move |v: f64| (v >= 0.0) & (v < c) & (v.fract() == 0.0),
+                flat,
+            )
         }
         Dom::Onehot | Dom::Multihot => {
-            each(&|v: f64| v == 0.0 || v == 1.0)?;
+            each(a, |v: f64| (v == 0.0) | (v == 1.0), flat)?;
             if matches!(dom, Dom::Onehot) {
                 for (r, row) in a.outer_iter().enumerate() {
                     let ones = row.iter().filter(|v| v.f64() == 1.0).count();
@@ -784,7 +811,7 @@ fn check_domain<T: Float>(
             Ok(())
         }
         Dom::Probs => {
-            each(&|v: f64| (0.0..=1.0).contains(&v))?;
+            each(a, |v: f64| (v >= 0.0) & (v <= 1.0), flat)?;
             let tol = if T::NAME == "f32" { 1e-4 } else { 1e-9 } * width as f64;
             for (r, row) in a.outer_iter().enumerate() {
                 let total: f64 = row.iter().map(|v| v.f64()).sum();

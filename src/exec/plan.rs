@@ -622,20 +622,22 @@ impl Converter<'_> {
             }
             Node::Pow(b, e) => {
                 let base = self.conv(b, env)?;
-                match self.g.as_num(e) {
+                // The exponent after params became constants: `(1 - p)^gamma`
+                // with gamma = 2 is a square, not an exp of a log.
+                let ex = self.conv(e, env)?;
+                match self.pg.as_num(ex) {
                     Some(-1.0) => self.pg.un(UFn::Recip, base),
                     Some(0.5) => self.pg.un(UFn::F(Func::Sqrt), base),
                     Some(-0.5) => {
                         let s = self.pg.un(UFn::F(Func::Sqrt), base);
                         self.pg.un(UFn::Recip, s)
                     }
+                    Some(1.0) => base,
+                    Some(0.0) => self.pg.num(1.0),
                     Some(k) if k.fract() == 0.0 && k.abs() <= 64.0 => {
                         self.pg.intern(PNode::Powi(base, k as i32))
                     }
-                    _ => {
-                        let ex = self.conv(e, env)?;
-                        self.pg.bin(BFn::Pow, base, ex)
-                    }
+                    _ => self.pg.bin(BFn::Pow, base, ex),
                 }
             }
             Node::Func(Func::Log, x) => {
@@ -644,7 +646,7 @@ impl Converter<'_> {
                 if let Node::Func(Func::Sigmoid, z) = *self.g.node(x) {
                     let z = self.conv(z, env)?;
                     let nz = self.pg.un(UFn::Neg, z);
-                    let sp = self.pg.un(UFn::F(Func::Softplus), nz);
+                    let sp = self.func(Func::Softplus, nz);
                     return Ok(self.pg.un(UFn::Neg, sp));
                 }
                 if let Some(z) = one_minus_sigmoid(self.g, x) {
@@ -657,7 +659,7 @@ impl Converter<'_> {
             }
             Node::Func(f, x) => {
                 let a = self.conv(x, env)?;
-                self.pg.un(UFn::F(f), a)
+                self.func(f, a)
             }
             Node::Max(a, b) | Node::Min(a, b) => {
                 let f = if matches!(node, Node::Max(..)) {
@@ -725,6 +727,19 @@ impl Converter<'_> {
                 })
             }
         })
+    }
+
+    /// `f(a)`, sharing work between related functions: `softplus(-x)` is
+    /// `softplus(x) - x`, so a spec using both (log p and log(1 - p) on a
+    /// logit) evaluates one.
+    fn func(&mut self, f: Func, a: P) -> P {
+        if f == Func::Softplus
+            && let PNode::Un(UFn::Neg, x) = self.pg.nodes[a as usize]
+        {
+            let sp = self.pg.un(UFn::F(Func::Softplus), x);
+            return self.pg.bin(BFn::Sub, sp, x);
+        }
+        self.pg.un(UFn::F(f), a)
     }
 
     fn uniform(&mut self, u: UniformSrc) -> P {

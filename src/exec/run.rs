@@ -311,7 +311,7 @@ pub fn isa() -> &'static str {
 }
 
 macro_rules! variant {
-    ($block:ident, $scope:ident, $fma:literal $(, $feat:literal)?) => {
+    ($block:ident, $scope:ident, $op:ident, $fold:ident, $fma:literal $(, $feat:literal)?) => {
         $(#[target_feature(enable = $feat)])?
         #[allow(unused_unsafe)]
         unsafe fn $block<T: Float>(ex: &mut Exec<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
@@ -332,7 +332,7 @@ macro_rules! variant {
             let pass = ex.cx.pass;
             for item in &pass.scopes[s as usize].items {
                 match item {
-                    Item::Op(op) => op_::<T, $fma>(ex, op),
+                    Item::Op(op) => unsafe { $op::<T>(ex, op) },
                     Item::Loop { scope, kind } => {
                         let sc = *scope as usize;
                         let extent = ex.cx.layout.extent[sc];
@@ -346,7 +346,7 @@ macro_rules! variant {
                             ex.ext[sc] = tile.min(extent - o);
                             unsafe { $scope::<T>(ex, *scope) };
                             if let LoopKind::Reduce { op, acc, aux, fold, filter } = kind {
-                                fold_::<T, $fma>(ex, *scope, *op, *acc, *aux, *fold, *filter);
+                                unsafe { $fold::<T>(ex, *scope, *op, *acc, *aux, *fold, *filter) };
                             }
                             o += tile;
                         }
@@ -360,9 +360,6 @@ macro_rules! variant {
     };
 }
 
-variant!(block_base, scope_base, false);
-#[cfg(target_arch = "x86_64")]
-variant!(block_avx2, scope_avx2, true, "avx2,fma");
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn block_avx2<T: Float>(ex: &mut Exec<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
     unsafe { block_base(ex, b0, b1, sums) }
@@ -395,6 +392,15 @@ impl Walk {
             strides: [[0; MAX_LOOPS + 2]; 4],
             nd: loops.len() + 1,
         };
+        // The common case, an instruction of the root scope: one run.
+        if loops.is_empty() {
+            w.dims[0] = if rowdep_out { ex.len } else { 1 };
+            w.strides[0][0] = 1;
+            for (k, &r) in ops.iter().enumerate() {
+                w.strides[k + 1][0] = ex.cx.pass.regs[r as usize].rowdep as usize;
+            }
+            return w;
+        }
         for (i, &l) in loops.iter().enumerate() {
             w.dims[i] = ex.ext[l as usize];
         }
@@ -496,18 +502,94 @@ impl<T: Float> Exec<'_, T> {
     }
 }
 
-/// Unary kernel over a run: `o[i] = f(a[i*sa])`.
+/// A per-element unary function, as a type so that it is inlined into
+/// the loop (a closure of this size would be called per element).
+trait K1<T: Float, const F: bool> {
+    fn f(x: T) -> T;
+}
+
+/// A per-element binary function.
+trait K2<T: Float, const F: bool> {
+    fn f(a: T, b: T) -> T;
+}
+
+macro_rules! k1 {
+    ($($name:ident = |$x:ident| $e:expr;)*) => {$(
+        struct $name;
+        impl<T: Float, const F: bool> K1<T, F> for $name {
+            #[inline(always)]
+            fn f($x: T) -> T {
+                $e
+            }
+        }
+    )*};
+}
+
+macro_rules! k2 {
+    ($($name:ident = |$a:ident, $b:ident| $e:expr;)*) => {$(
+        struct $name;
+        impl<T: Float, const F: bool> K2<T, F> for $name {
+            #[inline(always)]
+            fn f($a: T, $b: T) -> T {
+                $e
+            }
+        }
+    )*};
+}
+
+k1! {
+    KNeg = |x| -x;
+    KRecip = |x| T::ONE / x;
+    KNot = |x| truth::<T>(x == T::ZERO);
+    KExp = |x| x.exp::<F>();
+    KLog = |x| x.ln::<F>();
+    KSigmoid = |x| math::sigmoid::<T, F>(x);
+    KSoftplus = |x| math::softplus::<T, F>(x);
+    KLog1p = |x| math::log1p::<T, F>(x);
+    KExpm1 = |x| math::expm1::<T, F>(x);
+    KSqrt = |x| x.sqrt();
+    KAbs = |x| x.abs();
+    KSign = |x| sel(x > T::ZERO, T::ONE, sel(x < T::ZERO, -T::ONE, T::ZERO));
+    KRelu = |x| x.max(T::ZERO);
+    KTanh = |x| math::tanh::<T, F>(x);
+    KCosh = |x| math::cosh::<T, F>(x);
+    KSinh = |x| math::sinh::<T, F>(x);
+    KSq = |x| x * x;
+    KCube = |x| x * x * x;
+    KFourth = |x| (x * x) * (x * x);
+    KInvSq = |x| T::ONE / (x * x);
+}
+
+k2! {
+    KAdd = |a, b| a + b;
+    KSub = |a, b| a - b;
+    KMul = |a, b| a * b;
+    KDiv = |a, b| a / b;
+    KPow = |a, b| math::pow::<T, F>(a, b);
+    KMax = |a, b| a.max(b);
+    KMin = |a, b| a.min(b);
+    KEq = |a, b| truth::<T>(a == b);
+    KNe = |a, b| truth::<T>(a != b);
+    KLt = |a, b| truth::<T>(a < b);
+    KLe = |a, b| truth::<T>(a <= b);
+    KGt = |a, b| truth::<T>(a > b);
+    KGe = |a, b| truth::<T>(a >= b);
+    KAnd = |a, b| truth::<T>((a != T::ZERO) & (b != T::ZERO));
+    KOr = |a, b| truth::<T>((a != T::ZERO) | (b != T::ZERO));
+}
+
+/// Unary kernel over a run: `o[i] = K(a[i*sa])`.
 #[inline(always)]
-unsafe fn run1<T: Float, G: Fn(T) -> T + Copy>(o: *mut T, a: *const T, sa: usize, n: usize, f: G) {
+unsafe fn run1<T: Float, const F: bool, K: K1<T, F>>(o: *mut T, a: *const T, sa: usize, n: usize) {
     unsafe {
         let o = std::slice::from_raw_parts_mut(o, n);
         if sa == 1 {
             let a = std::slice::from_raw_parts(a, n);
             for (o, &a) in o.iter_mut().zip(a) {
-                *o = f(a);
+                *o = K::f(a);
             }
         } else {
-            let v = f(*a);
+            let v = K::f(*a);
             o.fill(v);
         }
     }
@@ -515,14 +597,13 @@ unsafe fn run1<T: Float, G: Fn(T) -> T + Copy>(o: *mut T, a: *const T, sa: usize
 
 /// Binary kernel over a run, specialised on which operands broadcast.
 #[inline(always)]
-unsafe fn run2<T: Float>(
+unsafe fn run2<T: Float, const F: bool, K: K2<T, F>>(
     o: *mut T,
     a: *const T,
     sa: usize,
     b: *const T,
     sb: usize,
     n: usize,
-    f: impl Fn(T, T) -> T + Copy,
 ) {
     unsafe {
         let o = std::slice::from_raw_parts_mut(o, n);
@@ -531,24 +612,24 @@ unsafe fn run2<T: Float>(
                 let a = std::slice::from_raw_parts(a, n);
                 let b = std::slice::from_raw_parts(b, n);
                 for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                    *o = f(a, b);
+                    *o = K::f(a, b);
                 }
             }
             (1, _) => {
                 let a = std::slice::from_raw_parts(a, n);
                 let b = *b;
                 for (o, &a) in o.iter_mut().zip(a) {
-                    *o = f(a, b);
+                    *o = K::f(a, b);
                 }
             }
             (_, 1) => {
                 let b = std::slice::from_raw_parts(b, n);
                 let a = *a;
                 for (o, &b) in o.iter_mut().zip(b) {
-                    *o = f(a, b);
+                    *o = K::f(a, b);
                 }
             }
-            _ => o.fill(f(*a, *b)),
+            _ => o.fill(K::f(*a, *b)),
         }
     }
 }
@@ -558,155 +639,85 @@ fn truth<T: Float>(b: bool) -> T {
     sel(b, T::ONE, T::ZERO)
 }
 
-#[inline(always)]
-fn un<T: Float, const F: bool>(f: UFn) -> impl Fn(T) -> T {
-    move |x: T| match f {
-        UFn::Neg => -x,
-        UFn::Recip => T::ONE / x,
-        UFn::Not => truth(x == T::ZERO),
-        UFn::F(func) => match func {
-            Func::Exp => x.exp::<F>(),
-            Func::Log => x.ln::<F>(),
-            Func::Log1p => math::log1p::<T, F>(x),
-            Func::Expm1 => math::expm1::<T, F>(x),
-            Func::Sqrt => x.sqrt(),
-            Func::Sigmoid => math::sigmoid::<T, F>(x),
-            Func::Softplus => math::softplus::<T, F>(x),
-            Func::Tanh => math::tanh::<T, F>(x),
-            Func::Cosh => math::cosh::<T, F>(x),
-            Func::Sinh => math::sinh::<T, F>(x),
-            Func::Abs => x.abs(),
-            Func::Sign => sel(x > T::ZERO, T::ONE, sel(x < T::ZERO, -T::ONE, T::ZERO)),
-            Func::Relu => x.max(T::ZERO),
-        },
-    }
-}
-
-/// Dispatches a unary function to its own monomorphic loop, so that each
-/// loop body is one function and vectorises.
+/// Dispatches a unary function to its kernel type.
+#[rustfmt::skip]
 macro_rules! per_unary {
-    ($f:expr, $T:ty, $F:expr, |$g:ident| $body:expr) => {
+    ($f:expr, |$K:ident| $body:expr) => {
         match $f {
-            UFn::Neg => {
-                let $g = |x: $T| -x;
-                $body
-            }
-            UFn::Recip => {
-                let $g = |x: $T| <$T>::ONE / x;
-                $body
-            }
-            UFn::Not => {
-                let $g = |x: $T| truth::<$T>(x == <$T>::ZERO);
-                $body
-            }
-            UFn::F(Func::Exp) => {
-                let $g = |x: $T| x.exp::<$F>();
-                $body
-            }
-            UFn::F(Func::Log) => {
-                let $g = |x: $T| x.ln::<$F>();
-                $body
-            }
-            UFn::F(Func::Sigmoid) => {
-                let $g = |x: $T| math::sigmoid::<$T, $F>(x);
-                $body
-            }
-            UFn::F(Func::Softplus) => {
-                let $g = |x: $T| math::softplus::<$T, $F>(x);
-                $body
-            }
-            UFn::F(Func::Log1p) => {
-                let $g = |x: $T| math::log1p::<$T, $F>(x);
-                $body
-            }
-            UFn::F(Func::Sqrt) => {
-                let $g = |x: $T| x.sqrt();
-                $body
-            }
-            UFn::F(Func::Abs) => {
-                let $g = |x: $T| x.abs();
-                $body
-            }
-            other => {
-                let u = un::<$T, $F>(other);
-                let $g = &u;
-                $body
-            }
+            UFn::Neg => { type $K = KNeg; $body }
+            UFn::Recip => { type $K = KRecip; $body }
+            UFn::Not => { type $K = KNot; $body }
+            UFn::F(Func::Exp) => { type $K = KExp; $body }
+            UFn::F(Func::Log) => { type $K = KLog; $body }
+            UFn::F(Func::Sigmoid) => { type $K = KSigmoid; $body }
+            UFn::F(Func::Softplus) => { type $K = KSoftplus; $body }
+            UFn::F(Func::Log1p) => { type $K = KLog1p; $body }
+            UFn::F(Func::Expm1) => { type $K = KExpm1; $body }
+            UFn::F(Func::Sqrt) => { type $K = KSqrt; $body }
+            UFn::F(Func::Abs) => { type $K = KAbs; $body }
+            UFn::F(Func::Sign) => { type $K = KSign; $body }
+            UFn::F(Func::Relu) => { type $K = KRelu; $body }
+            UFn::F(Func::Tanh) => { type $K = KTanh; $body }
+            UFn::F(Func::Cosh) => { type $K = KCosh; $body }
+            UFn::F(Func::Sinh) => { type $K = KSinh; $body }
         }
     };
 }
 
+/// Dispatches a binary function to its kernel type.
+#[rustfmt::skip]
 macro_rules! per_binary {
-    ($f:expr, $T:ty, $F:expr, |$g:ident| $body:expr) => {
+    ($f:expr, |$K:ident| $body:expr) => {
         match $f {
-            BFn::Add => {
-                let $g = |a: $T, b: $T| a + b;
-                $body
-            }
-            BFn::Sub => {
-                let $g = |a: $T, b: $T| a - b;
-                $body
-            }
-            BFn::Mul => {
-                let $g = |a: $T, b: $T| a * b;
-                $body
-            }
-            BFn::Div => {
-                let $g = |a: $T, b: $T| a / b;
-                $body
-            }
-            BFn::Pow => {
-                let $g = |a: $T, b: $T| math::pow::<$T, $F>(a, b);
-                $body
-            }
-            BFn::Max => {
-                let $g = |a: $T, b: $T| a.max(b);
-                $body
-            }
-            BFn::Min => {
-                let $g = |a: $T, b: $T| a.min(b);
-                $body
-            }
-            BFn::Cmp(c) => match c {
-                Cmp::Eq => {
-                    let $g = |a: $T, b: $T| truth::<$T>(a == b);
-                    $body
-                }
-                Cmp::Ne => {
-                    let $g = |a: $T, b: $T| truth::<$T>(a != b);
-                    $body
-                }
-                Cmp::Lt => {
-                    let $g = |a: $T, b: $T| truth::<$T>(a < b);
-                    $body
-                }
-                Cmp::Le => {
-                    let $g = |a: $T, b: $T| truth::<$T>(a <= b);
-                    $body
-                }
-                Cmp::Gt => {
-                    let $g = |a: $T, b: $T| truth::<$T>(a > b);
-                    $body
-                }
-                Cmp::Ge => {
-                    let $g = |a: $T, b: $T| truth::<$T>(a >= b);
-                    $body
-                }
-            },
-            BFn::And => {
-                let $g = |a: $T, b: $T| truth::<$T>(a != <$T>::ZERO && b != <$T>::ZERO);
-                $body
-            }
-            BFn::Or => {
-                let $g = |a: $T, b: $T| truth::<$T>(a != <$T>::ZERO || b != <$T>::ZERO);
-                $body
-            }
+            BFn::Add => { type $K = KAdd; $body }
+            BFn::Sub => { type $K = KSub; $body }
+            BFn::Mul => { type $K = KMul; $body }
+            BFn::Div => { type $K = KDiv; $body }
+            BFn::Pow => { type $K = KPow; $body }
+            BFn::Max => { type $K = KMax; $body }
+            BFn::Min => { type $K = KMin; $body }
+            BFn::Cmp(Cmp::Eq) => { type $K = KEq; $body }
+            BFn::Cmp(Cmp::Ne) => { type $K = KNe; $body }
+            BFn::Cmp(Cmp::Lt) => { type $K = KLt; $body }
+            BFn::Cmp(Cmp::Le) => { type $K = KLe; $body }
+            BFn::Cmp(Cmp::Gt) => { type $K = KGt; $body }
+            BFn::Cmp(Cmp::Ge) => { type $K = KGe; $body }
+            BFn::And => { type $K = KAnd; $body }
+            BFn::Or => { type $K = KOr; $body }
         }
     };
 }
 
+/// `o = K(a)` over a walk.
 #[inline(always)]
-fn op_<T: Float, const F: bool>(ex: &mut Exec<'_, T>, op: &Op) {
+fn unary_walk<T: Float, const F: bool, K: K1<T, F>>(w: &Walk, o: *mut T, pa: *const T) {
+    w.each(2, |off, n, s| unsafe {
+        run1::<T, F, K>(o.add(off[0]), pa.add(off[1]), s[1], n)
+    });
+}
+
+/// `o = K(a, b)` over a walk.
+#[inline(always)]
+fn binary_walk<T: Float, const F: bool, K: K2<T, F>>(
+    w: &Walk,
+    o: *mut T,
+    pa: *const T,
+    pb: *const T,
+) {
+    w.each(3, |off, n, s| unsafe {
+        run2::<T, F, K>(o.add(off[0]), pa.add(off[1]), s[1], pb.add(off[2]), s[2], n)
+    });
+}
+
+// The instruction and fold bodies hold the hot loops in closures; a
+// closure is compiled with the target features of the function it is
+// written in, so these are written out once per instruction set.
+macro_rules! def_op {
+    ($name:ident, $F:literal $(, $feat:literal)?) => {
+$(#[target_feature(enable = $feat)])?
+#[allow(unused_unsafe)]
+unsafe fn $name<T: Float>(ex: &mut Exec<'_, T>, op: &Op) {
+    const F: bool = $F;
     let pass = ex.cx.pass;
     match *op {
         Op::Const { out, v } => {
@@ -748,42 +759,34 @@ fn op_<T: Float, const F: bool>(ex: &mut Exec<'_, T>, op: &Op) {
             let w = Walk::new(ex, &d.loops, d.rowdep, &[a]);
             let o = ex.out(out);
             let pa = ex.ptr[a as usize];
-            per_unary!(f, T, F, |g| w.each(2, |off, n, s| unsafe {
-                run1(o.add(off[0]), pa.add(off[1]), s[1], n, g)
-            }));
+            per_unary!(f, |K| unary_walk::<T, F, K>(&w, o, pa));
         }
         Op::Powi { out, a, n: k } => {
             let d = &pass.regs[out as usize];
             let w = Walk::new(ex, &d.loops, d.rowdep, &[a]);
             let o = ex.out(out);
             let pa = ex.ptr[a as usize];
-            let g = |x: T| match k {
-                2 => x * x,
-                3 => x * x * x,
-                -1 => T::ONE / x,
-                -2 => T::ONE / (x * x),
-                _ => math::powi(x, k),
-            };
-            w.each(2, |off, n, s| unsafe {
-                run1(o.add(off[0]), pa.add(off[1]), s[1], n, g)
-            });
+            // One loop per exponent, so that no loop body branches.
+            match k {
+                2 => unary_walk::<T, F, KSq>(&w, o, pa),
+                3 => unary_walk::<T, F, KCube>(&w, o, pa),
+                4 => unary_walk::<T, F, KFourth>(&w, o, pa),
+                -1 => unary_walk::<T, F, KRecip>(&w, o, pa),
+                -2 => unary_walk::<T, F, KInvSq>(&w, o, pa),
+                _ => w.each(2, |off, n, s| unsafe {
+                    let (o, a) = (o.add(off[0]), pa.add(off[1]));
+                    for i in 0..n {
+                        *o.add(i) = math::powi(*a.add(i * s[1]), k);
+                    }
+                }),
+            }
         }
         Op::Bin { out, f, a, b } => {
             let d = &pass.regs[out as usize];
             let w = Walk::new(ex, &d.loops, d.rowdep, &[a, b]);
             let o = ex.out(out);
             let (pa, pb) = (ex.ptr[a as usize], ex.ptr[b as usize]);
-            per_binary!(f, T, F, |g| w.each(3, |off, n, s| unsafe {
-                run2(
-                    o.add(off[0]),
-                    pa.add(off[1]),
-                    s[1],
-                    pb.add(off[2]),
-                    s[2],
-                    n,
-                    g,
-                )
-            }));
+            per_binary!(f, |K| binary_walk::<T, F, K>(&w, o, pa, pb));
         }
         Op::Sel { out, c, a, b } => {
             let d = &pass.regs[out as usize];
@@ -791,6 +794,13 @@ fn op_<T: Float, const F: bool>(ex: &mut Exec<'_, T>, op: &Op) {
             let o = ex.out(out);
             let (pc, pa, pb) = (ex.ptr[c as usize], ex.ptr[a as usize], ex.ptr[b as usize]);
             w.each(4, |off, n, s| unsafe {
+                if s[1] == 1 && s[2] == 1 && s[3] == 1 {
+                    let (o, c, a, b) = (o.add(off[0]), pc.add(off[1]), pa.add(off[2]), pb.add(off[3]));
+                    for i in 0..n {
+                        *o.add(i) = sel(*c.add(i) != T::ZERO, *a.add(i), *b.add(i));
+                    }
+                    return;
+                }
                 for i in 0..n {
                     let cv = *pc.add(off[1] + i * s[1]);
                     let av = *pa.add(off[2] + i * s[2]);
@@ -806,6 +816,8 @@ fn op_<T: Float, const F: bool>(ex: &mut Exec<'_, T>, op: &Op) {
             scope,
         } => store::<T>(ex, reg, output, hessian, scope),
     }
+}
+    };
 }
 
 #[inline(always)]
@@ -975,8 +987,11 @@ fn init_acc<T: Float>(ex: &mut Exec<'_, T>, op: RedOp, acc: Reg, aux: Reg) {
     }
 }
 
-#[inline(always)]
-fn fold_<T: Float, const F: bool>(
+macro_rules! def_fold {
+    ($name:ident, $F:literal $(, $feat:literal)?) => {
+$(#[target_feature(enable = $feat)])?
+#[allow(unused_unsafe)]
+unsafe fn $name<T: Float>(
     ex: &mut Exec<'_, T>,
     scope: u16,
     op: RedOp,
@@ -985,6 +1000,7 @@ fn fold_<T: Float, const F: bool>(
     fold: Fold,
     filter: Option<Reg>,
 ) {
+    const F: bool = $F;
     let pass = ex.cx.pass;
     let ad = &pass.regs[acc as usize];
     // Walk the accumulator's loops plus this scope's, innermost being
@@ -1087,6 +1103,8 @@ fn fold_<T: Float, const F: bool>(
         (Fold::Prod(..), Some(_)) => unreachable!("products are folded only without a filter"),
     }
 }
+    };
+}
 
 #[inline(always)]
 fn finish_acc<T: Float, const F: bool>(ex: &mut Exec<'_, T>, op: RedOp, acc: Reg, aux: Reg) {
@@ -1147,3 +1165,13 @@ fn finish_chunk<T: Float>(ex: &mut Exec<'_, T>, sums: &mut [f64]) {
         }
     }
 }
+
+def_op!(op_base, false);
+def_fold!(fold_base, false);
+variant!(block_base, scope_base, op_base, fold_base, false);
+#[cfg(target_arch = "x86_64")]
+def_op!(op_avx2, true, "avx2,fma");
+#[cfg(target_arch = "x86_64")]
+def_fold!(fold_avx2, true, "avx2,fma");
+#[cfg(target_arch = "x86_64")]
+variant!(block_avx2, scope_avx2, op_avx2, fold_avx2, true, "avx2,fma");

@@ -1,0 +1,594 @@
+//! lossc's compiled evaluator against hand-written fused loops, in the same
+//! run: value and gradient, one pass, the loop an expert writes for that
+//! one loss (branch-free, the same inlined `exp`/`log` as lossc, AVX2+FMA
+//! chosen at run time like lossc's, accumulators that vectorise).
+//!
+//! `cargo bench --bench eval` prints criterion's timings and, at the end, a
+//! table of ratios (lossc / hand-written on one thread; lossc on one thread
+//! / lossc on all threads), the bytes lossc allocates beyond inputs and
+//! outputs, and the time to compile each example. `LOSSC_BENCH_QUICK=1`
+//! shrinks the sizes tenfold.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use lossc::exec::math::{self, Float};
+use lossc::{Evaluator, Inputs, Loss, Output};
+use ndarray::{Array1, Array2, ArrayD};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Counts the bytes live and the peak, to report what an evaluation
+/// allocates.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn quick() -> bool {
+    std::env::var_os("LOSSC_BENCH_QUICK").is_some()
+}
+
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Stamps out a hand-written loop for the baseline target and for
+/// AVX2+FMA, chosen at run time (as lossc does).
+macro_rules! dispatch {
+    ($name:ident, $body:ident, ($($arg:ident : $ty:ty),*)) => {
+        fn $name<T: Float>($($arg: $ty),*) -> f64 {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn wide<T: Float>($($arg: $ty),*) -> f64 {
+                $body::<T, true>($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if avx2() {
+                // SAFETY: the CPU has AVX2 and FMA.
+                return unsafe { wide::<T>($($arg),*) };
+            }
+            $body::<T, false>($($arg),*)
+        }
+    };
+}
+
+/// Rows per block of the hand loops: the per-row losses go to a stack
+/// buffer and are summed after, so the row loop has no loop-carried float
+/// dependency and vectorises.
+const B: usize = 256;
+
+#[inline(always)]
+fn sum_block<T: Float>(v: &[T]) -> f64 {
+    let mut lanes = [T::ZERO; 8];
+    let mut it = v.chunks_exact(8);
+    for c in &mut it {
+        for k in 0..8 {
+            lanes[k] = lanes[k] + c[k];
+        }
+    }
+    lanes.iter().map(|x| x.f64()).sum::<f64>() + it.remainder().iter().map(|x| x.f64()).sum::<f64>()
+}
+
+/// Focal loss on logits, gamma = 2, alpha = 0.25: one `exp`, one `log1p`.
+#[inline(always)]
+fn focal_body<T: Float, const F: bool>(y: &[T], z: &[T], g: &mut [T]) -> f64 {
+    let n = y.len();
+    let inv_n = T::of(1.0 / n as f64);
+    let (alpha, one) = (T::of(0.25), T::ONE);
+    let mut total = 0.0;
+    let mut buf = [T::ZERO; B];
+    for ((yb, zb), gb) in y.chunks(B).zip(z.chunks(B)).zip(g.chunks_mut(B)) {
+        let m = yb.len();
+        for i in 0..m {
+            let (yi, zi) = (yb[i], zb[i]);
+            let e = (-zi.abs()).exp::<F>();
+            let d = one / (one + e);
+            let p = math::sel(zi >= T::ZERO, d, e * d);
+            let sp = zi.max(T::ZERO) + math::log1p::<T, F>(e); // -log(1 - p)
+            let (log_p, log_q) = (zi - sp, -sp);
+            let q = one - p;
+            let pos = yi == one;
+            let l1 = -alpha * q * q * log_p;
+            let l0 = -(one - alpha) * p * p * log_q;
+            let g1 = alpha * q * q * (T::of(2.0) * p * log_p - q);
+            let g0 = (one - alpha) * p * p * (p - T::of(2.0) * q * log_q);
+            buf[i] = math::sel(pos, l1, l0);
+            gb[i] = math::sel(pos, g1, g0) * inv_n;
+        }
+        total += sum_block(&buf[..m]);
+    }
+    total / n as f64
+}
+dispatch!(focal_hand, focal_body, (y: &[T], z: &[T], g: &mut [T]));
+
+/// Severity-weighted BCE on probabilities (xray_triage): one `log`, one
+/// division.
+#[inline(always)]
+fn xray_body<T: Float, const F: bool>(y: &[T], s: &[T], p: &[T], g: &mut [T]) -> f64 {
+    let n = y.len();
+    let inv_n = T::of(1.0 / n as f64);
+    let one = T::ONE;
+    let mut total = 0.0;
+    let mut buf = [T::ZERO; B];
+    for (((yb, sb), pb), gb) in y
+        .chunks(B)
+        .zip(s.chunks(B))
+        .zip(p.chunks(B))
+        .zip(g.chunks_mut(B))
+    {
+        let m = yb.len();
+        for i in 0..m {
+            let pos = yb[i] == one;
+            let w = math::sel(pos, T::of(20.0) * (one + T::of(0.1) * sb[i]), one);
+            let pt = math::sel(pos, pb[i], one - pb[i]);
+            buf[i] = -w * pt.ln::<F>();
+            gb[i] = math::sel(pos, -w, w) / pt * inv_n;
+        }
+        total += sum_block(&buf[..m]);
+    }
+    total / n as f64
+}
+dispatch!(xray_hand, xray_body, (y: &[T], s: &[T], p: &[T], g: &mut [T]));
+
+/// Huber with delta = 1.
+#[inline(always)]
+fn huber_body<T: Float, const F: bool>(y: &[T], yhat: &[T], g: &mut [T]) -> f64 {
+    let n = y.len();
+    let inv_n = T::of(1.0 / n as f64);
+    let (half, delta) = (T::of(0.5), T::ONE);
+    let mut total = 0.0;
+    let mut buf = [T::ZERO; B];
+    for ((yb, hb), gb) in y.chunks(B).zip(yhat.chunks(B)).zip(g.chunks_mut(B)) {
+        let m = yb.len();
+        for i in 0..m {
+            let r = hb[i] - yb[i];
+            let a = r.abs();
+            let small = a <= delta;
+            buf[i] = math::sel(small, half * r * r, delta * (a - half * delta));
+            gb[i] = math::sel(small, r, delta.copysign(r)) * inv_n;
+        }
+        total += sum_block(&buf[..m]);
+    }
+    total / n as f64
+}
+dispatch!(huber_hand, huber_body, (y: &[T], yhat: &[T], g: &mut [T]));
+
+/// Categorical cross-entropy on logits: a max pass, then one `exp` per
+/// logit kept in the gradient row and rescaled.
+#[inline(always)]
+fn cce_body<T: Float, const F: bool>(y: &[T], z: &[T], c: usize, g: &mut [T]) -> f64 {
+    let n = y.len();
+    let inv_n = T::of(1.0 / n as f64);
+    let mut total = 0.0;
+    for ((&yi, zr), gr) in y.iter().zip(z.chunks_exact(c)).zip(g.chunks_exact_mut(c)) {
+        let mut m = [T::of(f64::NEG_INFINITY); 8];
+        let mut it = zr.chunks_exact(8);
+        for ch in &mut it {
+            for k in 0..8 {
+                m[k] = m[k].max(ch[k]);
+            }
+        }
+        let mut mx = m.iter().fold(T::of(f64::NEG_INFINITY), |a, &b| a.max(b));
+        for &x in it.remainder() {
+            mx = mx.max(x);
+        }
+        for (gi, &zi) in gr.iter_mut().zip(zr) {
+            *gi = (zi - mx).exp::<F>();
+        }
+        let s = sum_block(gr);
+        let lse = mx.f64() + s.ln();
+        let label = yi.f64() as usize;
+        total += lse - zr[label].f64();
+        let scale = T::of(1.0 / s) * inv_n;
+        for gi in gr.iter_mut() {
+            *gi = *gi * scale;
+        }
+        gr[label] = gr[label] - inv_n;
+    }
+    total / n as f64
+}
+dispatch!(cce_hand, cce_body, (y: &[T], z: &[T], c: usize, g: &mut [T]));
+
+/// InfoNCE with temperature 0.1: per row the similarities to every key
+/// (one row buffer), their logsumexp, then dq by gathering keys and dk by
+/// scattering queries: 3 n²D multiply-adds, O(n) memory.
+#[inline(always)]
+fn infonce_body<T: Float, const F: bool>(
+    q: &[T],
+    k: &[T],
+    d: usize,
+    gq: &mut [T],
+    gk: &mut [T],
+) -> f64 {
+    let n = q.len() / d;
+    let inv_t = T::of(10.0);
+    let scale = inv_t * T::of(1.0 / n as f64);
+    gk.fill(T::ZERO);
+    let mut sim = vec![T::ZERO; n];
+    let mut total = 0.0;
+    let dot = |a: &[T], b: &[T]| {
+        let mut acc = [T::ZERO; 8];
+        for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+            for l in 0..8 {
+                acc[l] = T::madd::<F>(x[l], y[l], acc[l]);
+            }
+        }
+        let mut s = acc.iter().fold(T::ZERO, |a, &b| a + b);
+        for i in (a.len() / 8 * 8)..a.len() {
+            s = s + a[i] * b[i];
+        }
+        s
+    };
+    for i in 0..n {
+        let qi = &q[i * d..(i + 1) * d];
+        let mut mx = T::of(f64::NEG_INFINITY);
+        for j in 0..n {
+            let s = dot(qi, &k[j * d..(j + 1) * d]) * inv_t;
+            sim[j] = s;
+            mx = mx.max(s);
+        }
+        for s in sim.iter_mut() {
+            *s = (*s - mx).exp::<F>();
+        }
+        let z = sum_block(&sim);
+        total += mx.f64() + z.ln() - (dot(qi, &k[i * d..(i + 1) * d]) * inv_t).f64();
+        let inv_z = T::of(1.0 / z);
+        let gqi = &mut gq[i * d..(i + 1) * d];
+        for (x, &kx) in gqi.iter_mut().zip(&k[i * d..(i + 1) * d]) {
+            *x = -kx * scale;
+        }
+        for j in 0..n {
+            let p = sim[j] * inv_z * scale;
+            let kj = &k[j * d..(j + 1) * d];
+            for (x, &kx) in gqi.iter_mut().zip(kj) {
+                *x = T::madd::<F>(p, kx, *x);
+            }
+            let gkj = &mut gk[j * d..(j + 1) * d];
+            for (x, &qx) in gkj.iter_mut().zip(qi) {
+                *x = T::madd::<F>(p, qx, *x);
+            }
+        }
+        let gki = &mut gk[i * d..(i + 1) * d];
+        for (x, &qx) in gki.iter_mut().zip(qi) {
+            *x = *x - qx * scale;
+        }
+    }
+    total / n as f64
+}
+dispatch!(infonce_hand, infonce_body, (q: &[T], k: &[T], d: usize, gq: &mut [T], gk: &mut [T]));
+
+/// A deterministic generator for the data (the same as lossc's tests).
+fn rng(seed: u64) -> lossc::grad::Rng {
+    lossc::grad::Rng::new(seed)
+}
+
+/// One benchmark case: its inputs in `T` and the hand loop.
+struct Case<T> {
+    name: String,
+    spec: &'static str,
+    arrays: Vec<(&'static str, ArrayD<T>)>,
+    grads: Vec<ArrayD<T>>,
+    hand: Box<dyn Fn(&[ArrayD<T>], &mut [ArrayD<T>]) -> f64>,
+}
+
+fn col<T: Float>(v: impl Iterator<Item = f64>) -> ArrayD<T> {
+    Array1::from_iter(v.map(T::of)).into_dyn()
+}
+
+fn cases<T: Float>() -> Vec<Case<T>> {
+    let scale = if quick() { 10 } else { 1 };
+    let big = 10_000_000 / scale;
+    let mut r = rng(1);
+    let mut out = Vec::new();
+    let labels = |n: usize, r: &mut lossc::grad::Rng| {
+        col::<T>(
+            (0..n)
+                .map(|_| (r.next_u64() % 2) as f64)
+                .collect::<Vec<_>>()
+                .into_iter(),
+        )
+    };
+    // focal_logits
+    {
+        let y = labels(big, &mut r);
+        let z = col::<T>(
+            (0..big)
+                .map(|_| 3.0 * r.normal())
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        out.push(Case {
+            name: format!("focal_logits n={big}"),
+            spec: "focal_logits",
+            grads: vec![ArrayD::from_elem(z.raw_dim(), T::ZERO)],
+            arrays: vec![("y", y), ("z", z)],
+            hand: Box::new(|a, g| {
+                focal_hand::<T>(
+                    a[0].as_slice().unwrap(),
+                    a[1].as_slice().unwrap(),
+                    g[0].as_slice_mut().unwrap(),
+                )
+            }),
+        });
+    }
+    // xray_triage
+    {
+        let y = labels(big, &mut r);
+        let s = col::<T>(
+            (0..big)
+                .map(|_| 1.0 + 9.0 * r.uniform())
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        let p = col::<T>(
+            (0..big)
+                .map(|_| 0.02 + 0.96 * r.uniform())
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        out.push(Case {
+            name: format!("xray_triage n={big}"),
+            spec: "xray_triage",
+            grads: vec![ArrayD::from_elem(p.raw_dim(), T::ZERO)],
+            arrays: vec![("y", y), ("s", s), ("p", p)],
+            hand: Box::new(|a, g| {
+                xray_hand::<T>(
+                    a[0].as_slice().unwrap(),
+                    a[1].as_slice().unwrap(),
+                    a[2].as_slice().unwrap(),
+                    g[0].as_slice_mut().unwrap(),
+                )
+            }),
+        });
+    }
+    // huber
+    {
+        let y = col::<T>(
+            (0..big)
+                .map(|_| 2.0 * r.normal())
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        let h = col::<T>(
+            (0..big)
+                .map(|_| 2.0 * r.normal())
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        out.push(Case {
+            name: format!("huber n={big}"),
+            spec: "huber",
+            grads: vec![ArrayD::from_elem(h.raw_dim(), T::ZERO)],
+            arrays: vec![("y", y), ("yhat", h)],
+            hand: Box::new(|a, g| {
+                huber_hand::<T>(
+                    a[0].as_slice().unwrap(),
+                    a[1].as_slice().unwrap(),
+                    g[0].as_slice_mut().unwrap(),
+                )
+            }),
+        });
+    }
+    // cce_logits, C = 10 and C = 1000
+    for (c, n) in [(10usize, 1_000_000 / scale), (1000, 100_000 / scale)] {
+        let y = col::<T>(
+            (0..n)
+                .map(|_| (r.next_u64() % c as u64) as f64)
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        let z = Array2::from_shape_fn((n, c), |_| T::of(2.0 * r.normal())).into_dyn();
+        out.push(Case {
+            name: format!("cce_logits C={c} n={n}"),
+            spec: "cce_logits",
+            grads: vec![ArrayD::from_elem(z.raw_dim(), T::ZERO)],
+            arrays: vec![("y", y), ("z", z)],
+            hand: Box::new(move |a, g| {
+                cce_hand::<T>(
+                    a[0].as_slice().unwrap(),
+                    a[1].as_slice().unwrap(),
+                    c,
+                    g[0].as_slice_mut().unwrap(),
+                )
+            }),
+        });
+    }
+    // infonce, n = 4096, D = 128
+    {
+        let (n, d) = (if quick() { 1024 } else { 4096 }, 128);
+        let unit = |r: &mut lossc::grad::Rng| {
+            let mut a = Array2::from_shape_fn((n, d), |_| r.normal());
+            for mut row in a.rows_mut() {
+                let norm = row.dot(&row).sqrt();
+                row.mapv_inplace(|x| x / norm);
+            }
+            a.mapv(T::of).into_dyn()
+        };
+        let q = unit(&mut r);
+        let k = unit(&mut r);
+        out.push(Case {
+            name: format!("infonce n={n} D={d}"),
+            spec: "infonce",
+            grads: vec![
+                ArrayD::from_elem(q.raw_dim(), T::ZERO),
+                ArrayD::from_elem(k.raw_dim(), T::ZERO),
+            ],
+            arrays: vec![("q", q), ("k", k)],
+            hand: Box::new(move |a, g| {
+                let (gq, gk) = g.split_at_mut(1);
+                infonce_hand::<T>(
+                    a[0].as_slice().unwrap(),
+                    a[1].as_slice().unwrap(),
+                    d,
+                    gq[0].as_slice_mut().unwrap(),
+                    gk[0].as_slice_mut().unwrap(),
+                )
+            }),
+        });
+    }
+    out
+}
+
+/// Median of `reps` timings of `f`.
+fn time(reps: usize, mut f: impl FnMut()) -> Duration {
+    let mut v: Vec<Duration> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    v.sort();
+    v[v.len() / 2]
+}
+
+static TABLE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn run<T: Float>(c: &mut Criterion) {
+    let threads = rayon::current_num_threads();
+    for mut case in cases::<T>() {
+        let path = format!("{}/examples/{}.loss", env!("CARGO_MANIFEST_DIR"), case.spec);
+        let loss = Loss::from_file(&path).expect("example");
+        let one: Evaluator<T> = loss.compile::<T>().unwrap().with_threads(1).unwrap();
+        let all: Evaluator<T> = loss.compile::<T>().unwrap().with_threads(threads).unwrap();
+        let mut inputs = Inputs::new();
+        for (n, a) in &case.arrays {
+            inputs.insert(*n, a.view());
+        }
+        let mut out: Output<T> = one.eval(&inputs).unwrap();
+        let mut out_all: Output<T> = all.eval(&inputs).unwrap();
+        // Agreement with the hand loop, so the comparison is of equals.
+        let arrays: Vec<ArrayD<T>> = case.arrays.iter().map(|(_, a)| a.clone()).collect();
+        let hand_value = (case.hand)(&arrays, &mut case.grads);
+        let rel = (out.loss().f64() - hand_value).abs() / hand_value.abs().max(1e-30);
+        let tol = if T::NAME == "f32" { 1e-4 } else { 1e-10 };
+        assert!(
+            rel < tol,
+            "{}: lossc {} vs hand {hand_value}",
+            case.name,
+            out.loss()
+        );
+        // Bytes allocated by a repeated evaluation (nothing, after the first).
+        let base = LIVE.load(Ordering::Relaxed);
+        PEAK.store(base, Ordering::Relaxed);
+        one.eval_into(&inputs, &mut out).unwrap();
+        let again = PEAK.load(Ordering::Relaxed) - base;
+        // Bytes held between evaluations beyond the outputs: the scratch.
+        let fresh_base = LIVE.load(Ordering::Relaxed);
+        let fresh = one.eval(&inputs).unwrap();
+        let held = LIVE.load(Ordering::Relaxed)
+            - fresh_base
+            - fresh
+                .grads()
+                .map(|(_, g)| g.len() * std::mem::size_of::<T>())
+                .sum::<usize>();
+        drop(fresh);
+
+        let name = format!("{}/{}", T::NAME, case.name);
+        let mut g = c.benchmark_group(&name);
+        g.sample_size(10)
+            .measurement_time(Duration::from_secs(3))
+            .warm_up_time(Duration::from_millis(500));
+        g.bench_function("hand-written", |b| {
+            b.iter(|| black_box((case.hand)(&arrays, &mut case.grads)))
+        });
+        g.bench_function("lossc 1 thread", |b| {
+            b.iter(|| one.eval_into(black_box(&inputs), &mut out).unwrap())
+        });
+        g.bench_function(format!("lossc {threads} threads"), |b| {
+            b.iter(|| all.eval_into(black_box(&inputs), &mut out_all).unwrap())
+        });
+        g.finish();
+        // The ratios, from medians measured back to back.
+        let reps = 7;
+        let th = time(reps, || {
+            black_box((case.hand)(&arrays, &mut case.grads));
+        });
+        let t1 = time(reps, || one.eval_into(&inputs, &mut out).unwrap());
+        let tn = time(reps, || all.eval_into(&inputs, &mut out_all).unwrap());
+        TABLE.lock().unwrap().push(format!(
+            "| {} | {} | {:.2} ms | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {} B | {:.1} KiB |",
+            case.name,
+            T::NAME,
+            th.as_secs_f64() * 1e3,
+            t1.as_secs_f64() * 1e3,
+            t1.as_secs_f64() / th.as_secs_f64(),
+            tn.as_secs_f64() * 1e3,
+            t1.as_secs_f64() / tn.as_secs_f64(),
+            again,
+            held as f64 / 1024.0,
+        ));
+    }
+}
+
+fn compile_times(c: &mut Criterion) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "loss"))
+        .collect();
+    paths.sort();
+    let mut g = c.benchmark_group("compile");
+    g.sample_size(10).measurement_time(Duration::from_secs(1));
+    let mut rows = Vec::new();
+    for p in paths {
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let loss = Loss::from_file(&p).unwrap();
+        g.bench_function(&name, |b| b.iter(|| loss.compile::<f32>().unwrap()));
+        let t = time(9, || {
+            black_box(loss.compile::<f32>().unwrap());
+        });
+        rows.push(format!("| {name} | {:.2} ms |", t.as_secs_f64() * 1e3));
+    }
+    g.finish();
+    let mut table = TABLE.lock().unwrap();
+    table.push(String::new());
+    table.push("| example | compile (parse done; derive + plan) |".into());
+    table.push("|---|---|".into());
+    table.extend(rows);
+}
+
+fn all(c: &mut Criterion) {
+    TABLE.lock().unwrap().extend([
+        format!(
+            "machine: {} cores, lossc path {}",
+            rayon::current_num_threads(),
+            lossc::exec::isa()
+        ),
+        String::new(),
+        "| case | type | hand-written, 1 thread | lossc, 1 thread | ratio | lossc, all threads | speed-up | allocated by a repeated eval | scratch held |".into(),
+        "|---|---|---|---|---|---|---|---|---|".into(),
+    ]);
+    run::<f32>(c);
+    run::<f64>(c);
+    compile_times(c);
+    println!("\n{}", TABLE.lock().unwrap().join("\n"));
+}
+
+criterion_group!(benches, all);
+criterion_main!(benches);
