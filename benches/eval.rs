@@ -19,6 +19,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/kernels/mod.rs"]
+mod kernels;
+
 /// Counts the bytes live and the peak, to report what an evaluation
 /// allocates.
 struct Counting;
@@ -473,8 +476,19 @@ fn run<T: Float>(c: &mut Criterion) {
     for mut case in cases::<T>() {
         let path = format!("{}/examples/{}.loss", env!("CARGO_MANIFEST_DIR"), case.spec);
         let loss = Loss::from_file(&path).expect("example");
-        let one: Evaluator<T> = loss.compile::<T>().unwrap().with_threads(1).unwrap();
-        let all: Evaluator<T> = loss.compile::<T>().unwrap().with_threads(threads).unwrap();
+        // The generated backend where the spec has one (scalar losses), else
+        // the interpreter; both are measured when both exist.
+        let kernel = kernels::by_name::<T>(case.spec).filter(|k| k.generated_passes() > 0);
+        let interp: Evaluator<T> = loss.compile::<T>().unwrap().with_threads(1).unwrap();
+        let best = |threads: usize| {
+            let e = loss.compile::<T>().unwrap().with_threads(threads).unwrap();
+            match &kernel {
+                Some(k) => e.with_kernel(k.clone()).unwrap(),
+                None => e,
+            }
+        };
+        let one: Evaluator<T> = best(1);
+        let all: Evaluator<T> = best(threads);
         let mut inputs = Inputs::new();
         for (n, a) in &case.arrays {
             inputs.insert(*n, a.view());
@@ -516,6 +530,12 @@ fn run<T: Float>(c: &mut Criterion) {
         g.bench_function("hand-written", |b| {
             b.iter(|| black_box((case.hand)(&arrays, &mut case.grads)))
         });
+        let mut out_i: Output<T> = interp.eval(&inputs).unwrap();
+        if kernel.is_some() {
+            g.bench_function("lossc interpreter 1 thread", |b| {
+                b.iter(|| interp.eval_into(black_box(&inputs), &mut out_i).unwrap())
+            });
+        }
         g.bench_function("lossc 1 thread", |b| {
             b.iter(|| one.eval_into(black_box(&inputs), &mut out).unwrap())
         });
@@ -530,11 +550,15 @@ fn run<T: Float>(c: &mut Criterion) {
         });
         let t1 = time(reps, || one.eval_into(&inputs, &mut out).unwrap());
         let tn = time(reps, || all.eval_into(&inputs, &mut out_all).unwrap());
+        let ti = time(reps, || interp.eval_into(&inputs, &mut out_i).unwrap());
         TABLE.lock().unwrap().push(format!(
-            "| {} | {} | {:.2} ms | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {} B | {:.1} KiB |",
+            "| {} | {} | {} | {:.2} ms | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {} B | {:.1} KiB |",
             case.name,
             T::NAME,
+            if kernel.is_some() { "generated" } else { "interpreter" },
             th.as_secs_f64() * 1e3,
+            ti.as_secs_f64() * 1e3,
+            ti.as_secs_f64() / th.as_secs_f64(),
             t1.as_secs_f64() * 1e3,
             t1.as_secs_f64() / th.as_secs_f64(),
             tn.as_secs_f64() * 1e3,
@@ -581,8 +605,8 @@ fn all(c: &mut Criterion) {
             lossc::exec::isa()
         ),
         String::new(),
-        "| case | type | hand-written, 1 thread | lossc, 1 thread | ratio | lossc, all threads | speed-up | allocated by a repeated eval | scratch held |".into(),
-        "|---|---|---|---|---|---|---|---|---|".into(),
+        "| case | type | lossc backend | hand-written, 1 thread | interpreter, 1 thread | ratio | lossc, 1 thread | ratio | lossc, all threads | speed-up | allocated by a repeated eval | scratch held |".into(),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|".into(),
     ]);
     run::<f32>(c);
     run::<f64>(c);

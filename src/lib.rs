@@ -49,7 +49,7 @@ pub mod simplify;
 pub mod span;
 
 pub use diag::{Color, Diagnostic, Report, Severity};
-pub use exec::{EvalError, Evaluator, Float, Inputs, Output};
+pub use exec::{EvalError, Evaluator, Float, Inputs, Kernel, Output};
 pub use sema::Checked;
 pub use span::{SourceFile, Span};
 
@@ -247,6 +247,15 @@ impl Loss {
         let derivation = self.derive()?;
         let checked = self.checked.clone();
         with_big_stack(move || Evaluator::new(derivation, &checked, hessian)).map_err(Error::Eval)
+    }
+
+    /// Rust source of a fused evaluator for this spec (the second backend):
+    /// a module `module` whose `kernel::<T>()` is given to
+    /// [`Evaluator::with_kernel`]. Passes with loops (vector preds, batch
+    /// coupling) are left to the interpreter.
+    pub fn codegen(&self, module: &str) -> Result<String, Error> {
+        let ev = self.compile::<f64>()?;
+        Ok(ev.rust_source(module, self.file.name()))
     }
 
     /// The checked spec: name, task, declarations, expectations.

@@ -126,9 +126,32 @@ enum Command {
         #[arg(long)]
         plan: bool,
     },
+    /// Generate Rust source for a fused evaluator of the spec (the second
+    /// backend): a module whose `kernel::<T>()` is passed to
+    /// `Evaluator::with_kernel`. Passes with loops stay on the interpreter.
+    Codegen {
+        /// The `.loss` file.
+        #[arg(value_name = "SPEC")]
+        spec: String,
+        /// The module's name (default: the spec's `loss` name).
+        #[arg(long)]
+        module: Option<String>,
+        /// Override a param's value (the generated code bakes params in).
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, f64)>,
+    },
     /// Print the prelude: the standard losses, written in the .loss language.
     Prelude,
 }
+
+/// Rust's reserved words, which cannot name a module.
+const RUST_KEYWORDS: &[&str] = &[
+    "as", "async", "await", "box", "break", "const", "continue", "crate", "dyn", "else", "enum",
+    "extern", "false", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod",
+    "move", "mut", "pub", "ref", "return", "self", "static", "struct", "super", "trait", "true",
+    "try", "type", "unsafe", "use", "where", "while", "yield", "abstract", "become", "do", "final",
+    "macro", "override", "priv", "typeof", "unsized", "virtual",
+];
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Dtype {
@@ -265,6 +288,34 @@ fn main() -> ExitCode {
                 Dtype::F32 => eval::<f32>(&loss, &opts),
                 Dtype::F64 => eval::<f64>(&loss, &opts),
             }
+        }),
+        Command::Codegen {
+            spec,
+            module,
+            params,
+        } => run(color, || {
+            let loss = load(&spec, &params)?;
+            let name = module.unwrap_or_else(|| {
+                let n = loss.checked().name.clone();
+                if RUST_KEYWORDS.contains(&n.as_str()) {
+                    format!("loss_{n}")
+                } else {
+                    n
+                }
+            });
+            let ident = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ident || RUST_KEYWORDS.contains(&name.as_str()) {
+                eprintln!(
+                    "error: `{name}` is not a Rust module name (letters, digits and `_`, not a keyword)"
+                );
+                return Ok(false);
+            }
+            print!("{}", loss.codegen(&name)?);
+            Ok(true)
         }),
         Command::Prelude => {
             print!("{}", lossc::sema::PRELUDE_SOURCE);

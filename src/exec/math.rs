@@ -384,6 +384,36 @@ pub fn powi<T: Float>(x: T, n: i32) -> T {
     if n < 0 { T::ONE / acc } else { acc }
 }
 
+/// 1 for true, 0 for false: the value of a condition.
+#[inline(always)]
+pub fn truth<T: Float>(b: bool) -> T {
+    sel(b, T::ONE, T::ZERO)
+}
+
+/// `sign(x)`, with `sign(0) = 0`.
+#[inline(always)]
+pub fn sign<T: Float>(x: T) -> T {
+    sel(x > T::ZERO, T::ONE, sel(x < T::ZERO, -T::ONE, T::ZERO))
+}
+
+/// The sum of a chunk's values: eight partial sums in `T` (so the loop
+/// vectorises), then one in `f64`. The order is fixed, so the result is.
+#[inline(always)]
+pub fn sum_lanes<T: Float>(v: &[T]) -> f64 {
+    let mut lanes = [T::ZERO; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for k in 0..8 {
+            lanes[k] = lanes[k] + c[k];
+        }
+    }
+    let mut t: f64 = lanes.iter().map(|x| x.f64()).sum();
+    for x in chunks.remainder() {
+        t += x.f64();
+    }
+    t
+}
+
 /// NaN test without the inherent method (not in the trait's bounds).
 trait IsNan {
     fn is_nan_(self) -> bool;

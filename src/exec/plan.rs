@@ -452,6 +452,8 @@ pub(crate) enum LoopKind {
         acc: Reg,
         /// The running count (mean) or shifted sum (logsumexp).
         aux: Reg,
+        /// The maximum before the current tile (logsumexp).
+        aux2: Reg,
         fold: Fold,
         filter: Option<Reg>,
     },
@@ -1240,13 +1242,15 @@ impl<'a, F: Fn(u16) -> bool> Emitter<'a, F> {
                 };
                 let filter = filter.map(|f| self.emit(f, &inner));
                 let acc = self.new_reg(loops.clone(), rowdep);
-                let aux = self.new_reg(loops, rowdep);
+                let aux = self.new_reg(loops.clone(), rowdep);
+                let aux2 = self.new_reg(loops, rowdep);
                 self.pass.scopes[place as usize].items.push(Item::Loop {
                     scope,
                     kind: LoopKind::Reduce {
                         op,
                         acc,
                         aux,
+                        aux2,
                         fold,
                         filter,
                     },

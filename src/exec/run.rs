@@ -155,9 +155,10 @@ fn linearise(pass: &Pass, s: u16, pos: &mut usize, def: &mut [usize], last: &mut
             Item::Loop { scope, kind } => {
                 *pos += 1;
                 let start = *pos;
-                if let LoopKind::Reduce { acc, aux, .. } = kind {
+                if let LoopKind::Reduce { acc, aux, aux2, .. } = kind {
                     def[*acc as usize] = start;
                     def[*aux as usize] = start;
+                    def[*aux2 as usize] = start;
                 }
                 linearise(pass, *scope, pos, def, last);
                 *pos += 1;
@@ -165,6 +166,7 @@ fn linearise(pass: &Pass, s: u16, pos: &mut usize, def: &mut [usize], last: &mut
                 if let LoopKind::Reduce {
                     acc,
                     aux,
+                    aux2,
                     fold,
                     filter,
                     ..
@@ -179,6 +181,7 @@ fn linearise(pass: &Pass, s: u16, pos: &mut usize, def: &mut [usize], last: &mut
                     }
                     use_at(*acc, end, last);
                     use_at(*aux, end, last);
+                    use_at(*aux2, end, last);
                 }
                 // A register from outside read inside the loop is read on
                 // every tile: it lives to the loop's end.
@@ -294,7 +297,9 @@ pub(crate) fn run_block<T: Float>(
     }
 }
 
-fn avx2() -> bool {
+/// Whether this CPU runs the AVX2+FMA code paths (checked once, cached by
+/// the standard library).
+pub fn avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
@@ -337,16 +342,16 @@ macro_rules! variant {
                         let sc = *scope as usize;
                         let extent = ex.cx.layout.extent[sc];
                         let tile = ex.cx.layout.tile[sc];
-                        if let LoopKind::Reduce { op, acc, aux, .. } = kind {
-                            init_acc::<T>(ex, *op, *acc, *aux);
+                        if let LoopKind::Reduce { op, acc, aux, aux2, .. } = kind {
+                            init_acc::<T>(ex, *op, *acc, *aux, *aux2);
                         }
                         let mut o = 0;
                         while o < extent {
                             ex.off[sc] = o;
                             ex.ext[sc] = tile.min(extent - o);
                             unsafe { $scope::<T>(ex, *scope) };
-                            if let LoopKind::Reduce { op, acc, aux, fold, filter } = kind {
-                                unsafe { $fold::<T>(ex, *scope, *op, *acc, *aux, *fold, *filter) };
+                            if let LoopKind::Reduce { op, acc, aux, aux2, fold, filter } = kind {
+                                unsafe { $fold::<T>(ex, *scope, *op, [*acc, *aux, *aux2], *fold, *filter) };
                             }
                             o += tile;
                         }
@@ -634,10 +639,7 @@ unsafe fn run2<T: Float, const F: bool, K: K2<T, F>>(
     }
 }
 
-#[inline(always)]
-fn truth<T: Float>(b: bool) -> T {
-    sel(b, T::ONE, T::ZERO)
-}
+use math::truth;
 
 /// Dispatches a unary function to its kernel type.
 #[rustfmt::skip]
@@ -971,7 +973,7 @@ fn store<T: Float>(ex: &mut Exec<'_, T>, reg: Reg, output: u16, hessian: bool, s
 }
 
 #[inline(always)]
-fn init_acc<T: Float>(ex: &mut Exec<'_, T>, op: RedOp, acc: Reg, aux: Reg) {
+fn init_acc<T: Float>(ex: &mut Exec<'_, T>, op: RedOp, acc: Reg, aux: Reg, aux2: Reg) {
     let (b, r) = dims(ex, acc);
     let n = b * r;
     let init = match op {
@@ -981,6 +983,7 @@ fn init_acc<T: Float>(ex: &mut Exec<'_, T>, op: RedOp, acc: Reg, aux: Reg) {
     };
     let pa = ex.out(acc);
     let px = ex.out(aux);
+    ex.out(aux2);
     unsafe {
         std::slice::from_raw_parts_mut(pa, n).fill(init);
         std::slice::from_raw_parts_mut(px, n).fill(T::ZERO);
@@ -995,8 +998,7 @@ unsafe fn $name<T: Float>(
     ex: &mut Exec<'_, T>,
     scope: u16,
     op: RedOp,
-    acc: Reg,
-    aux: Reg,
+    [acc, aux, aux2]: [Reg; 3],
     fold: Fold,
     filter: Option<Reg>,
 ) {
@@ -1045,6 +1047,45 @@ unsafe fn $name<T: Float>(
                 }
             });
         }
+        (Fold::Reg(body), _) if op == RedOp::LogSumExp => {
+            // Online, one exp per value: the tile's maximum first, then the
+            // running sum rescaled once, then the tile's exps added.
+            let f = filter.unwrap_or(body);
+            let has_filter = filter.is_some();
+            let w = Walk::new(ex, &loops, rowdep, &[body, f, acc]);
+            let (qb, qf) = (ex.ptr[body as usize], ex.ptr[f as usize]);
+            let pm = ex.ptr[aux2 as usize] as *mut T;
+            let (nb, r) = dims(ex, acc);
+            let cnt = nb * r;
+            let ninf = T::of(f64::NEG_INFINITY);
+            let finite = |m: T| m > ninf && m < T::of(f64::INFINITY);
+            unsafe { std::ptr::copy_nonoverlapping(pa, pm, cnt) };
+            w.each(4, |off, n, s| unsafe {
+                let (o, b, fl) = (pa.add(off[3]), qb.add(off[1]), qf.add(off[2]));
+                for i in 0..n {
+                    let keep = !has_filter || *fl.add(i * s[2]) != T::ZERO;
+                    let v = sel(keep, *b.add(i * s[1]), ninf);
+                    *o.add(i * s[3]) = (*o.add(i * s[3])).max(v);
+                }
+            });
+            for e in 0..cnt {
+                unsafe {
+                    let (m_new, m_old) = (*pa.add(e), *pm.add(e));
+                    let scaled = *px.add(e) * (m_old - m_new).exp::<F>();
+                    *px.add(e) = sel(finite(m_new), scaled, *px.add(e));
+                }
+            }
+            w.each(4, |off, n, s| unsafe {
+                let (o, x, b, fl) = (pa.add(off[3]), px.add(off[3]), qb.add(off[1]), qf.add(off[2]));
+                for i in 0..n {
+                    let keep = !has_filter || *fl.add(i * s[2]) != T::ZERO;
+                    let v = sel(keep, *b.add(i * s[1]), ninf);
+                    let m = *o.add(i * s[3]);
+                    let shift = sel(finite(m), m, T::ZERO);
+                    *x.add(i * s[3]) = *x.add(i * s[3]) + (v - shift).exp::<F>();
+                }
+            });
+        }
         (Fold::Reg(body), _) => {
             let f = filter.unwrap_or(body);
             let has_filter = filter.is_some();
@@ -1082,21 +1123,7 @@ unsafe fn $name<T: Float>(
                             *o.add(i * s[3]) = if op == RedOp::Max { a.max(v) } else { a.min(v) };
                         }
                     }
-                    RedOp::LogSumExp => {
-                        // Online: the running maximum m and the sum s of
-                        // exp(x - m), rescaled when m grows.
-                        for i in 0..n {
-                            let v = sel(keep(i), *b.add(i * s[1]), T::of(f64::NEG_INFINITY));
-                            let m = *o.add(i * s[3]);
-                            let m2 = m.max(v);
-                            let fin = m2 > T::of(f64::NEG_INFINITY) && m2 < T::of(f64::INFINITY);
-                            let shift = sel(fin, m2, T::ZERO);
-                            let acc =
-                                *x.add(i * s[3]) * (m - shift).exp::<F>() + (v - shift).exp::<F>();
-                            *x.add(i * s[3]) = acc;
-                            *o.add(i * s[3]) = m2;
-                        }
-                    }
+                    RedOp::LogSumExp => unreachable!("folded above"),
                 }
             });
         }
@@ -1136,21 +1163,7 @@ fn finish_chunk<T: Float>(ex: &mut Exec<'_, T>, sums: &mut [f64]) {
         let p = ex.ptr[reg as usize];
         let rowdep = pass.regs[reg as usize].rowdep;
         let total = if rowdep {
-            // Eight partial sums in the float type, then one in f64: fast,
-            // vectorisable, and the same order whatever the thread count.
-            let mut lanes = [T::ZERO; 8];
-            let v = unsafe { std::slice::from_raw_parts(p, ex.len) };
-            let mut chunks = v.chunks_exact(8);
-            for c in &mut chunks {
-                for k in 0..8 {
-                    lanes[k] = lanes[k] + c[k];
-                }
-            }
-            let mut t: f64 = lanes.iter().map(|x| x.f64()).sum();
-            for x in chunks.remainder() {
-                t += x.f64();
-            }
-            t
+            math::sum_lanes(unsafe { std::slice::from_raw_parts(p, ex.len) })
         } else {
             unsafe { (*p).f64() * ex.len as f64 }
         };

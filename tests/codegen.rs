@@ -1,0 +1,157 @@
+//! The generated backend: `lossc codegen` output for every example is
+//! committed in `tests/kernels/` (so that it is compiled here and in the
+//! benchmarks), must match what lossc generates today, and must evaluate to
+//! the same loss and gradients as the reference.
+
+use lossc::grad::{Rng, random_batch};
+use lossc::sema::types::Shape;
+use lossc::{Float, Inputs, Kernel, Loss};
+use ndarray::{ArrayD, IxDyn};
+
+#[path = "kernels/mod.rs"]
+mod kernels;
+
+fn examples() -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir("examples")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "loss"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn committed_kernels_are_what_lossc_generates() {
+    let bless = std::env::var_os("LOSSC_BLESS").is_some();
+    let mut index = String::from(
+        "//! Generated kernels of every example (`LOSSC_BLESS=1 cargo test --test codegen` rewrites them).\n\n",
+    );
+    for path in examples() {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let loss = Loss::from_file(&path).unwrap();
+        let src = loss.codegen(&stem).unwrap();
+        let file = format!("tests/kernels/{stem}.rs");
+        index.push_str(&format!(
+            "#[path = \"{stem}.rs\"]\nmod {stem}_file;\npub use {stem}_file::{stem};\n"
+        ));
+        if bless {
+            std::fs::write(&file, &src).unwrap();
+        } else {
+            let committed = std::fs::read_to_string(&file).unwrap_or_default();
+            assert!(
+                committed == src,
+                "{file} is stale: run LOSSC_BLESS=1 cargo test --test codegen"
+            );
+        }
+    }
+    index.push_str("\n/// The kernel of the example named `name`.\npub fn by_name<T: lossc::Float>(name: &str) -> Option<lossc::Kernel<T>> {\n    match name {\n");
+    for path in examples() {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        index.push_str(&format!("        \"{stem}\" => Some({stem}::kernel()),\n"));
+    }
+    index.push_str("        _ => None,\n    }\n}\n");
+    if bless {
+        std::fs::write("tests/kernels/mod.rs", &index).unwrap();
+    } else {
+        let committed = std::fs::read_to_string("tests/kernels/mod.rs").unwrap_or_default();
+        assert!(
+            committed == index,
+            "tests/kernels/mod.rs is stale: run LOSSC_BLESS=1 cargo test --test codegen"
+        );
+    }
+}
+
+fn kernel<T: Float>(name: &str) -> Kernel<T> {
+    kernels::by_name::<T>(name).unwrap_or_else(|| panic!("no kernel for {name}"))
+}
+
+fn check<T: Float>(tol: f64) {
+    for path in examples() {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let loss = Loss::from_file(&path).unwrap();
+        let k = kernel::<T>(&stem);
+        let interp = loss.compile::<T>().unwrap();
+        let generated = loss.compile::<T>().unwrap().with_kernel(k).unwrap();
+        let n = if std::fs::read_to_string(&path).unwrap().contains('@') {
+            40
+        } else {
+            20_000
+        };
+        let batch = random_batch(loss.checked(), n, &mut Rng::new(4));
+        let c = loss.checked();
+        let arrays: Vec<(String, ArrayD<T>)> = c
+            .data
+            .iter()
+            .chain(&c.preds)
+            .map(|v| {
+                let rows = &batch.values[&v.name];
+                let flat: Vec<T> = rows.iter().flatten().map(|x| T::of(*x)).collect();
+                let shape = match v.shape {
+                    Shape::Scalar => vec![n],
+                    Shape::Vector(_) => vec![n, rows[0].len()],
+                };
+                (
+                    v.name.clone(),
+                    ArrayD::from_shape_vec(IxDyn(&shape), flat).unwrap(),
+                )
+            })
+            .collect();
+        let mut inputs = Inputs::new();
+        for (name, a) in &arrays {
+            inputs.insert(name.clone(), a.view());
+        }
+        let (a, b) = (
+            interp.eval(&inputs).unwrap(),
+            generated.eval(&inputs).unwrap(),
+        );
+        let close = |x: f64, y: f64, scale: f64| (x - y).abs() <= tol * y.abs().max(scale);
+        assert!(
+            close(b.loss().f64(), a.loss().f64(), 1e-30),
+            "{stem}: loss {} vs {}",
+            b.loss(),
+            a.loss()
+        );
+        for (name, ga) in a.grads() {
+            let gb = b.grad(name);
+            let scale = ga.iter().fold(0.0f64, |m, x| m.max(x.f64().abs()));
+            for (x, y) in gb.iter().zip(ga.iter()) {
+                assert!(
+                    close(x.f64(), y.f64(), scale),
+                    "{stem} d/d{name}: {x} vs {y}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn generated_kernels_agree_with_the_interpreter_in_f64() {
+    check::<f64>(1e-13);
+}
+
+#[test]
+fn generated_kernels_agree_with_the_interpreter_in_f32() {
+    check::<f32>(1e-5);
+}
+
+#[test]
+fn a_kernel_for_another_spec_is_refused() {
+    let loss = Loss::from_file("examples/huber.loss").unwrap();
+    let e = loss
+        .compile::<f64>()
+        .unwrap()
+        .with_kernel(kernel::<f64>("mse"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not match this spec"), "{e}");
+    // A changed param changes the plan.
+    let other = loss.with_param("delta", 2.0).unwrap();
+    assert!(
+        other
+            .compile::<f64>()
+            .unwrap()
+            .with_kernel(kernel::<f64>("huber"))
+            .is_err()
+    );
+}
