@@ -289,13 +289,16 @@ fn rng(seed: u64) -> lossc::grad::Rng {
     lossc::grad::Rng::new(seed)
 }
 
+/// A hand-written loop: inputs, gradient outputs, the loss.
+type HandLoop<T> = Box<dyn Fn(&[ArrayD<T>], &mut [ArrayD<T>]) -> f64>;
+
 /// One benchmark case: its inputs in `T` and the hand loop.
 struct Case<T> {
     name: String,
     spec: &'static str,
     arrays: Vec<(&'static str, ArrayD<T>)>,
     grads: Vec<ArrayD<T>>,
-    hand: Box<dyn Fn(&[ArrayD<T>], &mut [ArrayD<T>]) -> f64>,
+    hand: HandLoop<T>,
 }
 
 fn col<T: Float>(v: impl Iterator<Item = f64>) -> ArrayD<T> {

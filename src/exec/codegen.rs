@@ -64,7 +64,7 @@ pub(crate) fn rust_module(plan: &Plan, module: &str, origin: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "#[allow(unused, clippy::all, clippy::pedantic, clippy::nursery)]\npub mod {module} {{"
+        "#[rustfmt::skip]\n#[allow(unused, clippy::all, clippy::pedantic, clippy::nursery)]\npub mod {module} {{"
     );
     let _ = writeln!(s, "    use lossc::exec::math::{{self, Float}};");
     let _ = writeln!(s, "    use lossc::exec::{{Block, Kernel}};\n");

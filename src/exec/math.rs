@@ -12,6 +12,8 @@
 //! Results below the smallest normal number flush to zero (`exp(-740)` is 0
 //! rather than a subnormal), which no loss can observe.
 
+#![allow(clippy::excessive_precision)] // published constants, digit for digit
+
 use std::fmt::{Debug, Display};
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
@@ -336,7 +338,7 @@ pub fn tanh<T: Float, const FMA: bool>(x: T) -> T {
     let a = x.abs();
     let t = expm1::<T, FMA>(a + a);
     let y = sel(a > T::of(40.0), T::ONE, t / (t + T::of(2.0)));
-    sel(x.is_nan_(), x, y.copysign(x))
+    sel(x.nan(), x, y.copysign(x))
 }
 
 /// `cosh(x)`
@@ -353,7 +355,7 @@ pub fn sinh<T: Float, const FMA: bool>(x: T) -> T {
     let s = expm1::<T, FMA>(a);
     let y = T::of(0.5) * (s + s / (s + T::ONE));
     let y = sel(s == s + T::ONE, s, y);
-    sel(x.is_nan_(), x, y.copysign(x))
+    sel(x.nan(), x, y.copysign(x))
 }
 
 /// `b^e` for any exponent: `exp(e log|b|)` with the sign of an odd integer
@@ -416,13 +418,13 @@ pub fn sum_lanes<T: Float>(v: &[T]) -> f64 {
 
 /// NaN test without the inherent method (not in the trait's bounds).
 trait IsNan {
-    fn is_nan_(self) -> bool;
+    fn nan(self) -> bool;
 }
 
 impl<T: Float> IsNan for T {
     #[inline(always)]
     #[allow(clippy::eq_op)]
-    fn is_nan_(self) -> bool {
+    fn nan(self) -> bool {
         self != self
     }
 }

@@ -145,14 +145,12 @@ pub enum EvalError {
         name: String,
     },
     /// A value outside its declared domain.
-    #[error("`{name}`{at} is {value}, outside `{type_text}` ({domain})")]
+    #[error("`{name}` at row {row}{} is {value}, outside `{type_text}` ({domain})", component.map_or(String::new(), |c| format!(", component {c}")))]
     Domain {
         /// The input.
         name: String,
         /// The declared type.
         type_text: String,
-        /// `" at row R"` or `" at row R, component C"`.
-        at: String,
         /// The row.
         row: usize,
         /// The component, for a vector.
@@ -277,8 +275,6 @@ pub struct Evaluator<T> {
 struct Shared {
     plan: Plan,
     derivation: Derivation,
-    /// Param values, for the objective's outer expression.
-    params: BTreeMap<String, f64>,
     /// Sizes the spec itself fixes.
     fixed: BTreeMap<String, u64>,
     hessian: bool,
@@ -373,6 +369,15 @@ struct State<T> {
     /// Contiguous copies of inputs given in another memory order.
     copies: Vec<Vec<T>>,
     layouts: Vec<(Vec<usize>, usize, run::Layout)>,
+    data: Vec<run::InputData<T>>,
+    sizes: Vec<usize>,
+    size_src: Vec<Option<usize>>,
+    sink_grads: Vec<(*mut T, usize)>,
+    sink_hessians: Vec<(*mut T, usize)>,
+    sink_tables: Vec<*mut T>,
+    table_ptrs: Vec<*const T>,
+    reduced: Vec<f64>,
+    uniforms: Vec<T>,
 }
 
 impl<T> Default for State<T> {
@@ -383,9 +388,23 @@ impl<T> Default for State<T> {
             tables: Vec::new(),
             copies: Vec::new(),
             layouts: Vec::new(),
+            data: Vec::new(),
+            sizes: Vec::new(),
+            size_src: Vec::new(),
+            sink_grads: Vec::new(),
+            sink_hessians: Vec::new(),
+            sink_tables: Vec::new(),
+            table_ptrs: Vec::new(),
+            reduced: Vec::new(),
+            uniforms: Vec::new(),
         }
     }
 }
+
+// SAFETY: the raw pointers are scratch values rewritten at the start of
+// every evaluation, never dereferenced outside one.
+unsafe impl<T: Send> Send for State<T> {}
+unsafe impl<T: Sync> Sync for State<T> {}
 
 /// Rows per parallel block of a pass without batch coupling: large enough
 /// to amortise scheduling, small enough to balance two to a few dozen
@@ -409,11 +428,6 @@ impl<T: Float> Evaluator<T> {
             shared: Arc::new(Shared {
                 plan,
                 derivation: d,
-                params: checked
-                    .params
-                    .iter()
-                    .map(|p| (p.name.clone(), p.value))
-                    .collect(),
                 fixed: checked
                     .sizes
                     .iter()
@@ -505,20 +519,35 @@ impl<T: Float> Evaluator<T> {
     fn run(&self, inputs: &Inputs<'_, T>, out: &mut Output<T>) -> Result<(), EvalError> {
         let sh = &*self.shared;
         let plan = &sh.plan;
-        let (rows, sizes) = self.validate(inputs)?;
+        let State {
+            scratch,
+            partials,
+            tables,
+            copies,
+            layouts,
+            data,
+            sizes,
+            size_src,
+            sink_grads,
+            sink_hessians,
+            sink_tables,
+            table_ptrs,
+            reduced,
+            uniforms,
+        } = &mut out.state;
+        let rows = self.validate(inputs, sizes, size_src)?;
         // Inputs: in place when contiguous, else copied.
-        let state = &mut out.state;
-        if state.copies.len() < plan.inputs.len() {
-            state.copies.resize_with(plan.inputs.len(), Vec::new);
+        if copies.len() < plan.inputs.len() {
+            copies.resize_with(plan.inputs.len(), Vec::new);
         }
-        let mut data = Vec::with_capacity(plan.inputs.len());
+        data.clear();
         for (i, decl) in plan.inputs.iter().enumerate() {
             let a = &inputs.arrays[&decl.name];
             let width = decl.size.map_or(1, |s| sizes[s as usize]);
             let ptr = match a.as_slice() {
                 Some(s) => s.as_ptr(),
                 None => {
-                    let c = &mut state.copies[i];
+                    let c = &mut copies[i];
                     c.clear();
                     c.extend(a.iter().copied());
                     c.as_ptr()
@@ -527,63 +556,45 @@ impl<T: Float> Evaluator<T> {
             data.push(run::InputData { ptr, width });
         }
         // Outputs with the preds' shapes.
-        let want: Vec<(String, Vec<usize>)> = plan
-            .grads
-            .iter()
-            .map(|o| {
-                let d = &plan.inputs[o.slot as usize];
-                (d.name.clone(), inputs.arrays[&d.name].shape().to_vec())
-            })
-            .collect();
-        reshape(&mut out.grads, &want);
-        let want_h: Vec<(String, Vec<usize>)> = plan
-            .hessians
-            .iter()
-            .map(|o| {
-                let d = &plan.inputs[o.slot as usize];
-                (d.name.clone(), inputs.arrays[&d.name].shape().to_vec())
-            })
-            .collect();
-        reshape(&mut out.hessians, &want_h);
+        reshape(&mut out.grads, &plan.grads, plan, inputs);
+        reshape(&mut out.hessians, &plan.hessians, plan, inputs);
         let scale = match sh.derivation.factor {
             Factor::OneOverN => T::of(1.0 / rows as f64),
             Factor::One => T::ONE,
         };
-        let widths = |o: &plan::OutputDecl| data[o.slot as usize].width;
+        sink_grads.clear();
+        for (o, (_, a)) in plan.grads.iter().zip(out.grads.iter_mut()) {
+            sink_grads.push((a.as_mut_ptr(), data[o.slot as usize].width));
+        }
+        sink_hessians.clear();
+        for (o, (_, a)) in plan.hessians.iter().zip(out.hessians.iter_mut()) {
+            sink_hessians.push((a.as_mut_ptr(), data[o.slot as usize].width));
+        }
+        if tables.len() < plan.tables.len() {
+            tables.resize_with(plan.tables.len(), Vec::new);
+        }
+        sink_tables.clear();
+        table_ptrs.clear();
+        for t in tables.iter_mut() {
+            t.resize(rows, T::ZERO);
+            sink_tables.push(t.as_mut_ptr());
+            table_ptrs.push(t.as_ptr());
+        }
         let sinks = run::Sinks {
-            grads: plan
-                .grads
-                .iter()
-                .zip(out.grads.iter_mut())
-                .map(|(o, (_, a))| (a.as_mut_ptr(), widths(o)))
-                .collect(),
-            hessians: plan
-                .hessians
-                .iter()
-                .zip(out.hessians.iter_mut())
-                .map(|(o, (_, a))| (a.as_mut_ptr(), widths(o)))
-                .collect(),
-            tables: Vec::new(),
+            grads: sink_grads,
+            hessians: sink_hessians,
+            tables: sink_tables,
             scale,
         };
-        if state.tables.len() < plan.tables.len() {
-            state.tables.resize_with(plan.tables.len(), Vec::new);
-        }
-        for t in &mut state.tables {
-            t.resize(rows, T::ZERO);
-        }
-        let mut sinks = sinks;
-        sinks.tables = state.tables.iter_mut().map(|t| t.as_mut_ptr()).collect();
-        let table_ptrs: Vec<*const T> = state.tables.iter().map(|t| t.as_ptr()).collect();
         let threads = rayon::current_num_threads();
-        if state.scratch.len() < threads {
-            state
-                .scratch
-                .resize_with(threads, || Mutex::new(run::Scratch::default()));
+        if scratch.len() < threads {
+            scratch.resize_with(threads, || Mutex::new(run::Scratch::default()));
         }
         let nsum = plan.reductions.len();
-        let mut reduced = vec![f64::NAN; nsum];
-        let mut uniforms = vec![T::ZERO; plan.uniforms.len()];
+        reduced.clear();
+        reduced.resize(nsum, f64::NAN);
+        uniforms.clear();
+        uniforms.resize(plan.uniforms.len(), T::ZERO);
         for (pi, pass) in plan.passes.iter().enumerate() {
             for (u, src) in plan.uniforms.iter().enumerate() {
                 uniforms[u] = match src {
@@ -591,13 +602,13 @@ impl<T: Float> Evaluator<T> {
                     plan::UniformSrc::Reduced(i) => T::of(reduced[*i]),
                 };
             }
-            let layout = cached_layout(&mut state.layouts, pi, pass, &sizes, rows);
+            let layout = cached_layout(layouts, pi, pass, sizes, rows);
             let cx = run::Ctx {
                 pass,
-                layout: &layout,
-                inputs: &data,
-                tables: &table_ptrs,
-                uniforms: &uniforms,
+                layout,
+                inputs: data,
+                tables: table_ptrs,
+                uniforms,
                 sinks: &sinks,
             };
             let block = if pass.coupled {
@@ -607,9 +618,9 @@ impl<T: Float> Evaluator<T> {
             };
             let nblocks = rows.div_ceil(block);
             let width = nsum.max(1);
-            state.partials.clear();
-            state.partials.resize(nblocks * width, 0.0);
-            let scratch = &state.scratch;
+            partials.clear();
+            partials.resize(nblocks * width, 0.0);
+            let scratch = &*scratch;
             let generated = self.kernel.as_ref().and_then(|k| k.passes[pi]);
             let blk = Block { cx: &cx, rows };
             let work = |b: usize, part: &mut [f64]| {
@@ -623,19 +634,18 @@ impl<T: Float> Evaluator<T> {
                 run::run_block(&cx, &mut s, b0, b1, part);
             };
             if threads == 1 || nblocks == 1 {
-                for (b, part) in state.partials.chunks_mut(width).enumerate() {
+                for (b, part) in partials.chunks_mut(width).enumerate() {
                     work(b, part);
                 }
             } else {
-                state
-                    .partials
+                partials
                     .par_chunks_mut(width)
                     .enumerate()
                     .for_each(|(b, part)| work(b, part));
             }
             if !pass.sums.is_empty() {
                 for (i, r) in reduced.iter_mut().enumerate() {
-                    let total: f64 = state.partials.chunks(width).map(|p| p[i]).sum();
+                    let total: f64 = partials.chunks(width).map(|p| p[i]).sum();
                     *r = if plan.mean[i] {
                         total / rows as f64
                     } else {
@@ -645,50 +655,38 @@ impl<T: Float> Evaluator<T> {
             }
         }
         // The objective from the reductions (a handful of scalars).
-        let d = &sh.derivation;
-        let names: BTreeMap<&str, f64> = d
-            .objective
-            .reductions
-            .iter()
-            .zip(&reduced)
-            .map(|(r, v)| (r.name.as_str(), *v))
-            .collect();
-        let size_of = |n: &str| {
-            plan.sizes
-                .iter()
-                .position(|s| matches!(s, Size::Name(x) if x == n))
-                .map_or(f64::NAN, |i| sizes[i] as f64)
-        };
-        let value = crate::ir::eval::eval(&d.graph, d.objective.outer, &|kind, name| match kind {
-            crate::ir::SymKind::Reduced => names.get(name).copied().unwrap_or(f64::NAN),
-            crate::ir::SymKind::Param => sh.params.get(name).copied().unwrap_or(f64::NAN),
-            crate::ir::SymKind::Size => size_of(name),
-            _ => f64::NAN,
+        let value = plan.scalar(plan.outer, &|u| match plan.uniforms[u as usize] {
+            plan::UniformSrc::Size(s) => sizes[s as usize] as f64,
+            plan::UniformSrc::Reduced(i) => reduced[i],
         });
         out.loss = T::of(value);
         out.reductions.clear();
-        out.reductions.extend_from_slice(&reduced);
+        out.reductions.extend_from_slice(reduced);
         Ok(())
     }
 
-    /// Checks every input before any work; returns the row count and each
-    /// size slot's length.
-    fn validate(&self, inputs: &Inputs<'_, T>) -> Result<(usize, Vec<usize>), EvalError> {
+    /// Checks every input before any work; returns the row count and fills
+    /// each size slot's length. Allocates only to describe an error.
+    fn validate(
+        &self,
+        inputs: &Inputs<'_, T>,
+        lens: &mut Vec<usize>,
+        src: &mut Vec<Option<usize>>,
+    ) -> Result<usize, EvalError> {
         let plan = &self.shared.plan;
+        // Each size's length, and where it came from: `None` for the spec.
+        lens.clear();
+        src.clear();
+        for sz in &plan.sizes {
+            let fixed = match sz {
+                Size::Lit(v) => Some(*v as usize),
+                Size::Name(n) => self.shared.fixed.get(n).map(|v| *v as usize),
+            };
+            lens.push(fixed.unwrap_or(usize::MAX));
+            src.push(None);
+        }
         let mut rows: Option<(usize, &str)> = None;
-        let mut sizes: Vec<Option<(usize, String)>> = plan
-            .sizes
-            .iter()
-            .map(|s| match s {
-                Size::Lit(v) => Some((*v as usize, format!("the spec fixes it to {v}"))),
-                Size::Name(n) => self
-                    .shared
-                    .fixed
-                    .get(n)
-                    .map(|v| (*v as usize, format!("the spec fixes it to {v}"))),
-            })
-            .collect();
-        for decl in &plan.inputs {
+        for (i, decl) in plan.inputs.iter().enumerate() {
             let kind = if decl.is_pred { "pred" } else { "data" };
             let Some(a) = inputs.arrays.get(&decl.name) else {
                 let given: Vec<&str> = inputs.names().collect();
@@ -731,20 +729,21 @@ impl<T: Float> Evaluator<T> {
                 _ => {}
             }
             if let Some(s) = decl.size {
-                let len = a.shape()[1];
-                match &sizes[s as usize] {
-                    Some((l, other)) if *l != len => {
-                        return Err(EvalError::Size {
-                            size: plan.sizes[s as usize].to_string(),
-                            name: decl.name.clone(),
-                            len,
-                            other: other.clone(),
-                        });
-                    }
-                    Some(_) => {}
-                    None => {
-                        sizes[s as usize] = Some((len, format!("it is {len} for `{}`", decl.name)))
-                    }
+                let (s, len) = (s as usize, a.shape()[1]);
+                if lens[s] == usize::MAX {
+                    lens[s] = len;
+                    src[s] = Some(i);
+                } else if lens[s] != len {
+                    let other = match src[s] {
+                        Some(j) => format!("it is {} for `{}`", lens[s], plan.inputs[j].name),
+                        None => format!("the spec fixes it to {}", lens[s]),
+                    };
+                    return Err(EvalError::Size {
+                        size: plan.sizes[s].to_string(),
+                        name: decl.name.clone(),
+                        len,
+                        other,
+                    });
                 }
             }
         }
@@ -754,38 +753,32 @@ impl<T: Float> Evaluator<T> {
                 name: first.to_string(),
             });
         }
-        let mut lens = Vec::with_capacity(sizes.len());
-        for (i, s) in sizes.iter().enumerate() {
-            match s {
-                Some((l, _)) => lens.push(*l),
-                None => {
-                    let needs = plan
-                        .inputs
-                        .iter()
-                        .find(|d| matches!(&d.dom, Dom::Class(c) if *c == plan.sizes[i]))
-                        .map_or("the objective".to_string(), |d| d.name.clone());
-                    return Err(EvalError::UnknownSize {
-                        size: plan.sizes[i].to_string(),
-                        name: needs,
-                    });
-                }
-            }
+        if let Some(i) = lens.iter().position(|&l| l == usize::MAX) {
+            let needs = plan
+                .inputs
+                .iter()
+                .find(|d| matches!(&d.dom, Dom::Class(c) if *c == plan.sizes[i]))
+                .map_or("the objective".to_string(), |d| d.name.clone());
+            return Err(EvalError::UnknownSize {
+                size: plan.sizes[i].to_string(),
+                name: needs,
+            });
         }
         for decl in &plan.inputs {
             let a = &inputs.arrays[&decl.name];
-            check_domain(decl, a, &plan.sizes, &lens)?;
+            check_domain(decl, a, &plan.sizes, lens)?;
         }
-        Ok((rows, lens))
+        Ok(rows)
     }
 }
 
-fn cached_layout(
-    cache: &mut Vec<(Vec<usize>, usize, run::Layout)>,
+fn cached_layout<'a>(
+    cache: &'a mut Vec<(Vec<usize>, usize, run::Layout)>,
     pass_index: usize,
     pass: &plan::Pass,
     sizes: &[usize],
     rows: usize,
-) -> run::Layout {
+) -> &'a run::Layout {
     if cache.len() <= pass_index {
         cache.resize_with(pass_index + 1, || (Vec::new(), usize::MAX, layout_empty()));
     }
@@ -796,7 +789,7 @@ fn cached_layout(
         s.extend_from_slice(sizes);
         *r = rows;
     }
-    l.clone()
+    l
 }
 
 fn layout_empty() -> run::Layout {
@@ -809,15 +802,27 @@ fn layout_empty() -> run::Layout {
     }
 }
 
-fn reshape<T: Float>(outs: &mut Vec<(String, ArrayD<T>)>, want: &[(String, Vec<usize>)]) {
-    let same = outs.len() == want.len()
-        && outs
-            .iter()
-            .zip(want)
-            .all(|((n, a), (m, s))| n == m && a.shape() == s.as_slice());
+/// Makes `outs` hold one zeroed array per output with its pred's shape,
+/// keeping the arrays (allocating nothing) when they already do.
+fn reshape<T: Float>(
+    outs: &mut Vec<(String, ArrayD<T>)>,
+    decls: &[plan::OutputDecl],
+    plan: &Plan,
+    inputs: &Inputs<'_, T>,
+) {
+    let shape_of = |o: &plan::OutputDecl| {
+        let name = &plan.inputs[o.slot as usize].name;
+        (name, inputs.arrays[name].shape())
+    };
+    let same = outs.len() == decls.len()
+        && outs.iter().zip(decls).all(|((n, a), o)| {
+            let (m, s) = shape_of(o);
+            n == m && a.shape() == s
+        });
     if !same {
         outs.clear();
-        for (n, s) in want {
+        for o in decls {
+            let (n, s) = shape_of(o);
             outs.push((n.clone(), ArrayD::from_elem(IxDyn(s), T::ZERO)));
         }
     }
@@ -836,11 +841,6 @@ fn check_domain<T: Float>(
     let bad = |row: usize, comp: usize, v: f64| EvalError::Domain {
         name: decl.name.clone(),
         type_text: decl.type_text.clone(),
-        at: if a.ndim() == 2 {
-            format!(" at row {row}, component {comp}")
-        } else {
-            format!(" at row {row}")
-        },
         row,
         component: (a.ndim() == 2).then_some(comp),
         value: v,
@@ -923,7 +923,7 @@ fn check_domain<T: Float>(
             Ok(())
         }
         Dom::Probs => {
-            each(a, |v: f64| (v >= 0.0) & (v <= 1.0), flat)?;
+            each(a, |v: f64| (0.0..=1.0).contains(&v), flat)?;
             let tol = if T::NAME == "f32" { 1e-4 } else { 1e-9 } * width as f64;
             for (r, row) in a.outer_iter().enumerate() {
                 let total: f64 = row.iter().map(|v| v.f64()).sum();

@@ -257,7 +257,7 @@ impl PGraph {
 
     /// `p` with the batch index `b` (a free de Bruijn index) made the
     /// current row: the per-row quantity that `p` reads at row `b`.
-    fn to_current(&mut self, p: P, b: u16, memo: &mut HashMap<(P, u16), P>) -> P {
+    fn at_current_row(&mut self, p: P, b: u16, memo: &mut HashMap<(P, u16), P>) -> P {
         if !self.info[p as usize].free.contains(&b) {
             return p;
         }
@@ -272,19 +272,21 @@ impl PGraph {
             PNode::Input { slot, row: r, comp } => PNode::Input {
                 slot,
                 row: row(r),
-                comp: comp.map(|c| self.to_current(c, b, memo)),
+                comp: comp.map(|c| self.at_current_row(c, b, memo)),
             },
             PNode::Table { table, row: r } => PNode::Table { table, row: row(r) },
             PNode::Var(v) if v == b => PNode::CurRow,
-            PNode::Un(f, a) => PNode::Un(f, self.to_current(a, b, memo)),
-            PNode::Powi(a, k) => PNode::Powi(self.to_current(a, b, memo), k),
-            PNode::Bin(f, x, y) => {
-                PNode::Bin(f, self.to_current(x, b, memo), self.to_current(y, b, memo))
-            }
+            PNode::Un(f, a) => PNode::Un(f, self.at_current_row(a, b, memo)),
+            PNode::Powi(a, k) => PNode::Powi(self.at_current_row(a, b, memo), k),
+            PNode::Bin(f, x, y) => PNode::Bin(
+                f,
+                self.at_current_row(x, b, memo),
+                self.at_current_row(y, b, memo),
+            ),
             PNode::Sel(c, x, y) => PNode::Sel(
-                self.to_current(c, b, memo),
-                self.to_current(x, b, memo),
-                self.to_current(y, b, memo),
+                self.at_current_row(c, b, memo),
+                self.at_current_row(x, b, memo),
+                self.at_current_row(y, b, memo),
             ),
             PNode::Red {
                 op,
@@ -294,8 +296,8 @@ impl PGraph {
             } => PNode::Red {
                 op,
                 range,
-                filter: filter.map(|f| self.to_current(f, b + 1, memo)),
-                body: self.to_current(body, b + 1, memo),
+                filter: filter.map(|f| self.at_current_row(f, b + 1, memo)),
+                body: self.at_current_row(body, b + 1, memo),
             },
             other => other,
         };
@@ -353,6 +355,8 @@ pub(crate) struct Plan {
     pub hessians: Vec<OutputDecl>,
     /// Tabulated per-row quantities (closed nodes), in dependency order.
     pub tables: Vec<P>,
+    /// The objective over the sample reductions (uniforms).
+    pub outer: P,
     pub passes: Vec<Pass>,
 }
 
@@ -837,6 +841,7 @@ pub(crate) fn plan(d: &Derivation, checked: &crate::Checked) -> Result<Plan, Pla
     for r in &d.objective.reductions {
         reductions.push(cv.conv(r.body, &[])?);
     }
+    let outer = cv.conv(d.objective.outer, &[])?;
     let mut grads = Vec::new();
     let mut hessians = Vec::new();
     for pg in &d.preds {
@@ -892,6 +897,7 @@ pub(crate) fn plan(d: &Derivation, checked: &crate::Checked) -> Result<Plan, Pla
         grads,
         hessians,
         tables,
+        outer,
         passes: Vec::new(),
     };
     plan.passes = schedule(&mut plan)?;
@@ -929,7 +935,7 @@ impl Tabulator {
         let is_batch = |v: u16| v < depth && ctx[(depth - 1 - v) as usize];
         let r = if info.has_red && !info.rowdep && info.free.len() == 1 && is_batch(info.free[0]) {
             let b = info.free[0];
-            let f = g.to_current(p, b, &mut HashMap::new());
+            let f = g.at_current_row(p, b, &mut HashMap::new());
             let f = self.rewrite(g, f, &[]);
             let t = match self.tables.iter().position(|&x| x == f) {
                 Some(t) => t,
@@ -997,11 +1003,7 @@ fn tables_read(g: &PGraph, p: P, out: &mut Vec<u16>, seen: &mut Vec<bool>) {
     }
     seen[p as usize] = true;
     match &g.nodes[p as usize] {
-        PNode::Table { table, .. } => {
-            if !out.contains(table) {
-                out.push(*table)
-            }
-        }
+        PNode::Table { table, .. } if !out.contains(table) => out.push(*table),
         PNode::Input { comp: Some(c), .. } => tables_read(g, *c, out, seen),
         PNode::Un(_, a) | PNode::Powi(a, _) => tables_read(g, *a, out, seen),
         PNode::Bin(_, a, b) => {
@@ -1076,8 +1078,8 @@ fn schedule(plan: &mut Plan) -> Result<Vec<Pass>, PlanError> {
     let levels = level.iter().copied().max().map_or(0, |m| m + 1);
     for l in 0..levels {
         let mut em = Emitter::new(plan, |t| level[t as usize] < l);
-        for t in 0..nt {
-            if level[t] == l {
+        for (t, &lt) in level.iter().enumerate() {
+            if lt == l {
                 let r = em.emit(plan.tables[t], &[]);
                 em.pass.tables.push((r, t as u16));
             }
@@ -1397,6 +1399,50 @@ pub(crate) fn op_writes(op: &Op) -> Option<Reg> {
 pub(crate) fn _type_independent<T: Float>() {}
 
 impl Plan {
+    /// Evaluates a scalar expression over uniforms (the objective over its
+    /// reductions) in f64, without allocating.
+    pub(crate) fn scalar(&self, p: P, uniform: &dyn Fn(u16) -> f64) -> f64 {
+        let ev = |x: P| self.scalar(x, uniform);
+        match &self.g.nodes[p as usize] {
+            PNode::Num(v) => v.0,
+            PNode::Uniform(u) => uniform(*u),
+            PNode::Un(f, a) => {
+                let x = ev(*a);
+                match f {
+                    UFn::Neg => -x,
+                    UFn::Recip => 1.0 / x,
+                    UFn::Not => (x == 0.0) as u8 as f64,
+                    UFn::F(func) => func.eval(x),
+                }
+            }
+            PNode::Powi(a, k) => ev(*a).powi(*k),
+            PNode::Bin(f, a, b) => {
+                let (x, y) = (ev(*a), ev(*b));
+                match f {
+                    BFn::Add => x + y,
+                    BFn::Sub => x - y,
+                    BFn::Mul => x * y,
+                    BFn::Div => x / y,
+                    BFn::Pow => crate::ir::eval::pow(x, y),
+                    BFn::Max => x.max(y),
+                    BFn::Min => x.min(y),
+                    BFn::Cmp(c) => c.holds(x, y) as u8 as f64,
+                    BFn::And => (x != 0.0 && y != 0.0) as u8 as f64,
+                    BFn::Or => (x != 0.0 || y != 0.0) as u8 as f64,
+                }
+            }
+            PNode::Sel(c, a, b) => {
+                if ev(*c) != 0.0 {
+                    ev(*a)
+                } else {
+                    ev(*b)
+                }
+            }
+            // The objective is over reductions, sizes and constants only.
+            _ => f64::NAN,
+        }
+    }
+
     /// The passes as text: one instruction per line, loops indented.
     pub(crate) fn describe(&self) -> String {
         let mut s = String::new();

@@ -71,11 +71,14 @@ pub(crate) fn layout(pass: &Pass, sizes: &[usize], rows: usize) -> Layout {
             break;
         }
         let d = &pass.regs[worst];
+        // A leaf loop's tile shrinks to 64; below that the chunk of rows
+        // shrinks first, so that a wide vector (1000 logits) is read a few
+        // rows at a time, whole, rather than in narrow strided strips.
         let leaf = d
             .loops
             .iter()
             .copied()
-            .filter(|&l| !nested[l as usize] && tile[l as usize] > 16)
+            .filter(|&l| !nested[l as usize] && tile[l as usize] > 64)
             .max_by_key(|&l| (tile[l as usize], l));
         let any = d
             .loops
@@ -208,15 +211,15 @@ unsafe impl<T: Sync> Send for InputData<T> {}
 
 /// Where the block's results go (shared by the blocks of a pass, each
 /// writing its own rows).
-pub(crate) struct Sinks<T> {
-    pub grads: Vec<(*mut T, usize)>,
-    pub hessians: Vec<(*mut T, usize)>,
-    pub tables: Vec<*mut T>,
+pub(crate) struct Sinks<'a, T> {
+    pub grads: &'a [(*mut T, usize)],
+    pub hessians: &'a [(*mut T, usize)],
+    pub tables: &'a [*mut T],
     pub scale: T,
 }
 
 // SAFETY: the blocks of a pass write disjoint rows of every sink.
-unsafe impl<T: Sync> Sync for Sinks<T> {}
+unsafe impl<T: Sync> Sync for Sinks<'_, T> {}
 
 /// Everything a block reads.
 pub(crate) struct Ctx<'a, T> {
@@ -225,7 +228,7 @@ pub(crate) struct Ctx<'a, T> {
     pub inputs: &'a [InputData<T>],
     pub tables: &'a [*const T],
     pub uniforms: &'a [T],
-    pub sinks: &'a Sinks<T>,
+    pub sinks: &'a Sinks<'a, T>,
 }
 
 // SAFETY: tables are written by an earlier pass and only read during this one.
@@ -868,7 +871,9 @@ fn load<T: Float>(ex: &mut Exec<'_, T>, out: Reg, slot: u16, row: RowSrc, comp: 
         }
         return;
     }
-    let loops = d.loops.clone();
+    let pass: &Pass = ex.cx.pass;
+    let d = &pass.regs[out as usize];
+    let loops: &[u16] = &d.loops;
     let rowdep = d.rowdep;
     let comp_reg = match comp {
         CompSrc::Reg(r) => Some(r),
@@ -879,12 +884,16 @@ fn load<T: Float>(ex: &mut Exec<'_, T>, out: Reg, slot: u16, row: RowSrc, comp: 
     // the component.
     let nl = loops.len();
     let mut idx = [0usize; MAX_LOOPS];
-    let ext: Vec<usize> = loops.iter().map(|&l| ex.ext[l as usize]).collect();
+    let mut ext = [1usize; MAX_LOOPS];
+    for (e, &l) in ext.iter_mut().zip(loops) {
+        *e = ex.ext[l as usize];
+    }
+    let ext = &ext[..nl];
     let rows = if rowdep { ex.len } else { 1 };
     let blocks: usize = ext.iter().product();
     let creg = comp_reg.map(|r| {
         let cd = &ex.cx.pass.regs[r as usize];
-        (ex.ptr[r as usize], cd.loops.clone(), cd.rowdep)
+        (ex.ptr[r as usize], &cd.loops, cd.rowdep)
     });
     let mut k = 0usize;
     for _ in 0..blocks {
@@ -1007,8 +1016,11 @@ unsafe fn $name<T: Float>(
     let ad = &pass.regs[acc as usize];
     // Walk the accumulator's loops plus this scope's, innermost being
     // the tile; the accumulator does not advance along the tile.
-    let mut loops = ad.loops.clone();
-    loops.push(scope);
+    // (a fixed array: a fold allocates nothing)
+    let mut buf = [0u16; MAX_LOOPS + 1];
+    buf[..ad.loops.len()].copy_from_slice(&ad.loops);
+    buf[ad.loops.len()] = scope;
+    let loops = &buf[..ad.loops.len() + 1];
     let rowdep = ad.rowdep;
     let pa = ex.ptr[acc as usize] as *mut T;
     let px = ex.ptr[aux as usize] as *mut T;
