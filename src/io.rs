@@ -94,6 +94,15 @@ fn io_err(action: &'static str, path: &Path, e: impl std::fmt::Display) -> DataE
     }
 }
 
+/// Opens a data file for reading, refusing a directory by name.
+fn open(path: &Path) -> Result<File, DataError> {
+    let file = File::open(path).map_err(|e| io_err("read", path, crate::io_reason(&e)))?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(io_err("read", path, "it is a directory"));
+    }
+    Ok(file)
+}
+
 /// A declared input: its name and whether it is a pred.
 pub type Wanted<'a> = (&'a str, bool);
 
@@ -104,10 +113,7 @@ pub fn read_npz<T: Float>(
 ) -> Result<BTreeMap<String, ArrayD<T>>, DataError> {
     let path = path.as_ref();
     let shown = path.display().to_string();
-    let file = File::open(path).map_err(|e| io_err("read", path, crate::io_reason(&e)))?;
-    if file.metadata().is_ok_and(|m| m.is_dir()) {
-        return Err(io_err("read", path, "it is a directory"));
-    }
+    let file = open(path)?;
     let npz_err = |e: ndarray_npy::ReadNpzError| DataError::Npz {
         path: shown.clone(),
         reason: e.to_string(),
@@ -216,10 +222,7 @@ pub fn read_csv<T: Float>(
 ) -> Result<BTreeMap<String, ArrayD<T>>, DataError> {
     let path = path.as_ref();
     let shown = path.display().to_string();
-    let file = File::open(path).map_err(|e| io_err("read", path, crate::io_reason(&e)))?;
-    if file.metadata().is_ok_and(|m| m.is_dir()) {
-        return Err(io_err("read", path, "it is a directory"));
-    }
+    let file = open(path)?;
     let csv_err = |line: u64, reason: String| DataError::Csv {
         path: shown.clone(),
         line,

@@ -20,7 +20,7 @@
 //! ```
 
 use super::plan::{BFn, CompSrc, Item, Op, Plan, RowSrc, UFn};
-use crate::ir::{Cmp, Func};
+use crate::ir::Func;
 use std::fmt::Write;
 
 /// Rows per chunk of a generated loop: per-row losses wait in a stack
@@ -321,14 +321,7 @@ fn expr(op: &Op) -> String {
                 BFn::Max => format!("{a}.max({b})"),
                 BFn::Min => format!("{a}.min({b})"),
                 BFn::Cmp(c) => {
-                    let sym = match c {
-                        Cmp::Eq => "==",
-                        Cmp::Ne => "!=",
-                        Cmp::Lt => "<",
-                        Cmp::Le => "<=",
-                        Cmp::Gt => ">",
-                        Cmp::Ge => ">=",
-                    };
+                    let sym = c.symbol();
                     format!("math::truth::<T>({a} {sym} {b})")
                 }
                 BFn::And => format!("math::truth::<T>(({a} != T::ZERO) & ({b} != T::ZERO))"),
