@@ -19,8 +19,7 @@
 //!    loop-invariant work. Registers hold one value per (tile position, row
 //!    of the chunk), rows innermost, so every instruction is a vector loop.
 
-use super::math::Float;
-use crate::grad::{Derivation, Factor};
+use crate::grad::Derivation;
 use crate::ir::{Cmp, F64, Func, Graph, Id, IdxRange, Node, RedOp, SymKind};
 use crate::sema::types::{Dom, Shape, Size};
 use std::collections::{BTreeMap, HashMap};
@@ -860,7 +859,6 @@ pub(crate) fn plan(d: &Derivation, checked: &crate::Checked) -> Result<Plan, Pla
         .iter()
         .map(|r| r.kind == crate::ir::lower::SampleReduction::Mean)
         .collect();
-    let _ = Factor::One;
     let Converter {
         mut pg,
         inputs,
@@ -1393,10 +1391,6 @@ pub(crate) fn op_writes(op: &Op) -> Option<Reg> {
         Op::Store { .. } => None,
     }
 }
-
-/// Keeps the `Float` bound visible to readers of this module: plans are
-/// type-independent, and the executor instantiates them per float type.
-pub(crate) fn _type_independent<T: Float>() {}
 
 impl Plan {
     /// Evaluates a scalar expression over uniforms (the objective over its
