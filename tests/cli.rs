@@ -468,3 +468,13 @@ fn eval_plan_prints_the_program() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn codegen_refuses_a_module_name_rust_cannot_use() {
+    let out = lossc(&["codegen", "examples/huber.loss", "--module", "fn"]);
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(text(&out.stderr), @"error: `fn` is not a Rust module name (letters, digits and `_`, not a keyword)");
+    let out = lossc(&["codegen", "examples/huber.loss"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("pub mod huber {"));
+}

@@ -409,3 +409,34 @@ fn non_contiguous_inputs_are_read_correctly() {
     assert_eq!(strided.loss(), contiguous.loss());
     assert_eq!(strided.grad("z"), contiguous.grad("z"));
 }
+
+#[test]
+fn simplex_and_one_hot_row_errors_are_reported() {
+    use ndarray::array;
+    let spec = "loss s\ntask multiclass\ndata y : probs [C]\npred z : vector [C]\nminimize mean(cce_logits(y, z))\n";
+    let loss = Loss::from_source(spec).unwrap();
+    let ev = loss.compile::<f64>().unwrap();
+    let z = array![[0.0, 0.0], [0.0, 0.0]];
+    let y = array![[0.5, 0.5], [0.5, 0.4]];
+    let e = ev
+        .eval(
+            &Inputs::new()
+                .with("y", y.view().into_dyn())
+                .with("z", z.view().into_dyn()),
+        )
+        .unwrap_err()
+        .to_string();
+    insta::assert_snapshot!(e, @"`y` at row 1: a probability vector must sum to 1, this one sums to 0.9");
+    let spec = "loss o\ntask multiclass\ndata y : onehot [C]\npred z : vector [C]\nminimize mean(cce_logits(y, z))\n";
+    let ev = Loss::from_source(spec).unwrap().compile::<f64>().unwrap();
+    let y = array![[1.0, 0.0], [1.0, 1.0]];
+    let e = ev
+        .eval(
+            &Inputs::new()
+                .with("y", y.view().into_dyn())
+                .with("z", z.view().into_dyn()),
+        )
+        .unwrap_err()
+        .to_string();
+    insta::assert_snapshot!(e, @"`y` at row 1: a one-hot row needs exactly one 1, this one has 2");
+}
