@@ -476,7 +476,11 @@ static TABLE: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 fn run<T: Float>(c: &mut Criterion) {
     let threads = rayon::current_num_threads();
-    for mut case in cases::<T>() {
+    // `LOSSC_BENCH_CASES=huber,xray` measures only the cases whose names
+    // contain one of the words.
+    let only = std::env::var("LOSSC_BENCH_CASES").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|w| name.contains(w));
+    for mut case in cases::<T>().into_iter().filter(|c| wanted(&c.name)) {
         let path = format!("{}/examples/{}.loss", env!("CARGO_MANIFEST_DIR"), case.spec);
         let loss = Loss::from_file(&path).expect("example");
         // The generated backend where the spec has one (scalar losses), else

@@ -4,7 +4,7 @@
 //! the same loss and gradients as the reference.
 
 use lossc::grad::{Rng, random_batch};
-use lossc::sema::types::Shape;
+use lossc::sema::types::{Dom, Shape};
 use lossc::{Float, Inputs, Kernel, Loss};
 use ndarray::{ArrayD, IxDyn};
 
@@ -66,6 +66,28 @@ fn kernel<T: Float>(name: &str) -> Kernel<T> {
     kernels::by_name::<T>(name).unwrap_or_else(|| panic!("no kernel for {name}"))
 }
 
+/// Random in-domain arrays for every input of `loss`.
+fn arrays<T: Float>(loss: &Loss, n: usize) -> Vec<(String, ArrayD<T>)> {
+    let batch = random_batch(loss.checked(), n, &mut Rng::new(4));
+    let c = loss.checked();
+    c.data
+        .iter()
+        .chain(&c.preds)
+        .map(|v| {
+            let rows = &batch.values[&v.name];
+            let flat: Vec<T> = rows.iter().flatten().map(|x| T::of(*x)).collect();
+            let shape = match v.shape {
+                Shape::Scalar => vec![n],
+                Shape::Vector(_) => vec![n, rows[0].len()],
+            };
+            (
+                v.name.clone(),
+                ArrayD::from_shape_vec(IxDyn(&shape), flat).unwrap(),
+            )
+        })
+        .collect()
+}
+
 fn check<T: Float>(tol: f64) {
     for path in examples() {
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
@@ -78,25 +100,7 @@ fn check<T: Float>(tol: f64) {
         } else {
             20_000
         };
-        let batch = random_batch(loss.checked(), n, &mut Rng::new(4));
-        let c = loss.checked();
-        let arrays: Vec<(String, ArrayD<T>)> = c
-            .data
-            .iter()
-            .chain(&c.preds)
-            .map(|v| {
-                let rows = &batch.values[&v.name];
-                let flat: Vec<T> = rows.iter().flatten().map(|x| T::of(*x)).collect();
-                let shape = match v.shape {
-                    Shape::Scalar => vec![n],
-                    Shape::Vector(_) => vec![n, rows[0].len()],
-                };
-                (
-                    v.name.clone(),
-                    ArrayD::from_shape_vec(IxDyn(&shape), flat).unwrap(),
-                )
-            })
-            .collect();
+        let arrays = arrays::<T>(&loss, n);
         let mut inputs = Inputs::new();
         for (name, a) in &arrays {
             inputs.insert(name.clone(), a.view());
@@ -154,4 +158,84 @@ fn a_kernel_for_another_spec_is_refused() {
             .with_kernel(kernel::<f64>("huber"))
             .is_err()
     );
+}
+
+/// Values just outside a domain (and NaN, outside every domain).
+fn outside(dom: &Dom) -> Vec<f64> {
+    let mut v = vec![f64::NAN];
+    match dom {
+        Dom::Range(r) => {
+            if r.lo.is_finite() {
+                v.push(r.lo - 0.5);
+                if !r.lo_closed {
+                    v.push(r.lo);
+                }
+            } else {
+                v.push(f64::NEG_INFINITY);
+            }
+            if r.hi.is_finite() {
+                v.push(r.hi + 0.5);
+                if !r.hi_closed {
+                    v.push(r.hi);
+                }
+            } else {
+                v.push(f64::INFINITY);
+            }
+        }
+        Dom::Labels(vs) => v.push(vs[vs.len() - 1] + 0.5),
+        Dom::Class(_) => v.extend([-1.0, 0.5]),
+        _ => v.push(2.0),
+    }
+    v
+}
+
+#[test]
+fn generated_kernels_report_the_same_input_errors_as_the_interpreter() {
+    // Generated single-pass kernels test values inline; the error must be
+    // the interpreter's, wherever the bad value is.
+    let mut cases = 0;
+    for path in examples() {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let loss = Loss::from_file(&path).unwrap();
+        let interp = loss.compile::<f32>().unwrap();
+        let generated = loss
+            .compile::<f32>()
+            .unwrap()
+            .with_kernel(kernel(&stem))
+            .unwrap();
+        let n = if std::fs::read_to_string(&path).unwrap().contains('@') {
+            40
+        } else {
+            40_000
+        };
+        let c = loss.checked();
+        for v in c.data.iter().chain(&c.preds) {
+            for bad in outside(&v.dom) {
+                let mut arrays = arrays::<f32>(&loss, n);
+                let a = &mut arrays.iter_mut().find(|(k, _)| *k == v.name).unwrap().1;
+                let row = n - 3;
+                let at = a.len() / n * row;
+                a.as_slice_mut().unwrap()[at] = bad as f32;
+                let mut inputs = Inputs::new();
+                for (name, a) in &arrays {
+                    inputs.insert(name.clone(), a.view());
+                }
+                let want = interp.eval(&inputs).err().map(|e| e.to_string());
+                let got = generated.eval(&inputs).err().map(|e| e.to_string());
+                assert!(
+                    want.is_some(),
+                    "{stem}: {} = {bad} at row {row} accepted",
+                    v.name
+                );
+                assert!(
+                    want.as_deref()
+                        .is_some_and(|w| w.contains(&format!("row {row}"))),
+                    "{stem}: {want:?}"
+                );
+                assert_eq!(got, want, "{stem}: {} = {bad}", v.name);
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 100, "{cases} cases");
 }

@@ -440,3 +440,46 @@ fn simplex_and_one_hot_row_errors_are_reported() {
         .to_string();
     insta::assert_snapshot!(e, @"`y` at row 1: a one-hot row needs exactly one 1, this one has 2");
 }
+
+#[test]
+fn an_error_in_a_late_block_is_found_whatever_the_thread_count() {
+    // Single-pass specs check each block just before computing it; the
+    // error must still be the first bad value in declaration order, the
+    // same with any number of threads, and the loss must not look valid.
+    let loss = Loss::from_file("examples/focal_logits.loss").unwrap();
+    let (mut y, mut z) = focal_inputs(100_000);
+    z[90_001] = f64::NAN; // a late block
+    y[70_000] = 3.0; // an earlier block, but `y` is declared first
+    let inputs = Inputs::new()
+        .with("y", y.view().into_dyn())
+        .with("z", z.view().into_dyn());
+    for threads in [1, 2, 3] {
+        let ev = loss
+            .compile::<f64>()
+            .unwrap()
+            .with_threads(threads)
+            .unwrap();
+        let e = ev.eval(&inputs).unwrap_err().to_string();
+        assert_eq!(
+            e, "`y` at row 70000 is 3, outside `label {0, 1}` (a label in {0, 1})",
+            "{threads} threads"
+        );
+    }
+    y[70_000] = 1.0;
+    let inputs = Inputs::new()
+        .with("y", y.view().into_dyn())
+        .with("z", z.view().into_dyn());
+    let ev = loss.compile::<f64>().unwrap().with_threads(2).unwrap();
+    let (good_y, good_z) = focal_inputs(100_000);
+    let good = Inputs::new()
+        .with("y", good_y.view().into_dyn())
+        .with("z", good_z.view().into_dyn());
+    let mut out = ev.eval(&good).unwrap();
+    assert!(out.loss().is_finite());
+    let e = ev.eval_into(&inputs, &mut out).unwrap_err().to_string();
+    insta::assert_snapshot!(e, @"`z` at row 90001 is NaN, outside `logit` (any real number)");
+    assert!(
+        out.loss().is_nan(),
+        "a failed eval_into leaves no valid-looking loss"
+    );
+}

@@ -8,7 +8,11 @@
 //! Rust compiler keeps in vector registers: the hand-written loop, written
 //! by lossc. It is used through the same API (`Evaluator::with_kernel`), and
 //! only for passes without loops (every spec whose preds and data are
-//! scalars per row); other passes keep running on the interpreter.
+//! scalars per row); other passes keep running on the interpreter. A
+//! single-pass kernel also tests every value it reads against its domain
+//! (a compare or two per value, in registers), so input validation costs
+//! no second read of the inputs; the evaluator reports the first bad value
+//! when a block fails.
 //!
 //! ```text
 //! lossc codegen examples/focal_logits.loss > src/focal_kernel.rs
@@ -21,17 +25,23 @@
 
 use super::plan::{BFn, CompSrc, Item, Op, Plan, RowSrc, UFn};
 use crate::ir::Func;
+use crate::sema::types::Dom;
 use std::fmt::Write;
 
 /// Rows per chunk of a generated loop: per-row losses wait in a stack
 /// buffer of this length before they are summed.
 const CHUNK: usize = 512;
 
-/// A 64-bit FNV-1a hash of the plan's text: a generated kernel is only
-/// accepted by an evaluator with the same plan.
+/// A 64-bit FNV-1a hash of the plan's text and its inputs' domains: a
+/// generated kernel is only accepted by an evaluator with the same plan.
 pub(crate) fn fingerprint(plan: &Plan) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in plan.describe().bytes() {
+    // The inputs' domains too: generated code tests values against them.
+    let mut text = plan.describe();
+    for d in &plan.inputs {
+        let _ = writeln!(text, "input {} : {:?}", d.name, d.dom);
+    }
+    for b in text.bytes() {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -66,6 +76,7 @@ pub(crate) fn rust_module(plan: &Plan, module: &str, origin: &str) -> String {
         s,
         "#[rustfmt::skip]\n#[allow(unused, clippy::all, clippy::pedantic, clippy::nursery)]\npub mod {module} {{"
     );
+    let _ = writeln!(s, "    use lossc::exec::check;");
     let _ = writeln!(s, "    use lossc::exec::math::{{self, Float}};");
     let _ = writeln!(s, "    use lossc::exec::{{Block, Kernel}};\n");
     let _ = writeln!(
@@ -104,15 +115,15 @@ pub(crate) fn rust_module(plan: &Plan, module: &str, origin: &str) -> String {
 }
 
 fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) {
-    let sig = "b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]";
+    let sig = "b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool";
     let _ = write!(
         s,
         "
-    fn pass{index}<T: Float>({sig}) {{
+    fn pass{index}<T: Float>({sig} {{
         #[cfg(target_arch = \"x86_64\")]
         {{
             #[target_feature(enable = \"avx2,fma\")]
-            unsafe fn wide<T: Float>({sig}) {{
+            unsafe fn wide<T: Float>({sig} {{
                 unsafe {{ body::<T, true>(b, b0, b1, sums) }}
             }}
             if lossc::exec::avx2() {{
@@ -124,7 +135,7 @@ fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) 
         return unsafe {{ body::<T, false>(b, b0, b1, sums) }};
 
         #[inline(always)]
-        unsafe fn body<T: Float, const F: bool>({sig}) {{
+        unsafe fn body<T: Float, const F: bool>({sig} {{
             const L: usize = {CHUNK};
             let n = b.rows();
 "
@@ -188,6 +199,22 @@ fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) 
         );
     }
     let _ = writeln!(s, "            let scale = b.scale();");
+    // Input checks: inline where the domain is a plain test on the value,
+    // else by the evaluator's block check.
+    let checked = plan.checks_per_block();
+    let _ = writeln!(s, "            let mut ok = true;");
+    if checked {
+        for (slot, decl) in plan.inputs.iter().enumerate() {
+            let slot = slot as u16;
+            if !slots.contains(&slot) || check_expr(&decl.dom, "v").is_none() {
+                let _ = writeln!(
+                    s,
+                    "            ok &= b.valid({slot}, b0, b1); // `{}`",
+                    decl.name
+                );
+            }
+        }
+    }
     // Row-independent values once, before the loop.
     for op in &items {
         if let Some(out) = super::plan::op_writes(op)
@@ -244,6 +271,13 @@ fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) 
                     && rowdep(out)
                 {
                     let _ = writeln!(s, "                    let v{out}: T = {};", expr(op));
+                    if let Op::Load { slot, .. } = op
+                        && checked
+                        && let Some(test) =
+                            check_expr(&plan.inputs[*slot as usize].dom, &format!("v{out}"))
+                    {
+                        let _ = writeln!(s, "                    ok &= {test};");
+                    }
                 }
             }
         }
@@ -263,8 +297,38 @@ fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) 
     }
     let _ = writeln!(
         s,
-        "                r0 += len;\n            }}\n        }}\n    }}"
+        "                r0 += len;\n            }}\n            ok\n        }}\n    }}"
     );
+}
+
+/// A Rust test that value `v` lies in `dom`, when one is plain enough to
+/// run inline on every value read (else the evaluator checks the block).
+fn check_expr(dom: &Dom, v: &str) -> Option<String> {
+    let lit = |x: f64| {
+        if x == f64::INFINITY {
+            "f64::INFINITY".to_string()
+        } else if x == f64::NEG_INFINITY {
+            "f64::NEG_INFINITY".to_string()
+        } else {
+            format!("{x:?}")
+        }
+    };
+    match dom {
+        Dom::Unknown => Some(format!("check::not_nan({v})")),
+        Dom::Range(r) => Some(format!(
+            "check::in_range({v}, {}, {}, {}, {})",
+            lit(r.lo),
+            lit(r.hi),
+            r.lo_closed,
+            r.hi_closed
+        )),
+        Dom::Labels(vs) if vs.len() == 2 => Some(format!(
+            "check::is_either({v}, {}, {})",
+            lit(vs[0]),
+            lit(vs[1])
+        )),
+        _ => None,
+    }
 }
 
 /// The Rust expression computing an instruction from its operands.

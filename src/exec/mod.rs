@@ -24,6 +24,7 @@
 //! # Ok::<(), lossc::Error>(())
 //! ```
 
+pub mod check;
 pub(crate) mod codegen;
 pub mod math;
 pub(crate) mod plan;
@@ -38,6 +39,7 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use plan::Plan;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The arrays a spec is evaluated on, by the names of its `data` and `pred`
@@ -185,6 +187,8 @@ pub enum EvalError {
 pub struct Block<'a, T> {
     cx: &'a run::Ctx<'a, T>,
     rows: usize,
+    plan: &'a Plan,
+    lens: &'a [usize],
 }
 
 impl<T: Float> Block<'_, T> {
@@ -220,11 +224,25 @@ impl<T: Float> Block<'_, T> {
     pub fn scale(&self) -> T {
         self.cx.sinks.scale
     }
+    /// Whether every value of input `slot` in rows `[r0, r1)` lies in its
+    /// declared domain: for domains generated code does not test inline
+    /// (label sets of more than two values, class indices, one-hot and
+    /// simplex rows).
+    pub fn valid(&self, slot: usize, r0: usize, r1: usize) -> bool {
+        let d = &self.plan.inputs[slot];
+        let x = &self.cx.inputs[slot];
+        let c = check::Check::new(&d.dom, &self.plan.sizes, self.lens);
+        // SAFETY: each input has `rows` rows of `width` values, and
+        // `r0 <= r1 <= rows`.
+        r1 <= self.rows && unsafe { check::block_ok(&d.dom, c, x.ptr, x.width, r0, r1.max(r0)) }
+    }
 }
 
 /// A generated pass: rows `[b0, b1)`, adding sample-reduction partial sums
-/// into the last argument.
-pub type PassFn<T> = fn(&Block<'_, T>, usize, usize, &mut [f64]);
+/// into the last argument. It tests every input value of its rows against
+/// its domain as it reads it, and returns whether all were valid (if not,
+/// the evaluator discards the results and reports the first bad value).
+pub type PassFn<T> = fn(&Block<'_, T>, usize, usize, &mut [f64]) -> bool;
 
 /// Generated code for some of an evaluator's passes (from `lossc codegen`,
 /// see [`crate::Loss::codegen`]); attach it with [`Evaluator::with_kernel`].
@@ -509,11 +527,20 @@ impl<T: Float> Evaluator<T> {
 
     /// Evaluates into an earlier result, reusing its buffers: after the
     /// first call with given shapes it allocates nothing.
+    ///
+    /// No value is computed from an invalid input, but a single-pass spec
+    /// checks its inputs block by block, just before computing each block
+    /// (so the check reads rows already in cache): on an error the
+    /// gradients in `out` may be partly overwritten, and its loss is NaN.
     pub fn eval_into(&self, inputs: &Inputs<'_, T>, out: &mut Output<T>) -> Result<(), EvalError> {
-        match &self.pool {
+        let r = match &self.pool {
             Some(pool) => pool.install(|| self.run(inputs, out)),
             None => self.run(inputs, out),
+        };
+        if r.is_err() {
+            out.loss = T::of(f64::NAN);
         }
+        r
     }
 
     fn run(&self, inputs: &Inputs<'_, T>, out: &mut Output<T>) -> Result<(), EvalError> {
@@ -622,12 +649,34 @@ impl<T: Float> Evaluator<T> {
             partials.resize(nblocks * width, 0.0);
             let scratch = &*scratch;
             let generated = self.kernel.as_ref().and_then(|k| k.passes[pi]);
-            let blk = Block { cx: &cx, rows };
+            let blk = Block {
+                cx: &cx,
+                rows,
+                plan,
+                lens: sizes,
+            };
+            let fused = self.fused_checks();
+            let invalid = AtomicBool::new(false);
             let work = |b: usize, part: &mut [f64]| {
                 let b0 = b * block;
                 let b1 = (b0 + block).min(rows);
                 if let Some(f) = generated {
-                    return f(&blk, b0, b1, part);
+                    // Generated code tests values as it reads them.
+                    if !f(&blk, b0, b1, part) {
+                        invalid.store(true, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                if fused {
+                    let ok = plan.inputs.iter().zip(cx.inputs).all(|(d, x)| {
+                        let c = check::Check::new(&d.dom, &plan.sizes, sizes);
+                        // SAFETY: each input has `rows` rows of `width` values.
+                        unsafe { check::block_ok(&d.dom, c, x.ptr, x.width, b0, b1) }
+                    });
+                    if !ok {
+                        invalid.store(true, Ordering::Relaxed);
+                        return;
+                    }
                 }
                 let w = rayon::current_thread_index().unwrap_or(0) % scratch.len();
                 let mut s = scratch[w].lock().unwrap_or_else(|p| p.into_inner());
@@ -642,6 +691,14 @@ impl<T: Float> Evaluator<T> {
                     .par_chunks_mut(width)
                     .enumerate()
                     .for_each(|(b, part)| work(b, part));
+            }
+            if invalid.load(Ordering::Relaxed) {
+                // The same test over whole inputs finds and describes it.
+                self.check_values(inputs, sizes)?;
+                return Err(EvalError::Unsupported(
+                    "internal error: a block failed its input checks but the inputs passed them"
+                        .into(),
+                ));
             }
             if !pass.sums.is_empty() {
                 for (i, r) in reduced.iter_mut().enumerate() {
@@ -764,11 +821,29 @@ impl<T: Float> Evaluator<T> {
                 name: needs,
             });
         }
-        for decl in &plan.inputs {
-            let a = &inputs.arrays[&decl.name];
-            check_domain(decl, a, &plan.sizes, lens)?;
+        if !self.fused_checks() {
+            self.check_values(inputs, lens)?;
         }
         Ok(rows)
+    }
+
+    /// Whether values are checked block by block just before each block is
+    /// computed (rather than all before any work): when the plan is one
+    /// pass that reads only its own block's rows, so no block reads a row
+    /// that has not been checked.
+    fn fused_checks(&self) -> bool {
+        self.shared.plan.checks_per_block()
+    }
+
+    /// Checks every value of every input, in declaration order, and
+    /// describes the first one outside its domain.
+    fn check_values(&self, inputs: &Inputs<'_, T>, lens: &[usize]) -> Result<(), EvalError> {
+        let plan = &self.shared.plan;
+        for decl in &plan.inputs {
+            let a = &inputs.arrays[&decl.name];
+            check::check_domain(decl, a, &plan.sizes, lens)?;
+        }
+        Ok(())
     }
 }
 
@@ -824,120 +899,6 @@ fn reshape<T: Float>(
         for o in decls {
             let (n, s) = shape_of(o);
             outs.push((n.clone(), ArrayD::from_elem(IxDyn(s), T::ZERO)));
-        }
-    }
-}
-
-/// Checks that every value of an input lies in its declared domain.
-fn check_domain<T: Float>(
-    decl: &plan::InputDecl,
-    a: &ArrayViewD<'_, T>,
-    sizes: &[Size],
-    lens: &[usize],
-) -> Result<(), EvalError> {
-    let width = if a.ndim() == 2 { a.shape()[1] } else { 1 };
-    let dom = &decl.dom;
-    let describe = || dom.describe();
-    let bad = |row: usize, comp: usize, v: f64| EvalError::Domain {
-        name: decl.name.clone(),
-        type_text: decl.type_text.clone(),
-        row,
-        component: (a.ndim() == 2).then_some(comp),
-        value: v,
-        domain: describe(),
-    };
-    // A per-value test; vectorisable for contiguous data, and only on a
-    // failure is the offending position searched for.
-    fn each<T: Float>(
-        a: &ArrayViewD<'_, T>,
-        ok: impl Fn(f64) -> bool + Sync,
-        bad: impl Fn(usize) -> EvalError,
-    ) -> Result<(), EvalError> {
-        // Branch-free over a chunk (`&`, not `&&`), so the test vectorises;
-        // only on a failure is the offending position searched for.
-        let all = match a.as_slice() {
-            Some(s) => s.par_chunks(1 << 16).all(|c| {
-                let mut bad = 0u32;
-                for v in c {
-                    bad += !ok(v.f64()) as u32;
-                }
-                bad == 0
-            }),
-            None => a.iter().all(|v| ok(v.f64())),
-        };
-        if all {
-            return Ok(());
-        }
-        match a.iter().position(|v| !ok(v.f64())) {
-            Some(i) => Err(bad(i)),
-            None => Ok(()),
-        }
-    }
-    let flat = |i: usize| {
-        let v = a.iter().nth(i).map_or(f64::NAN, |v| v.f64());
-        bad(i / width, i % width, v)
-    };
-    match dom {
-        Dom::Unknown => each(a, |v: f64| !v.is_nan(), flat),
-        Dom::Range(r) => {
-            let (lo, hi) = (r.lo, r.hi);
-            match (r.lo_closed, r.hi_closed) {
-                (true, true) => each(a, move |v: f64| (v >= lo) & (v <= hi), flat),
-                (true, false) => each(a, move |v: f64| (v >= lo) & (v < hi), flat),
-                (false, true) => each(a, move |v: f64| (v > lo) & (v <= hi), flat),
-                (false, false) => each(a, move |v: f64| (v > lo) & (v < hi), flat),
-            }
-        }
-        Dom::Labels(vs) if vs.len() == 2 => {
-            let (x, y) = (vs[0], vs[1]);
-            each(a, move |v: f64| (v == x) | (v == y), flat)
-        }
-        Dom::Labels(vs) => each(a, |v: f64| vs.contains(&v), flat),
-        Dom::Class(s) => {
-            let c = sizes
-                .iter()
-                .position(|x| x == s)
-                .map_or(usize::MAX, |i| lens[i]) as f64;
-            each(
-                a,
-                move |v: f64| (v >= 0.0) & (v < c) & (v.fract() == 0.0),
-                flat,
-            )
-        }
-        Dom::Onehot | Dom::Multihot => {
-            each(a, |v: f64| (v == 0.0) | (v == 1.0), flat)?;
-            if matches!(dom, Dom::Onehot) {
-                for (r, row) in a.outer_iter().enumerate() {
-                    let ones = row.iter().filter(|v| v.f64() == 1.0).count();
-                    if ones != 1 {
-                        return Err(EvalError::Row {
-                            name: decl.name.clone(),
-                            row: r,
-                            problem: format!(
-                                "a one-hot row needs exactly one 1, this one has {ones}"
-                            ),
-                        });
-                    }
-                }
-            }
-            Ok(())
-        }
-        Dom::Probs => {
-            each(a, |v: f64| (0.0..=1.0).contains(&v), flat)?;
-            let tol = if T::NAME == "f32" { 1e-4 } else { 1e-9 } * width as f64;
-            for (r, row) in a.outer_iter().enumerate() {
-                let total: f64 = row.iter().map(|v| v.f64()).sum();
-                if (total - 1.0).abs() > tol.max(1e-6) {
-                    return Err(EvalError::Row {
-                        name: decl.name.clone(),
-                        row: r,
-                        problem: format!(
-                            "a probability vector must sum to 1, this one sums to {total}"
-                        ),
-                    });
-                }
-            }
-            Ok(())
         }
     }
 }

@@ -1393,6 +1393,14 @@ pub(crate) fn op_writes(op: &Op) -> Option<Reg> {
 }
 
 impl Plan {
+    /// Whether input values are checked block by block, just before (or,
+    /// in generated code, while) each block is computed, rather than all
+    /// before any work: when the plan is one pass that reads only its own
+    /// block's rows, so no block reads a row that has not been checked.
+    pub(crate) fn checks_per_block(&self) -> bool {
+        self.passes.len() == 1 && !self.passes[0].coupled && self.tables.is_empty()
+    }
+
     /// Evaluates a scalar expression over uniforms (the objective over its
     /// reductions) in f64, without allocating.
     pub(crate) fn scalar(&self, p: P, uniform: &dyn Fn(u16) -> f64) -> f64 {

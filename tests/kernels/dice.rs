@@ -4,11 +4,12 @@
 #[rustfmt::skip]
 #[allow(unused, clippy::all, clippy::pedantic, clippy::nursery)]
 pub mod dice {
+    use lossc::exec::check;
     use lossc::exec::math::{self, Float};
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0xc64b3b5f581e2873;
+    pub const FINGERPRINT: u64 = 0x16e9f2a24fad1b77;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -18,11 +19,11 @@ pub mod dice {
         unsafe { Kernel::new(FINGERPRINT, vec![Some(pass0::<T>), Some(pass1::<T>)]) }
     }
 
-    fn pass0<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+    fn pass0<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2,fma")]
-            unsafe fn wide<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+            unsafe fn wide<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
                 unsafe { body::<T, true>(b, b0, b1, sums) }
             }
             if lossc::exec::avx2() {
@@ -34,7 +35,7 @@ pub mod dice {
         return unsafe { body::<T, false>(b, b0, b1, sums) };
 
         #[inline(always)]
-        unsafe fn body<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+        unsafe fn body<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
             const L: usize = 512;
             let n = b.rows();
             // `y`
@@ -42,6 +43,7 @@ pub mod dice {
             // `p`
             let x1 = unsafe { std::slice::from_raw_parts(b.input(1), n) };
             let scale = b.scale();
+            let mut ok = true;
             let mut s0 = [T::ZERO; L];
             let mut s1 = [T::ZERO; L];
             let mut s2 = [T::ZERO; L];
@@ -63,14 +65,15 @@ pub mod dice {
                 sums[2] += math::sum_lanes(&s2[..len]);
                 r0 += len;
             }
+            ok
         }
     }
 
-    fn pass1<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+    fn pass1<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2,fma")]
-            unsafe fn wide<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+            unsafe fn wide<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
                 unsafe { body::<T, true>(b, b0, b1, sums) }
             }
             if lossc::exec::avx2() {
@@ -82,7 +85,7 @@ pub mod dice {
         return unsafe { body::<T, false>(b, b0, b1, sums) };
 
         #[inline(always)]
-        unsafe fn body<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+        unsafe fn body<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
             const L: usize = 512;
             let n = b.rows();
             // `y`
@@ -90,6 +93,7 @@ pub mod dice {
             // SAFETY: each block writes only its own rows.
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
+            let mut ok = true;
             let v4: T = T::of(-2.0);
             let v6: T = b.uniform(1);
             let v7: T = b.uniform(2);
@@ -113,6 +117,7 @@ pub mod dice {
                 }
                 r0 += len;
             }
+            ok
         }
     }
 }

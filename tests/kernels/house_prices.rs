@@ -4,11 +4,12 @@
 #[rustfmt::skip]
 #[allow(unused, clippy::all, clippy::pedantic, clippy::nursery)]
 pub mod house_prices {
+    use lossc::exec::check;
     use lossc::exec::math::{self, Float};
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x0f76c2fd9b729e3e;
+    pub const FINGERPRINT: u64 = 0xa6bb4d1bbdf86803;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -18,11 +19,11 @@ pub mod house_prices {
         unsafe { Kernel::new(FINGERPRINT, vec![Some(pass0::<T>)]) }
     }
 
-    fn pass0<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+    fn pass0<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2,fma")]
-            unsafe fn wide<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+            unsafe fn wide<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
                 unsafe { body::<T, true>(b, b0, b1, sums) }
             }
             if lossc::exec::avx2() {
@@ -34,7 +35,7 @@ pub mod house_prices {
         return unsafe { body::<T, false>(b, b0, b1, sums) };
 
         #[inline(always)]
-        unsafe fn body<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+        unsafe fn body<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
             const L: usize = 512;
             let n = b.rows();
             // `price`
@@ -44,6 +45,7 @@ pub mod house_prices {
             // SAFETY: each block writes only its own rows.
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
+            let mut ok = true;
             let v7: T = T::of(0.3);
             let v9: T = T::of(0.5);
             let v13: T = T::of(-0.15);
@@ -57,8 +59,10 @@ pub mod house_prices {
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
                     let v5: T = x0[l];
+                    ok &= check::in_range(v5, 0.0, f64::INFINITY, false, false);
                     let v4: T = v5.ln::<F>();
                     let v6: T = x1[l];
+                    ok &= check::in_range(v6, f64::NEG_INFINITY, f64::INFINITY, false, false);
                     let v3: T = v4 - v6;
                     let v2: T = v3.abs();
                     let v1: T = math::truth::<T>(v2 <= v7);
@@ -77,6 +81,7 @@ pub mod house_prices {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
+            ok
         }
     }
 }

@@ -4,11 +4,12 @@
 #[rustfmt::skip]
 #[allow(unused, clippy::all, clippy::pedantic, clippy::nursery)]
 pub mod moderation {
+    use lossc::exec::check;
     use lossc::exec::math::{self, Float};
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x89d1e0f1d26e496a;
+    pub const FINGERPRINT: u64 = 0x4d7d622724fc9de8;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -18,11 +19,11 @@ pub mod moderation {
         unsafe { Kernel::new(FINGERPRINT, vec![Some(pass0::<T>)]) }
     }
 
-    fn pass0<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+    fn pass0<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2,fma")]
-            unsafe fn wide<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+            unsafe fn wide<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
                 unsafe { body::<T, true>(b, b0, b1, sums) }
             }
             if lossc::exec::avx2() {
@@ -34,7 +35,7 @@ pub mod moderation {
         return unsafe { body::<T, false>(b, b0, b1, sums) };
 
         #[inline(always)]
-        unsafe fn body<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+        unsafe fn body<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
             const L: usize = 512;
             let n = b.rows();
             // `y`
@@ -44,6 +45,7 @@ pub mod moderation {
             // SAFETY: each block writes only its own rows.
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
+            let mut ok = true;
             let v5: T = T::of(1.0);
             let v6: T = T::of(20.0);
             let mut s0 = [T::ZERO; L];
@@ -55,10 +57,12 @@ pub mod moderation {
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
                     let v4: T = x0[l];
+                    ok &= check::is_either(v4, 0.0, 1.0);
                     let v3: T = math::truth::<T>(v4 == v5);
                     let v2: T = math::sel(v3 != T::ZERO, v6, v5);
                     let v1: T = -v2;
                     let v12: T = x1[l];
+                    ok &= check::in_range(v12, f64::NEG_INFINITY, f64::INFINITY, false, false);
                     let v11: T = math::softplus::<T, F>(v12);
                     let v10: T = v11 - v12;
                     let v9: T = -v10;
@@ -77,6 +81,7 @@ pub mod moderation {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
+            ok
         }
     }
 }

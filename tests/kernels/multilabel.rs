@@ -4,11 +4,12 @@
 #[rustfmt::skip]
 #[allow(unused, clippy::all, clippy::pedantic, clippy::nursery)]
 pub mod multilabel {
+    use lossc::exec::check;
     use lossc::exec::math::{self, Float};
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x82af0be730c21bf0;
+    pub const FINGERPRINT: u64 = 0xd161b764478d1c01;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).

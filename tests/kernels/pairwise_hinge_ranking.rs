@@ -4,11 +4,12 @@
 #[rustfmt::skip]
 #[allow(unused, clippy::all, clippy::pedantic, clippy::nursery)]
 pub mod pairwise_hinge_ranking {
+    use lossc::exec::check;
     use lossc::exec::math::{self, Float};
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x01eb471cebd0ec06;
+    pub const FINGERPRINT: u64 = 0x3758a128ae8b7725;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).

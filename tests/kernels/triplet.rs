@@ -4,11 +4,12 @@
 #[rustfmt::skip]
 #[allow(unused, clippy::all, clippy::pedantic, clippy::nursery)]
 pub mod triplet {
+    use lossc::exec::check;
     use lossc::exec::math::{self, Float};
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x6b1407c91bfa2952;
+    pub const FINGERPRINT: u64 = 0x4058130a58090a69;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).

@@ -4,11 +4,12 @@
 #[rustfmt::skip]
 #[allow(unused, clippy::all, clippy::pedantic, clippy::nursery)]
 pub mod xray_triage {
+    use lossc::exec::check;
     use lossc::exec::math::{self, Float};
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x5dd8f794397fb791;
+    pub const FINGERPRINT: u64 = 0x3e291237818d5e35;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -18,11 +19,11 @@ pub mod xray_triage {
         unsafe { Kernel::new(FINGERPRINT, vec![Some(pass0::<T>)]) }
     }
 
-    fn pass0<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+    fn pass0<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2,fma")]
-            unsafe fn wide<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+            unsafe fn wide<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
                 unsafe { body::<T, true>(b, b0, b1, sums) }
             }
             if lossc::exec::avx2() {
@@ -34,7 +35,7 @@ pub mod xray_triage {
         return unsafe { body::<T, false>(b, b0, b1, sums) };
 
         #[inline(always)]
-        unsafe fn body<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+        unsafe fn body<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
             const L: usize = 512;
             let n = b.rows();
             // `y`
@@ -46,6 +47,7 @@ pub mod xray_triage {
             // SAFETY: each block writes only its own rows.
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
+            let mut ok = true;
             let v5: T = T::of(1.0);
             let v7: T = T::of(20.0);
             let v10: T = T::of(0.1);
@@ -61,14 +63,17 @@ pub mod xray_triage {
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
                     let v4: T = x0[l];
+                    ok &= check::is_either(v4, 0.0, 1.0);
                     let v3: T = math::truth::<T>(v4 == v5);
                     let v11: T = x1[l];
+                    ok &= check::in_range(v11, 1.0, 10.0, true, true);
                     let v9: T = v10 * v11;
                     let v8: T = v5 + v9;
                     let v6: T = v7 * v8;
                     let v2: T = math::sel(v3 != T::ZERO, v6, v5);
                     let v1: T = -v2;
                     let v15: T = x2[l];
+                    ok &= check::in_range(v15, 0.0, 1.0, false, false);
                     let v14: T = v15.ln::<F>();
                     let v13: T = v4 * v14;
                     let v17: T = v5 - v4;
@@ -89,6 +94,7 @@ pub mod xray_triage {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
+            ok
         }
     }
 }
