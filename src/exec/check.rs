@@ -86,7 +86,7 @@ impl<'a> Check<'a> {
             Check::Set(vs) => vs.contains(&v),
             Check::Class(c) => (v >= 0.0) & (v < c) & (v.fract() == 0.0),
             Check::ZeroOne => (v == 0.0) | (v == 1.0),
-            Check::Unit => (v >= 0.0) & (v <= 1.0),
+            Check::Unit => (0.0..=1.0).contains(&v),
         }
     }
 }
