@@ -29,6 +29,7 @@ pub(crate) mod codegen;
 pub mod math;
 pub(crate) mod plan;
 pub(crate) mod run;
+mod select;
 
 pub use math::Float;
 pub use run::{avx2, isa};

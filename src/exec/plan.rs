@@ -122,7 +122,7 @@ pub(crate) struct PGraph {
 }
 
 impl PGraph {
-    fn intern(&mut self, n: PNode) -> P {
+    pub(crate) fn intern(&mut self, n: PNode) -> P {
         // Commutative operands in id order, so `dot(q, k@j)` and
         // `dot(k@j, q)` are one node.
         let n = match n {
@@ -187,11 +187,11 @@ impl PGraph {
         out
     }
 
-    fn num(&mut self, v: f64) -> P {
+    pub(crate) fn num(&mut self, v: f64) -> P {
         self.intern(PNode::Num(F64(v)))
     }
 
-    fn as_num(&self, p: P) -> Option<f64> {
+    pub(crate) fn as_num(&self, p: P) -> Option<f64> {
         match self.nodes[p as usize] {
             PNode::Num(v) => Some(v.0),
             _ => None,
@@ -200,7 +200,7 @@ impl PGraph {
 
     /// `a op b`, folding constants and the identities the IR leaves in
     /// sums and products (`x + -1·y` becomes `x - y`).
-    fn bin(&mut self, f: BFn, a: P, b: P) -> P {
+    pub(crate) fn bin(&mut self, f: BFn, a: P, b: P) -> P {
         if let (Some(x), Some(y)) = (self.as_num(a), self.as_num(b)) {
             let v = match f {
                 BFn::Add => Some(x + y),
@@ -232,7 +232,7 @@ impl PGraph {
         self.intern(PNode::Bin(f, a, b))
     }
 
-    fn un(&mut self, f: UFn, a: P) -> P {
+    pub(crate) fn un(&mut self, f: UFn, a: P) -> P {
         if let Some(x) = self.as_num(a) {
             let v = match f {
                 UFn::Neg => -x,
@@ -777,7 +777,7 @@ fn one_minus_sigmoid(g: &Graph, x: Id) -> Option<Id> {
     })
 }
 
-fn commutes(f: BFn) -> bool {
+pub(crate) fn commutes(f: BFn) -> bool {
     matches!(
         f,
         BFn::Add
@@ -866,6 +866,20 @@ pub(crate) fn plan(d: &Derivation, checked: &crate::Checked) -> Result<Plan, Pla
         uniforms,
         ..
     } = cv;
+
+    // Select before the function for two-valued labels.
+    for (slot, decl) in inputs.iter().enumerate() {
+        if let (Dom::Labels(vs), None) = (&decl.dom, decl.size)
+            && vs.len() == 2
+        {
+            let mut roots: Vec<&mut P> = reductions
+                .iter_mut()
+                .chain(grads.iter_mut().map(|o| &mut o.root))
+                .chain(hessians.iter_mut().map(|o| &mut o.root))
+                .collect();
+            super::select::rewrite(&mut pg, slot as u16, vs[0], vs[1], &mut roots);
+        }
+    }
 
     // Tabulation.
     let mut tab = Tabulator::default();

@@ -9,7 +9,7 @@ pub mod bce {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x1004500cf6374578;
+    pub const FINGERPRINT: u64 = 0x2c67a04979fc92f9;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -46,7 +46,7 @@ pub mod bce {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
-            let v8: T = T::of(1.0);
+            let v5: T = T::of(1.0);
             let mut s0 = [T::ZERO; L];
             let mut r0 = b0;
             while r0 < b1 {
@@ -55,23 +55,21 @@ pub mod bce {
                 let x1 = &x1[r0..r0 + len];
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
-                    let v3: T = x0[l];
-                    ok &= check::is_either(v3, 0.0, 1.0);
-                    let v5: T = x1[l];
-                    ok &= check::in_range(v5, 0.0, 1.0, false, false);
-                    let v4: T = v5.ln::<F>();
-                    let v2: T = v3 * v4;
-                    let v7: T = v8 - v3;
-                    let v10: T = v8 - v5;
-                    let v9: T = v10.ln::<F>();
-                    let v6: T = v7 * v9;
-                    let v1: T = v2 + v6;
+                    let v4: T = x0[l];
+                    ok &= check::is_either(v4, 0.0, 1.0);
+                    let v3: T = math::truth::<T>(v4 == v5);
+                    let v6: T = x1[l];
+                    ok &= check::in_range(v6, 0.0, 1.0, false, false);
+                    let v7: T = v5 - v6;
+                    let v2: T = math::sel(v3 != T::ZERO, v6, v7);
+                    let v1: T = v2.ln::<F>();
                     let v0: T = -v1;
-                    let v13: T = T::ONE / v10;
-                    let v12: T = v13 / v5;
-                    let v14: T = v5 - v3;
-                    let v11: T = v12 * v14;
-                    g0[l] = v11 * scale;
+                    let v10: T = T::ONE / v7;
+                    let v9: T = v10 / v6;
+                    let v12: T = v6 - v5;
+                    let v11: T = math::sel(v3 != T::ZERO, v12, v6);
+                    let v8: T = v9 * v11;
+                    g0[l] = v8 * scale;
                     s0[l] = v0;
                 }
                 sums[0] += math::sum_lanes(&s0[..len]);

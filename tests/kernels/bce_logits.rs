@@ -9,7 +9,7 @@ pub mod bce_logits {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x18961be21788a935;
+    pub const FINGERPRINT: u64 = 0x16532cf4842d37ad;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -46,7 +46,7 @@ pub mod bce_logits {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
-            let v10: T = T::of(1.0);
+            let v3: T = T::of(1.0);
             let mut s0 = [T::ZERO; L];
             let mut r0 = b0;
             while r0 < b1 {
@@ -55,22 +55,18 @@ pub mod bce_logits {
                 let x1 = &x1[r0..r0 + len];
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
-                    let v3: T = x0[l];
-                    ok &= check::is_either(v3, 0.0, 1.0);
-                    let v7: T = x1[l];
-                    ok &= check::in_range(v7, f64::NEG_INFINITY, f64::INFINITY, false, false);
-                    let v6: T = math::softplus::<T, F>(v7);
-                    let v5: T = v6 - v7;
-                    let v4: T = -v5;
-                    let v2: T = v3 * v4;
-                    let v9: T = v10 - v3;
-                    let v11: T = -v6;
-                    let v8: T = v9 * v11;
-                    let v1: T = v2 + v8;
-                    let v0: T = -v1;
-                    let v13: T = math::sigmoid::<T, F>(v7);
-                    let v12: T = v13 - v3;
-                    g0[l] = v12 * scale;
+                    let v2: T = x0[l];
+                    ok &= check::is_either(v2, 0.0, 1.0);
+                    let v1: T = math::truth::<T>(v2 == v3);
+                    let v6: T = x1[l];
+                    ok &= check::in_range(v6, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    let v5: T = math::softplus::<T, F>(v6);
+                    let v4: T = v5 - v6;
+                    let v0: T = math::sel(v1 != T::ZERO, v4, v5);
+                    let v9: T = math::sigmoid::<T, F>(v6);
+                    let v8: T = v9 - v3;
+                    let v7: T = math::sel(v1 != T::ZERO, v8, v9);
+                    g0[l] = v7 * scale;
                     s0[l] = v0;
                 }
                 sums[0] += math::sum_lanes(&s0[..len]);

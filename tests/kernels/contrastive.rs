@@ -9,7 +9,7 @@ pub mod contrastive {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0xcb1852c159c07757;
+    pub const FINGERPRINT: u64 = 0x7343a901b266bc35;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).

@@ -9,7 +9,7 @@ pub mod focal_logits {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0xf28366871c8d820c;
+    pub const FINGERPRINT: u64 = 0x4c62cdcbfcee74ec;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -46,12 +46,13 @@ pub mod focal_logits {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
-            let v4: T = T::of(1.0);
+            let v6: T = T::of(1.0);
             let v7: T = T::of(0.25);
-            let v17: T = T::of(0.75);
-            let v28: T = T::of(2.0);
-            let v30: T = T::of(-1.0);
-            let v42: T = T::of(-0.75);
+            let v8: T = T::of(0.75);
+            let v21: T = T::of(-0.25);
+            let v26: T = T::of(-1.0);
+            let v32: T = T::of(2.0);
+            let v35: T = T::of(0.5);
             let mut s0 = [T::ZERO; L];
             let mut r0 = b0;
             while r0 < b1 {
@@ -60,47 +61,39 @@ pub mod focal_logits {
                 let x1 = &x1[r0..r0 + len];
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
-                    let v3: T = x0[l];
-                    ok &= check::is_either(v3, 0.0, 1.0);
-                    let v2: T = math::truth::<T>(v3 == v4);
-                    let v11: T = x1[l];
-                    ok &= check::in_range(v11, f64::NEG_INFINITY, f64::INFINITY, false, false);
-                    let v10: T = math::sigmoid::<T, F>(v11);
-                    let v9: T = v4 - v10;
-                    let v8: T = v9 * v9;
-                    let v6: T = v7 * v8;
-                    let v14: T = math::softplus::<T, F>(v11);
-                    let v13: T = v14 - v11;
-                    let v12: T = -v13;
-                    let v5: T = v6 * v12;
-                    let v18: T = v10 * v10;
-                    let v16: T = v17 * v18;
-                    let v19: T = -v14;
-                    let v15: T = v16 * v19;
-                    let v1: T = math::sel(v2 != T::ZERO, v5, v15);
+                    let v5: T = x0[l];
+                    ok &= check::is_either(v5, 0.0, 1.0);
+                    let v4: T = math::truth::<T>(v5 == v6);
+                    let v3: T = math::sel(v4 != T::ZERO, v7, v8);
+                    let v13: T = x1[l];
+                    ok &= check::in_range(v13, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    let v12: T = math::sigmoid::<T, F>(v13);
+                    let v11: T = v6 - v12;
+                    let v10: T = math::sel(v4 != T::ZERO, v11, v12);
+                    let v9: T = v10 * v10;
+                    let v2: T = v3 * v9;
+                    let v17: T = math::softplus::<T, F>(v13);
+                    let v16: T = v17 - v13;
+                    let v15: T = math::sel(v4 != T::ZERO, v16, v17);
+                    let v14: T = -v15;
+                    let v1: T = v2 * v14;
                     let v0: T = -v1;
-                    let v27: T = v9 * v28;
-                    let v26: T = v17 * v27;
-                    let v25: T = v18 * v26;
-                    let v24: T = v19 * v25;
-                    let v29: T = v30 + v3;
-                    let v23: T = v24 * v29;
-                    let v33: T = -v3;
-                    let v32: T = v7 * v33;
-                    let v34: T = v9 * v9 * v9;
-                    let v31: T = v32 * v34;
-                    let v22: T = v23 + v31;
-                    let v39: T = v3 * v28;
-                    let v38: T = v7 * v39;
-                    let v37: T = v10 * v38;
-                    let v36: T = v8 * v37;
-                    let v35: T = v12 * v36;
-                    let v21: T = v22 + v35;
-                    let v41: T = v29 * v42;
-                    let v43: T = v10 * v10 * v10;
-                    let v40: T = v41 * v43;
-                    let v20: T = v21 + v40;
-                    g0[l] = v20 * scale;
+                    let v20: T = math::sel(v4 != T::ZERO, v21, v8);
+                    let v22: T = v10 * v10 * v10;
+                    let v19: T = v20 * v22;
+                    let v25: T = -v16;
+                    let v24: T = math::sel(v4 != T::ZERO, v25, v26);
+                    let v31: T = v11 * v32;
+                    let v30: T = v8 * v31;
+                    let v29: T = math::sel(v4 != T::ZERO, v6, v30);
+                    let v28: T = v9 * v29;
+                    let v34: T = v12 * v35;
+                    let v36: T = -v17;
+                    let v33: T = math::sel(v4 != T::ZERO, v34, v36);
+                    let v27: T = v28 * v33;
+                    let v23: T = v24 * v27;
+                    let v18: T = v19 + v23;
+                    g0[l] = v18 * scale;
                     s0[l] = v0;
                 }
                 sums[0] += math::sum_lanes(&s0[..len]);

@@ -9,7 +9,7 @@ pub mod moderation {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x4d7d622724fc9de8;
+    pub const FINGERPRINT: u64 = 0x5813fbbfd88d7957;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -47,7 +47,9 @@ pub mod moderation {
             let scale = b.scale();
             let mut ok = true;
             let v5: T = T::of(1.0);
-            let v6: T = T::of(20.0);
+            let v10: T = T::of(-20.0);
+            let v11: T = T::of(-1.0);
+            let v14: T = T::of(20.0);
             let mut s0 = [T::ZERO; L];
             let mut r0 = b0;
             while r0 < b1 {
@@ -59,23 +61,19 @@ pub mod moderation {
                     let v4: T = x0[l];
                     ok &= check::is_either(v4, 0.0, 1.0);
                     let v3: T = math::truth::<T>(v4 == v5);
-                    let v2: T = math::sel(v3 != T::ZERO, v6, v5);
+                    let v8: T = x1[l];
+                    ok &= check::in_range(v8, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    let v7: T = math::softplus::<T, F>(v8);
+                    let v6: T = v7 - v8;
+                    let v2: T = math::sel(v3 != T::ZERO, v6, v7);
                     let v1: T = -v2;
-                    let v12: T = x1[l];
-                    ok &= check::in_range(v12, f64::NEG_INFINITY, f64::INFINITY, false, false);
-                    let v11: T = math::softplus::<T, F>(v12);
-                    let v10: T = v11 - v12;
-                    let v9: T = -v10;
-                    let v8: T = v4 * v9;
-                    let v14: T = v5 - v4;
-                    let v15: T = -v11;
+                    let v9: T = math::sel(v3 != T::ZERO, v10, v11);
+                    let v0: T = v1 * v9;
+                    let v16: T = math::sigmoid::<T, F>(v8);
+                    let v15: T = v16 - v5;
                     let v13: T = v14 * v15;
-                    let v7: T = v8 + v13;
-                    let v0: T = v1 * v7;
-                    let v18: T = math::sigmoid::<T, F>(v12);
-                    let v17: T = v18 - v4;
-                    let v16: T = v2 * v17;
-                    g0[l] = v16 * scale;
+                    let v12: T = math::sel(v3 != T::ZERO, v13, v16);
+                    g0[l] = v12 * scale;
                     s0[l] = v0;
                 }
                 sums[0] += math::sum_lanes(&s0[..len]);

@@ -9,7 +9,7 @@ pub mod xray_triage {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x3e291237818d5e35;
+    pub const FINGERPRINT: u64 = 0x0d61739a6e542835;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -49,10 +49,11 @@ pub mod xray_triage {
             let scale = b.scale();
             let mut ok = true;
             let v5: T = T::of(1.0);
-            let v7: T = T::of(20.0);
-            let v10: T = T::of(0.1);
-            let v25: T = T::of(-20.0);
-            let v27: T = T::of(-2.0);
+            let v11: T = T::of(20.0);
+            let v14: T = T::of(0.1);
+            let v16: T = T::of(-1.0);
+            let v20: T = T::of(-20.0);
+            let v22: T = T::of(-2.0);
             let mut s0 = [T::ZERO; L];
             let mut r0 = b0;
             while r0 < b1 {
@@ -65,30 +66,25 @@ pub mod xray_triage {
                     let v4: T = x0[l];
                     ok &= check::is_either(v4, 0.0, 1.0);
                     let v3: T = math::truth::<T>(v4 == v5);
-                    let v11: T = x1[l];
-                    ok &= check::in_range(v11, 1.0, 10.0, true, true);
-                    let v9: T = v10 * v11;
-                    let v8: T = v5 + v9;
-                    let v6: T = v7 * v8;
-                    let v2: T = math::sel(v3 != T::ZERO, v6, v5);
-                    let v1: T = -v2;
-                    let v15: T = x2[l];
-                    ok &= check::in_range(v15, 0.0, 1.0, false, false);
-                    let v14: T = v15.ln::<F>();
-                    let v13: T = v4 * v14;
-                    let v17: T = v5 - v4;
-                    let v19: T = v5 - v15;
-                    let v18: T = v19.ln::<F>();
-                    let v16: T = v17 * v18;
-                    let v12: T = v13 + v16;
-                    let v0: T = v1 * v12;
-                    let v21: T = v17 / v19;
-                    let v23: T = v4 / v15;
-                    let v26: T = v11 * v27;
-                    let v24: T = v25 + v26;
-                    let v22: T = v23 * v24;
-                    let v20: T = v21 + v22;
-                    g0[l] = v20 * scale;
+                    let v6: T = x2[l];
+                    ok &= check::in_range(v6, 0.0, 1.0, false, false);
+                    let v7: T = v5 - v6;
+                    let v2: T = math::sel(v3 != T::ZERO, v6, v7);
+                    let v1: T = v2.ln::<F>();
+                    let v15: T = x1[l];
+                    ok &= check::in_range(v15, 1.0, 10.0, true, true);
+                    let v13: T = v14 * v15;
+                    let v12: T = v5 + v13;
+                    let v10: T = v11 * v12;
+                    let v9: T = -v10;
+                    let v8: T = math::sel(v3 != T::ZERO, v9, v16);
+                    let v0: T = v1 * v8;
+                    let v21: T = v15 * v22;
+                    let v19: T = v20 + v21;
+                    let v18: T = math::sel(v3 != T::ZERO, v19, v5);
+                    let v23: T = v5 / v2;
+                    let v17: T = v18 * v23;
+                    g0[l] = v17 * scale;
                     s0[l] = v0;
                 }
                 sums[0] += math::sum_lanes(&s0[..len]);
