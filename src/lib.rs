@@ -35,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+pub mod analyze;
 pub mod ast;
 pub mod diag;
 pub mod diff;
@@ -247,6 +248,31 @@ impl Loss {
         let derivation = self.derive()?;
         let checked = self.checked.clone();
         with_big_stack(move || Evaluator::new(derivation, &checked, hessian)).map_err(Error::Eval)
+    }
+
+    /// The property table of step 3 (see [`analyze`]): for every pred,
+    /// differentiability, convexity, the gradient's shape, finiteness,
+    /// calibration or the estimand, each with its evidence.
+    pub fn analyze(&self) -> Result<analyze::Analysis, Error> {
+        let d = self.derive()?;
+        let me = self.clone();
+        Ok(with_big_stack(move || analyze::analyze(&me, &d)))
+    }
+
+    /// Checks every `expect` against an analysis of this spec: an error
+    /// (E0080) naming the property, the verdict and the evidence for each
+    /// one the analysis contradicts. Expectations it cannot judge come back
+    /// as warnings (W0080) in the `Ok` report.
+    pub fn check_expects(&self, a: &analyze::Analysis) -> Result<Report, Error> {
+        let diags = analyze::expect_diagnostics(&analyze::check_expects(&self.checked, a));
+        let report = Report {
+            file: self.file.clone(),
+            diagnostics: diags,
+        };
+        if report.error_count() > 0 {
+            return Err(Error::Spec(Box::new(report)));
+        }
+        Ok(report)
     }
 
     /// Rust source of a fused evaluator for this spec (the second backend):

@@ -140,6 +140,21 @@ enum Command {
         #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
         params: Vec<(String, f64)>,
     },
+    /// The property table of step 3: for every pred, differentiability,
+    /// convexity, the gradient near the optimum and for large errors,
+    /// finiteness, calibration or the estimand, with evidence; then every
+    /// `expect` is checked (exit 1 when one fails).
+    Analyze {
+        /// The `.loss` file.
+        #[arg(value_name = "SPEC")]
+        spec: String,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Override a param's value.
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, f64)>,
+    },
     /// Print the prelude: the standard losses, written in the .loss language.
     Prelude,
 }
@@ -317,6 +332,20 @@ fn main() -> ExitCode {
             print!("{}", loss.codegen(&name)?);
             Ok(true)
         }),
+        Command::Analyze { spec, json, params } => run(color, || {
+            let loss = load(&spec, &params)?;
+            let a = loss.analyze()?;
+            if json {
+                println!("{}", a.json());
+            } else {
+                print!("{}", a.text());
+            }
+            let warnings = loss.check_expects(&a)?;
+            if !warnings.diagnostics.is_empty() {
+                eprint!("{}", warnings.render(color));
+            }
+            Ok(true)
+        }),
         Command::Prelude => {
             print!("{}", lossc::sema::PRELUDE_SOURCE);
             ExitCode::SUCCESS
@@ -457,6 +486,18 @@ fn check(
                 let warnings = loss.warnings();
                 if !warnings.is_empty() {
                     let _ = write!(stderr.lock(), "{}", loss.warning_report().render(color));
+                }
+                // Every `expect` is checked against the analysis.
+                match loss.analyze().and_then(|a| loss.check_expects(&a)) {
+                    Err(e) => {
+                        failed += 1;
+                        let _ = write!(stderr.lock(), "{}", e.render(color));
+                        continue;
+                    }
+                    Ok(w) if !w.diagnostics.is_empty() => {
+                        let _ = write!(stderr.lock(), "{}", w.render(color));
+                    }
+                    Ok(_) => {}
                 }
                 if deny_warnings && !warnings.is_empty() {
                     failed += 1;
