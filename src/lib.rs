@@ -43,6 +43,7 @@ pub mod exec;
 pub mod grad;
 pub mod io;
 pub mod ir;
+pub mod lint;
 pub mod parse;
 pub mod print;
 pub mod sema;
@@ -273,6 +274,21 @@ impl Loss {
             return Err(Error::Spec(Box::new(report)));
         }
         Ok(report)
+    }
+
+    /// The lints of this spec (warnings with codes `L0001`..., see
+    /// `docs/lints.md`), given its analysis and, optionally, the training
+    /// data by `data` name (for the lints about outliers and rare classes).
+    pub fn lint(
+        &self,
+        a: &analyze::Analysis,
+        data: Option<&BTreeMap<String, ndarray::ArrayD<f64>>>,
+    ) -> Result<Report, Error> {
+        let d = self.derive()?;
+        Ok(Report {
+            file: self.file.clone(),
+            diagnostics: lint::lints(self, &d, a, data),
+        })
     }
 
     /// Rust source of a fused evaluator for this spec (the second backend):

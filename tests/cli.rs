@@ -478,3 +478,76 @@ fn codegen_refuses_a_module_name_rust_cannot_use() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("pub mod huber {"));
 }
+
+#[test]
+fn analyze_prints_the_table_and_lints_with_data() {
+    let out = lossc(&["--color", "never", "analyze", "examples/mse.loss"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("estimand                   mean"), "{table}");
+    let json = lossc(&["analyze", "--json", "examples/hinge.loss"]);
+    assert!(text(&json.stdout).starts_with("{\"loss\": \"hinge\""));
+    // Outliers in the targets: a lint, fatal only with --deny-warnings.
+    let mut csv = String::from("y\n");
+    for i in 0..100 {
+        csv.push_str(&format!("{}\n", 10 + i % 7));
+    }
+    csv.push_str("100000\n");
+    let data = scratch("outliers.csv", &csv);
+    let out = lossc(&[
+        "--color",
+        "never",
+        "analyze",
+        "examples/mse.loss",
+        "--data",
+        &data,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("warning[L0006]"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = lossc(&[
+        "--color",
+        "never",
+        "analyze",
+        "examples/mse.loss",
+        "--data",
+        &data,
+        "--deny-warnings",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("1 warning denied by --deny-warnings"));
+    // Bad data is a clean error naming the file.
+    let bad = scratch("bad.csv", "y\n1\nabc\n");
+    let out = lossc(&[
+        "--color",
+        "never",
+        "analyze",
+        "examples/mse.loss",
+        "--data",
+        &bad,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("bad.csv"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_fails_when_an_expectation_does_not_hold() {
+    let spec = scratch(
+        "wrong.loss",
+        "loss wrong\ntask regression\ndata y : real\npred f : real\nminimize mean(abs(y - f))\nexpect differentiable\n",
+    );
+    let out = lossc(&["--color", "never", "check", &spec]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("error[E0080]"),
+        "{}",
+        text(&out.stderr)
+    );
+}

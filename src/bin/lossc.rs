@@ -151,6 +151,13 @@ enum Command {
         /// One JSON object instead of the table.
         #[arg(long)]
         json: bool,
+        /// Training data (.csv or .npz with the spec's `data` columns), for
+        /// the lints about outliers and rare classes.
+        #[arg(long, value_name = "FILE")]
+        data: Option<String>,
+        /// Treat lints (and unverifiable expectations) as errors.
+        #[arg(long)]
+        deny_warnings: bool,
         /// Override a param's value.
         #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
         params: Vec<(String, f64)>,
@@ -332,17 +339,50 @@ fn main() -> ExitCode {
             print!("{}", loss.codegen(&name)?);
             Ok(true)
         }),
-        Command::Analyze { spec, json, params } => run(color, || {
+        Command::Analyze {
+            spec,
+            json,
+            data,
+            deny_warnings,
+            params,
+        } => run(color, || {
             let loss = load(&spec, &params)?;
+            let arrays = match &data {
+                Some(path) => {
+                    let wanted: Vec<(&str, bool)> = loss
+                        .checked()
+                        .data
+                        .iter()
+                        .map(|v| (v.name.as_str(), false))
+                        .collect();
+                    Some(if path.ends_with(".npz") {
+                        lossc::io::read_npz::<f64>(path, &wanted)?
+                    } else {
+                        lossc::io::read_csv::<f64>(path, &wanted)?
+                    })
+                }
+                None => None,
+            };
             let a = loss.analyze()?;
             if json {
                 println!("{}", a.json());
             } else {
                 print!("{}", a.text());
             }
-            let warnings = loss.check_expects(&a)?;
+            let mut warnings = loss.check_expects(&a)?;
+            warnings
+                .diagnostics
+                .extend(loss.lint(&a, arrays.as_ref())?.diagnostics);
             if !warnings.diagnostics.is_empty() {
                 eprint!("{}", warnings.render(color));
+                if deny_warnings {
+                    let n = warnings.diagnostics.len();
+                    eprintln!(
+                        "error: {spec}: {n} warning{} denied by --deny-warnings",
+                        if n == 1 { "" } else { "s" }
+                    );
+                    return Ok(false);
+                }
             }
             Ok(true)
         }),
