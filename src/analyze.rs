@@ -248,7 +248,7 @@ fn var<'a>(c: &'a Checked, name: &str) -> &'a crate::sema::Variable {
 // ------------------------------------------------------------ scenarios
 
 /// Representative values of one scalar data input.
-fn data_values(dom: &Dom, sizes: &BTreeMap<String, usize>) -> Vec<f64> {
+pub(crate) fn data_values(dom: &Dom, sizes: &BTreeMap<String, usize>) -> Vec<f64> {
     match dom {
         Dom::Labels(vs) => vs.iter().take(5).copied().collect(),
         Dom::Class(s) => {

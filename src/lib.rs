@@ -45,6 +45,7 @@ pub mod io;
 pub mod ir;
 pub mod lint;
 pub mod parse;
+pub mod plot;
 pub mod print;
 pub mod sema;
 pub mod simplify;
@@ -89,6 +90,9 @@ pub enum Error {
     /// A data file could not be read or written.
     #[error(transparent)]
     Data(#[from] io::DataError),
+    /// A plot could not be drawn.
+    #[error(transparent)]
+    Plot(#[from] plot::PlotError),
 }
 
 impl Error {

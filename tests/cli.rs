@@ -551,3 +551,56 @@ fn check_fails_when_an_expectation_does_not_hold() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn plot_writes_an_svg_and_refuses_what_cannot_share_a_figure() {
+    let dir = std::env::temp_dir().join(format!("lossc-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("cmp.svg").to_string_lossy().into_owned();
+    let out = lossc(&[
+        "plot",
+        "examples/bce_logits.loss",
+        "examples/focal_logits.loss:gamma=5",
+        "-o",
+        &svg,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = std::fs::read_to_string(&svg).unwrap();
+    assert!(s.starts_with("<svg"));
+    for want in [
+        "bce_logits vs focal_logits gamma=5",
+        "loss, y = 0",
+        "derivative, y = 1",
+        "d loss / d z",
+    ] {
+        assert!(s.contains(want), "missing {want}");
+    }
+    // A vector pred, different preds, a bad override, an unwritable file.
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["plot", "examples/cce_logits.loss", "-o", &svg],
+            "plots need a scalar pred",
+        ),
+        (
+            &["plot", "examples/mse.loss", "examples/bce.loss", "-o", &svg],
+            "cannot share a figure",
+        ),
+        (
+            &["plot", "examples/focal_logits.loss:gamma", "-o", &svg],
+            "NAME=VALUE",
+        ),
+        (
+            &["plot", "examples/mse.loss", "-o", "/nonexistent/dir/x.svg"],
+            "cannot write `/nonexistent/dir/x.svg`",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = lossc(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(want),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}

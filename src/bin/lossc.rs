@@ -162,6 +162,19 @@ enum Command {
         #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
         params: Vec<(String, f64)>,
     },
+    /// Plot the loss and its derivative against the pred, one column per
+    /// label value, several specs overlaid (SVG).
+    ///
+    /// A spec may carry param overrides for its curve:
+    /// `examples/focal_logits.loss:gamma=5` (several as `:a=1,b=2`).
+    Plot {
+        /// The `.loss` files, each optionally `FILE:NAME=VALUE,...`.
+        #[arg(required = true, value_name = "SPEC")]
+        specs: Vec<String>,
+        /// The SVG file to write.
+        #[arg(short = 'o', long = "output", value_name = "FILE.svg")]
+        output: String,
+    },
     /// Print the prelude: the standard losses, written in the .loss language.
     Prelude,
 }
@@ -384,6 +397,34 @@ fn main() -> ExitCode {
                     return Ok(false);
                 }
             }
+            Ok(true)
+        }),
+        Command::Plot { specs, output } => run(color, || {
+            let mut curves = Vec::new();
+            for arg in &specs {
+                let (path, overrides) = match arg.split_once(".loss:") {
+                    Some((p, o)) => (format!("{p}.loss"), Some(o)),
+                    None => (arg.clone(), None),
+                };
+                let mut params = Vec::new();
+                for o in overrides.into_iter().flat_map(|o| o.split(',')) {
+                    match parse_param(o) {
+                        Ok(p) => params.push(p),
+                        Err(e) => {
+                            eprintln!("error: `{arg}`: {e}");
+                            return Ok(false);
+                        }
+                    }
+                }
+                let loss = load(&path, &params)?;
+                let mut label = loss.checked().name.clone();
+                for (k, v) in &params {
+                    label.push_str(&format!(" {k}={v}"));
+                }
+                curves.push(lossc::plot::Curve { loss, label });
+            }
+            lossc::plot::plot(&curves, &output)?;
+            eprintln!("wrote {output}");
             Ok(true)
         }),
         Command::Prelude => {
