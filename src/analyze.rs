@@ -568,7 +568,13 @@ fn analyze_pred(cx: &Cx, p: &PredGradient) -> PredAnalysis {
     findings.push(finite(cx, p, v));
     let mut estimand = None;
     match cx.c.task {
-        Task::Binary | Task::Multiclass => findings.push(calibrated(cx, p, v)),
+        Task::Binary => {
+            findings.push(calibrated(cx, p, v));
+            if let Some(f) = easy_examples(cx, p, v) {
+                findings.push(f);
+            }
+        }
+        Task::Multiclass => findings.push(calibrated(cx, p, v)),
         Task::Regression => {
             let (f, noise, e) = estimand_of(cx, p, v);
             estimand = e;
@@ -1646,6 +1652,70 @@ fn calibrated(cx: &Cx, p: &PredGradient, v: &crate::sema::Variable) -> Finding {
             }
         ),
     }
+}
+
+/// How hard the loss pulls on an easy example (the true class at
+/// probability 0.9) relative to a hard one (0.1), against BCE, whose ratio
+/// is 1/9 on logits and on probabilities alike. Focal loss's point is a
+/// much smaller ratio.
+fn easy_examples(cx: &Cx, p: &PredGradient, v: &crate::sema::Variable) -> Option<Finding> {
+    let prob = to_prob(v)?;
+    let is_logit = prob(0.0) == 0.5;
+    let label =
+        cx.c.data.iter().find(|d| {
+            matches!(&d.dom, Dom::Labels(vs) if vs.len() == 2) && d.shape == Shape::Scalar
+        })?;
+    let Dom::Labels(vs) = &label.dom else {
+        return None;
+    };
+    let at = |pt: f64, positive: bool| {
+        let q = if positive { pt } else { 1.0 - pt };
+        if is_logit { (q / (1.0 - q)).ln() } else { q }
+    };
+    let scen = scenarios(cx, &p.pred);
+    let mut parts = Vec::new();
+    let mut ratios = Vec::new();
+    for (positive, y) in [(true, vs[1]), (false, vs[0])] {
+        let b = scen
+            .iter()
+            .find(|b| b.values[&label.name][0][0] == y)?
+            .clone();
+        let line = Line {
+            cx,
+            p,
+            batch: b,
+            base: vec![0.0],
+            dir: vec![1.0],
+            all_rows: false,
+        };
+        let (easy, hard) = (
+            line.slope(at(0.9, positive)).abs(),
+            line.slope(at(0.1, positive)).abs(),
+        );
+        if !(easy.is_finite() && hard.is_finite()) || hard == 0.0 {
+            return None;
+        }
+        ratios.push(easy / hard);
+        parts.push(format!("{} = {}: {}", label.name, num(y), num(easy / hard)));
+    }
+    let r = (ratios[0] * ratios[1]).sqrt();
+    let bce = 1.0 / 9.0;
+    let verdict = if r < 0.8 * bce {
+        "down-weighted"
+    } else if r > 1.25 * bce {
+        "up-weighted"
+    } else {
+        "as in BCE"
+    };
+    Some(Finding {
+        property: "easy examples",
+        verdict: verdict.into(),
+        holds: None,
+        evidence: format!(
+            "|gradient| at p_t = 0.9 over |gradient| at p_t = 0.1 ({}; BCE: 0.1111)",
+            parts.join(", ")
+        ),
+    })
 }
 
 fn data_text_except(cx: &Cx, b: &Batch, skip: &str) -> String {

@@ -87,8 +87,13 @@ fn the_standard_losses_agree_with_the_textbook() {
         "zero beyond the margin"
     );
     assert_eq!(verdict("hinge", "s", "calibrated").1, Some(false));
-    // Focal: not calibrated.
+    // Focal: not calibrated, and down-weighting easy examples.
     assert_eq!(verdict("focal_logits", "z", "calibrated").1, Some(false));
+    assert_eq!(
+        verdict("focal_logits", "z", "easy examples").0,
+        "down-weighted"
+    );
+    assert_eq!(verdict("bce_logits", "z", "easy examples").0, "as in BCE");
     // Quantile(0.9) estimates the 0.9-quantile.
     assert_eq!(est("quantile"), Some(Estimand::Quantile(0.9)));
     // Class-weighted BCE: not calibrated, with the odds-ratio map.
