@@ -1346,13 +1346,27 @@ fn finite(cx: &Cx, p: &PredGradient, v: &crate::sema::Variable) -> Finding {
             .iter()
             .map(|s| format!("{} is evaluated as {}", s.from, s.to))
             .collect();
+    let hazards = hazards(cx, p, v);
+    let hz = if hazards.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; as written: {}{}",
+            hazards.join("; "),
+            if problems.is_empty() {
+                " (evaluation is finite there: the stable forms remove it)"
+            } else {
+                ""
+            }
+        )
+    };
     if problems.is_empty() {
         Finding {
             property: "finite",
             verdict: "yes".into(),
             holds: Some(true),
             evidence: format!(
-                "value and gradient finite in f32 and f64 at the domain's edges{}",
+                "value and gradient finite in f32 and f64 at the domain's edges{}{hz}",
                 if stable.is_empty() {
                     String::new()
                 } else {
@@ -1366,9 +1380,90 @@ fn finite(cx: &Cx, p: &PredGradient, v: &crate::sema::Variable) -> Finding {
             property: "finite",
             verdict: "no".into(),
             holds: Some(false),
-            evidence: problems.join("; "),
+            evidence: format!("{}{hz}", problems.join("; ")),
         }
     }
+}
+
+/// The places in the objective as written where a value can become
+/// infinite, with the pred's range where it happens (scalar preds of
+/// per-row losses): `exp`, `cosh`, `sinh` overflowing in f32 (argument >
+/// 88.72) or f64 (> 709.78), and `log` of an argument reaching 0.
+fn hazards(cx: &Cx, p: &PredGradient, v: &crate::sema::Variable) -> Vec<String> {
+    if !cx.pointwise || v.shape != Shape::Scalar {
+        return Vec::new();
+    }
+    let g = &cx.d.graph;
+    let mut nodes = Vec::new();
+    let mut stack: Vec<Id> = cx.d.objective.reductions.iter().map(|r| r.body).collect();
+    let mut seen = HashSet::new();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let n = g.node(id);
+        if let Node::Func(f @ (Func::Exp | Func::Cosh | Func::Sinh | Func::Log), a) = n {
+            nodes.push((id, *f, *a));
+        }
+        stack.extend(n.children());
+    }
+    nodes.sort();
+    let scen = scenarios(cx, &p.pred);
+    let Some(b0) = scen.first() else {
+        return Vec::new();
+    };
+    let us = grid(&v.dom);
+    let mut out = Vec::new();
+    for (id, f, a) in nodes {
+        let mut hits: Vec<(f64, &str)> = Vec::new();
+        for b in &scen {
+            for &u in &us {
+                let mut b = b.clone();
+                b.values.get_mut(&p.pred).expect("pred")[0] = vec![u];
+                let x = eval_at(g, a, &b, 0);
+                match f {
+                    Func::Log if x.is_finite() && x.abs() < 1e-300 => {
+                        hits.push((u, "reaches log(0)"))
+                    }
+                    Func::Exp | Func::Cosh | Func::Sinh if x.abs() > 88.72 => {
+                        hits.push((u, if x.abs() > 709.78 { "f64" } else { "f32" }))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if hits.is_empty() {
+            continue;
+        }
+        let text = cx.d.print(id, Style::Text);
+        let text = if text.len() > 60 {
+            format!(
+                "{}…",
+                &text[..text.char_indices().nth(57).map_or(text.len(), |c| c.0)]
+            )
+        } else {
+            text
+        };
+        let _ = b0;
+        if f == Func::Log {
+            out.push(format!("{text} at {} = {}", p.pred, num(hits[0].0)));
+        } else {
+            // The pred values nearest the middle where f32 overflows begins.
+            let first32 = hits
+                .iter()
+                .map(|h| h.0)
+                .fold(f64::INFINITY, |m, u| if u.abs() < m.abs() { u } else { m });
+            out.push(format!(
+                "{text} overflows in f32 from {} = {}",
+                p.pred,
+                num(first32)
+            ));
+        }
+        if out.len() >= 3 {
+            break;
+        }
+    }
+    out
 }
 
 /// The pred values at which finiteness is tested: the domain's
