@@ -378,7 +378,19 @@ struct Line<'a> {
     all_rows: bool,
 }
 
-impl Line<'_> {
+impl<'a> Line<'a> {
+    /// The pred's own axis (a scalar pred), in one row or in all rows.
+    fn axis(cx: &'a Cx<'a>, p: &'a PredGradient, batch: Batch, all_rows: bool) -> Line<'a> {
+        Line {
+            cx,
+            p,
+            batch,
+            base: vec![0.0],
+            dir: vec![1.0],
+            all_rows,
+        }
+    }
+
     fn at(&self, t: f64) -> Batch {
         let mut b = self.batch.clone();
         let rows = b.values.get_mut(&self.p.pred).expect("pred");
@@ -483,17 +495,7 @@ fn lines<'a>(
 ) -> Vec<(Line<'a>, Vec<f64>)> {
     let v = var(cx.c, &p.pred);
     match v.shape {
-        Shape::Scalar => vec![(
-            Line {
-                cx,
-                p,
-                batch: b.clone(),
-                base: vec![0.0],
-                dir: vec![1.0],
-                all_rows: false,
-            },
-            grid(&v.dom),
-        )],
+        Shape::Scalar => vec![(Line::axis(cx, p, b.clone(), false), grid(&v.dom))],
         Shape::Vector(_) => {
             let n = width(cx, v);
             let base = b.values[&p.pred][0].clone();
@@ -617,33 +619,35 @@ struct Switch {
     text: String,
 }
 
+/// Whether `id` reads pred `pred` (any pred when `None`). A sample
+/// reduction's symbol counts: it depends on every pred.
+pub(crate) fn reads_pred(d: &Derivation, id: Id, pred: Option<&str>) -> bool {
+    let g = &d.graph;
+    let mut stack = vec![id];
+    let mut seen = HashSet::new();
+    while let Some(x) = stack.pop() {
+        if !seen.insert(x) {
+            continue;
+        }
+        match g.node(x) {
+            Node::Sym(SymKind::Pred, n)
+            | Node::Elem {
+                kind: SymKind::Pred,
+                name: n,
+                ..
+            } if pred.is_none_or(|p| p == n) => return true,
+            Node::Sym(SymKind::Reduced, _) => return true,
+            n => stack.extend(n.children()),
+        }
+    }
+    false
+}
+
 /// Every non-smooth operation whose switch depends on the pred.
 fn switches(cx: &Cx, p: &PredGradient) -> Vec<Switch> {
     let d = cx.d;
     let g = &d.graph;
-    let depends = |id: Id| -> bool {
-        let mut stack = vec![id];
-        let mut seen = HashSet::new();
-        while let Some(x) = stack.pop() {
-            if !seen.insert(x) {
-                continue;
-            }
-            match g.node(x) {
-                Node::Sym(SymKind::Pred, n)
-                | Node::Elem {
-                    kind: SymKind::Pred,
-                    name: n,
-                    ..
-                } if *n == p.pred => {
-                    return true;
-                }
-                // A sample reduction's symbol depends on every pred.
-                Node::Sym(SymKind::Reduced, _) => return true,
-                n => stack.extend(n.children()),
-            }
-        }
-        false
-    };
+    let depends = |id: Id| reads_pred(d, id, Some(&p.pred));
     let mut roots: Vec<Id> = d.objective.reductions.iter().map(|r| r.body).collect();
     roots.push(d.objective.outer);
     let mut out: Vec<Switch> = Vec::new();
@@ -1647,14 +1651,7 @@ fn calibrated(cx: &Cx, p: &PredGradient, v: &crate::sema::Variable) -> Finding {
         {
             *r = vec![if i < k { pos } else { neg }];
         }
-        let line = Line {
-            cx,
-            p,
-            batch: b,
-            base: vec![0.0],
-            dir: vec![1.0],
-            all_rows: true,
-        };
+        let line = Line::axis(cx, p, b, true);
         let slopes: Vec<f64> = grid_u.iter().map(|u| line.slope(*u)).collect();
         let u_star = match (0..grid_u.len() - 1).find(|&i| slopes[i] < 0.0 && slopes[i + 1] >= 0.0)
         {
@@ -1775,14 +1772,7 @@ fn easy_examples(cx: &Cx, p: &PredGradient, v: &crate::sema::Variable) -> Option
             .iter()
             .find(|b| b.values[&label.name][0][0] == y)?
             .clone();
-        let line = Line {
-            cx,
-            p,
-            batch: b,
-            base: vec![0.0],
-            dir: vec![1.0],
-            all_rows: false,
-        };
+        let line = Line::axis(cx, p, b, false);
         let (easy, hard) = (
             line.slope(at(0.9, positive)).abs(),
             line.slope(at(0.1, positive)).abs(),
@@ -2028,14 +2018,7 @@ fn estimand_of(
                 }
             }
         }
-        let line = Line {
-            cx,
-            p,
-            batch: b,
-            base: vec![0.0],
-            dir: vec![1.0],
-            all_rows: true,
-        };
+        let line = Line::axis(cx, p, b, true);
         let (lo, hi) = (
             xs.iter().copied().fold(f64::INFINITY, f64::min),
             xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
@@ -2153,14 +2136,7 @@ fn estimand_of(
 /// Whether the per-row loss has a constant second derivative in the pred.
 fn quadratic_in_pred(cx: &Cx, p: &PredGradient) -> bool {
     let scen = scenarios(cx, &p.pred);
-    let line = Line {
-        cx,
-        p,
-        batch: scen[0].clone(),
-        base: vec![0.0],
-        dir: vec![1.0],
-        all_rows: false,
-    };
+    let line = Line::axis(cx, p, scen[0].clone(), false);
     let s: Vec<f64> = [-5.0, -1.0, 0.0, 1.0, 5.0, 50.0]
         .iter()
         .map(|u| line.slope(*u))

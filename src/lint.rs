@@ -115,7 +115,7 @@ fn unstable_logs(c: &crate::Checked, d: &Derivation, span: Span, out: &mut Vec<D
         }
         let n = g.node(id);
         if let Node::Func(Func::Log, x) = n
-            && reads_pred(d, *x)
+            && crate::analyze::reads_pred(d, *x, None)
             && !stable.contains(&d.print(id, Style::Text).as_str())
             && let Some(reach) = reaches_zero(c, d, *x)
         {
@@ -133,26 +133,6 @@ fn unstable_logs(c: &crate::Checked, d: &Derivation, span: Span, out: &mut Vec<D
                 .with_hint("predict a logit and use the logit form (bce_logits, cce_logits, focal_logits), which lossc evaluates stably"),
         );
     }
-}
-
-fn reads_pred(d: &Derivation, id: Id) -> bool {
-    let g = &d.graph;
-    let mut stack = vec![id];
-    let mut seen = HashSet::new();
-    while let Some(x) = stack.pop() {
-        if !seen.insert(x) {
-            continue;
-        }
-        match g.node(x) {
-            Node::Sym(SymKind::Pred, _)
-            | Node::Elem {
-                kind: SymKind::Pred,
-                ..
-            } => return true,
-            n => stack.extend(n.children()),
-        }
-    }
-    false
 }
 
 /// Whether a log's argument can reach 0: a pred of probability type or
@@ -268,7 +248,7 @@ fn zero_margins(loss: &crate::Loss, d: &Derivation, span: Span, out: &mut Vec<Di
                 (_, Node::Num(z)) if z.0 == 0.0 => (true, *a),
                 _ => (false, *a),
             };
-            if zero && reads_pred(d, arg) {
+            if zero && crate::analyze::reads_pred(d, arg, None) {
                 let v = crate::ir::eval::eval_at(g, arg, &batch, 0);
                 if v.is_finite() && v <= 0.0 {
                     out.push(
