@@ -1413,54 +1413,66 @@ fn hazards(cx: &Cx, p: &PredGradient, v: &crate::sema::Variable) -> Vec<String> 
     }
     nodes.sort();
     let scen = scenarios(cx, &p.pred);
-    let Some(b0) = scen.first() else {
-        return Vec::new();
-    };
     let us = grid(&v.dom);
     let mut out = Vec::new();
     for (id, f, a) in nodes {
-        let mut hits: Vec<(f64, &str)> = Vec::new();
-        for b in &scen {
-            for &u in &us {
-                let mut b = b.clone();
-                b.values.get_mut(&p.pred).expect("pred")[0] = vec![u];
-                let x = eval_at(g, a, &b, 0);
-                match f {
-                    Func::Log if x.is_finite() && x.abs() < 1e-300 => {
-                        hits.push((u, "reaches log(0)"))
+        let arg = |b: &Batch, u: f64| {
+            let mut b = b.clone();
+            b.values.get_mut(&p.pred).expect("pred")[0] = vec![u];
+            eval_at(g, a, &b, 0)
+        };
+        let hit = |x: f64, limit: f64| match f {
+            Func::Log => x == 0.0,
+            _ => x.abs() > limit,
+        };
+        // The first scenario where it happens, and the pred values where
+        // it starts (bisected between grid points).
+        let mut found: Option<(String, Vec<f64>)> = None;
+        'scen: for b in &scen {
+            let flags: Vec<bool> = us.iter().map(|u| hit(arg(b, *u), 88.72)).collect();
+            if !flags.iter().any(|x| *x) {
+                continue;
+            }
+            let mut edges = Vec::new();
+            for i in 0..us.len() - 1 {
+                if flags[i] != flags[i + 1] {
+                    let (mut lo, mut hi) = (us[i], us[i + 1]);
+                    for _ in 0..60 {
+                        let m = 0.5 * (lo + hi);
+                        if hit(arg(b, m), 88.72) == flags[i] {
+                            lo = m;
+                        } else {
+                            hi = m;
+                        }
                     }
-                    Func::Exp | Func::Cosh | Func::Sinh if x.abs() > 88.72 => {
-                        hits.push((u, if x.abs() > 709.78 { "f64" } else { "f32" }))
-                    }
-                    _ => {}
+                    edges.push(0.5 * (lo + hi));
                 }
             }
+            if edges.is_empty() {
+                edges.push(us[flags.iter().position(|x| *x).unwrap_or(0)]);
+            }
+            found = Some((data_text(cx, b), edges));
+            break 'scen;
         }
-        if hits.is_empty() {
-            continue;
-        }
+        let Some((at, edges)) = found else { continue };
         let text = cx.d.print(id, Style::Text);
-        let text = if text.len() > 60 {
-            format!(
-                "{}…",
-                &text[..text.char_indices().nth(57).map_or(text.len(), |c| c.0)]
-            )
+        let text = if text.chars().count() > 60 {
+            format!("{}…", text.chars().take(57).collect::<String>())
         } else {
             text
         };
-        let _ = b0;
+        let points: Vec<String> = edges.iter().take(2).map(|u| num(*u)).collect();
         if f == Func::Log {
-            out.push(format!("{text} at {} = {}", p.pred, num(hits[0].0)));
-        } else {
-            // The pred values nearest the middle where f32 overflows begins.
-            let first32 = hits
-                .iter()
-                .map(|h| h.0)
-                .fold(f64::INFINITY, |m, u| if u.abs() < m.abs() { u } else { m });
             out.push(format!(
-                "{text} overflows in f32 from {} = {}",
+                "{text} is log(0) in f64 from {} = {} ({at})",
                 p.pred,
-                num(first32)
+                points.join(" and ")
+            ));
+        } else {
+            out.push(format!(
+                "{text} overflows in f32 past {} = {} ({at}; f64 at argument 709.78)",
+                p.pred,
+                points.join(" and ")
             ));
         }
         if out.len() >= 3 {
