@@ -505,7 +505,24 @@ fn lines<'a>(
                 let norm = d.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
                 dirs.push(d.into_iter().map(|x| x / norm).collect());
             }
-            let ts: Vec<f64> = grid(&Dom::Range(Range::REAL));
+            let all_ts: Vec<f64> = grid(&Dom::Range(Range::REAL));
+            // Only points whose every component stays in the component
+            // domain (a probability vector's line leaves (0, 1) somewhere).
+            let inside = |base: &[f64], dir: &[f64]| -> Vec<f64> {
+                let r = v.dom.component_range();
+                all_ts
+                    .iter()
+                    .copied()
+                    .filter(|t| {
+                        r.is_none_or(|r| {
+                            base.iter().zip(dir).all(|(b, d)| {
+                                let x = b + t * d;
+                                x > r.lo && x < r.hi
+                            })
+                        })
+                    })
+                    .collect()
+            };
             let mut out: Vec<(Line, Vec<f64>)> = dirs
                 .into_iter()
                 .map(|dir| {
@@ -515,10 +532,10 @@ fn lines<'a>(
                             p,
                             batch: b.clone(),
                             base: base.clone(),
-                            dir,
+                            dir: dir.clone(),
                             all_rows: false,
                         },
-                        ts.clone(),
+                        inside(&base, &dir),
                     )
                 })
                 .collect();
@@ -529,16 +546,18 @@ fn lines<'a>(
                     let through = b.values[&other.name][0].clone();
                     let d: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
                     let norm = d.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+                    let dir: Vec<f64> = d.into_iter().map(|x| x / norm).collect();
+                    let ts = inside(&through, &dir);
                     out.push((
                         Line {
                             cx,
                             p,
                             batch: b.clone(),
                             base: through,
-                            dir: d.into_iter().map(|x| x / norm).collect(),
+                            dir,
                             all_rows: false,
                         },
-                        ts.clone(),
+                        ts,
                     ));
                 }
             }
@@ -895,6 +914,19 @@ fn convex(
             .filter(|s| s.is_finite())
             .fold(0.0f64, |m, s| m.max(s.abs()))
             .max(1e-12);
+        let typical = {
+            let mut m: Vec<f64> = pr
+                .slopes
+                .iter()
+                .filter(|x| x.is_finite())
+                .map(|x| x.abs())
+                .collect();
+            m.sort_by(f64::total_cmp);
+            m.get(m.len() / 2).copied().unwrap_or(0.0).min(scale)
+        };
+        // Slopes below 1e-11 of the loss's own size are rounding noise.
+        let f0 = cx.d.objective_value(&pr.line.at(0.0));
+        let noise = 1e-11 * f0.abs().max(1.0);
         // Each slope against the last finite one (a NaN at a cone's tip
         // must not hide the fall across it).
         let fin: Vec<usize> = (0..pr.slopes.len())
@@ -903,7 +935,9 @@ fn convex(
         for w in fin.windows(2) {
             let (i, j) = (w[0], w[1]);
             let (a, b) = (pr.slopes[i], pr.slopes[j]);
-            if b < a - 1e-6 * scale.max(a.abs()) {
+            // Relative to the two slopes, with a floor for rounding noise
+            // where the slope is ~0.
+            if b < a - 1e-6 * a.abs().max(b.abs()) - 1e-9 * typical - noise {
                 return Finding {
                     property: "convex",
                     verdict: "no".into(),
@@ -1116,7 +1150,18 @@ fn gradient_shape(cx: &Cx, probes: &[Probe]) -> (Finding, Finding, Option<bool>)
             .count();
         // Slopes within rounding of zero count as zero (an underflowed
         // `sigmoid(z) - 1` is not a minimiser).
-        let tol = 1e-9 * sup.max(1e-300);
+        // Relative to a typical slope, not the largest (which can be huge
+        // at a domain edge).
+        let typical = {
+            let mut m: Vec<f64> = s
+                .iter()
+                .filter(|x| x.is_finite())
+                .map(|x| x.abs())
+                .collect();
+            m.sort_by(f64::total_cmp);
+            m.get(m.len() / 2).copied().unwrap_or(0.0)
+        };
+        let tol = 1e-9 * typical.max(1e-6 * sup).max(1e-300);
         let sign = |x: f64| {
             if x < -tol {
                 -1
@@ -2082,7 +2127,7 @@ fn estimand_of(
         ("mean".to_string(), Some(Estimand::Mean))
     } else if is_median {
         ("median".to_string(), Some(Estimand::Median))
-    } else if tau_same {
+    } else if tau_same && taus.iter().all(|t| *t > 0.02 && *t < 0.98) {
         let t = (taus.iter().sum::<f64>() / taus.len() as f64 * 100.0).round() / 100.0;
         (format!("quantile({})", num(t)), Some(Estimand::Quantile(t)))
     } else {
