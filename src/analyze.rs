@@ -189,6 +189,8 @@ fn sig6(x: f64) -> String {
 
 struct Cx<'a> {
     loss: &'a crate::Loss,
+    /// Representative data rows (the same for every pred).
+    scen: Vec<Batch>,
     c: &'a Checked,
     d: &'a Derivation,
     pointwise: bool,
@@ -204,13 +206,15 @@ pub fn analyze(loss: &crate::Loss, d: &Derivation) -> Analysis {
         .map(|(k, v)| (k.clone(), v.map_or(3, |v| v as usize)))
         .collect();
     let pointwise = d.loss.is_some() && !couples_rows(d);
-    let cx = Cx {
+    let mut cx = Cx {
         loss,
+        scen: Vec::new(),
         c,
         d,
         pointwise,
         sizes,
     };
+    cx.scen = scenarios(&cx);
     let preds = d.preds.iter().map(|p| analyze_pred(&cx, p)).collect();
     Analysis {
         name: c.name.clone(),
@@ -302,7 +306,7 @@ fn width(cx: &Cx, v: &crate::sema::Variable) -> usize {
 /// Batches whose row 0 is a representative data row (every combination of
 /// representative data values, at most 12), with the other preds drawn at
 /// random; coupled objectives get 5 more random rows.
-fn scenarios(cx: &Cx, target: &str) -> Vec<Batch> {
+fn scenarios(cx: &Cx) -> Vec<Batch> {
     let mut rng = Rng::new(17);
     let rows = if cx.pointwise { 1 } else { 6 };
     let base = crate::grad::random_batch_sized(cx.c, rows, cx.sizes.clone(), &mut rng);
@@ -335,8 +339,6 @@ fn scenarios(cx: &Cx, target: &str) -> Vec<Batch> {
             for (name, row) in combo {
                 b.values.get_mut(&name).expect("data")[0] = row;
             }
-            // The target pred's own value is set by each probe.
-            let _ = target;
             b
         })
         .collect()
@@ -570,11 +572,11 @@ fn lines<'a>(
 
 fn analyze_pred(cx: &Cx, p: &PredGradient) -> PredAnalysis {
     let v = var(cx.c, &p.pred);
-    let scen = scenarios(cx, &p.pred);
+    let scen = &cx.scen;
     let mut rng = Rng::new(5);
     // Slopes along every line, computed once.
     let mut probes = Vec::new();
-    for b in &scen {
+    for b in scen {
         for (line, ts) in lines(cx, p, b, &mut rng) {
             let slopes: Vec<f64> = ts.iter().map(|t| line.slope(*t)).collect();
             probes.push(Probe { line, ts, slopes });
@@ -582,7 +584,7 @@ fn analyze_pred(cx: &Cx, p: &PredGradient) -> PredAnalysis {
     }
     let kinks = kinks(cx, p, &probes);
     let mut findings = vec![differentiable(cx, &kinks)];
-    findings.push(convex(cx, p, v, &probes, &kinks));
+    findings.push(convex(cx, p, &probes, &kinks));
     let (near, far, bounded) = gradient_shape(cx, &probes);
     findings.push(near);
     findings.push(far);
@@ -899,13 +901,7 @@ fn differentiable(_cx: &Cx, (candidates, kinks): &(usize, Vec<Kink>)) -> Finding
 
 // ------------------------------------------------------------ convexity
 
-fn convex(
-    cx: &Cx,
-    p: &PredGradient,
-    v: &crate::sema::Variable,
-    probes: &[Probe],
-    (_, kinks): &(usize, Vec<Kink>),
-) -> Finding {
+fn convex(cx: &Cx, p: &PredGradient, probes: &[Probe], (_, kinks): &(usize, Vec<Kink>)) -> Finding {
     // Slopes must not fall along any line (subgradients at kinks included).
     for pr in probes {
         let scale = pr
@@ -958,7 +954,7 @@ fn convex(
     if kinks.is_empty()
         && cx.pointwise
         && let Some(h) = p.hessian
-        && let Some(iv) = interval(cx, h, &p.pred, v)
+        && let Some(iv) = interval(cx, h)
         && iv.0 >= 0.0
     {
         return Finding {
@@ -988,8 +984,7 @@ fn convex(
 
 /// Interval bounds of `id` with every data and pred ranging over its
 /// declared domain; `None` where an operation has no simple bound.
-fn interval(cx: &Cx, id: Id, _pred: &str, _v: &crate::sema::Variable) -> Option<(f64, f64)> {
-    let g = &cx.d.graph;
+fn interval(cx: &Cx, id: Id) -> Option<(f64, f64)> {
     let params: BTreeMap<&str, f64> =
         cx.c.params
             .iter()
@@ -1119,7 +1114,6 @@ fn interval(cx: &Cx, id: Id, _pred: &str, _v: &crate::sema::Variable) -> Option<
         }
         Some(r)
     }
-    let _ = g;
     go(cx, &params, id)
 }
 
@@ -1356,13 +1350,13 @@ fn edge_distance(pr: &Probe, end: usize) -> Option<(f64, f64)> {
 
 fn finite(cx: &Cx, p: &PredGradient, v: &crate::sema::Variable) -> Finding {
     let mut problems: Vec<String> = Vec::new();
-    let scen = scenarios(cx, &p.pred);
+    let scen = &cx.scen;
     let edges32 = edges(&v.dom, true);
     let edges64 = edges(&v.dom, false);
     let ev32 = cx.loss.compile::<f32>().ok();
     let ev64 = cx.loss.compile::<f64>().ok();
     for (is32, edges) in [(true, &edges32), (false, &edges64)] {
-        for b in &scen {
+        for b in scen {
             for &u in edges.iter() {
                 let mut b = b.clone();
                 for r in b.values.get_mut(&p.pred).expect("pred").iter_mut() {
@@ -1457,7 +1451,7 @@ fn hazards(cx: &Cx, p: &PredGradient, v: &crate::sema::Variable) -> Vec<String> 
         stack.extend(n.children());
     }
     nodes.sort();
-    let scen = scenarios(cx, &p.pred);
+    let scen = &cx.scen;
     let us = grid(&v.dom);
     let mut out = Vec::new();
     for (id, f, a) in nodes {
@@ -1473,7 +1467,7 @@ fn hazards(cx: &Cx, p: &PredGradient, v: &crate::sema::Variable) -> Vec<String> 
         // The first scenario where it happens, and the pred values where
         // it starts (bisected between grid points).
         let mut found: Option<(String, Vec<f64>)> = None;
-        'scen: for b in &scen {
+        'scen: for b in scen {
             let flags: Vec<bool> = us.iter().map(|u| hit(arg(b, *u), 88.72)).collect();
             if !flags.iter().any(|x| *x) {
                 continue;
@@ -1535,17 +1529,12 @@ fn edges(dom: &Dom, f32: bool) -> Vec<f64> {
         Dom::Range(r) => *r,
         _ => Range::REAL,
     };
-    let (tiny, eps, big) = if f32 {
-        (
-            f32::from_bits(1) as f64,
-            f32::EPSILON as f64 / 2.0,
-            f32::MAX as f64,
-        )
+    let (tiny, eps) = if f32 {
+        (f32::from_bits(1) as f64, f32::EPSILON as f64 / 2.0)
     } else {
-        (f64::from_bits(1), f64::EPSILON / 2.0, f64::MAX)
+        (f64::from_bits(1), f64::EPSILON / 2.0)
     };
     let mut v = Vec::new();
-    let _ = big;
     let mags = [1.0, 10.0, 100.0, 1e3, 1e4];
     match (r.lo.is_finite(), r.hi.is_finite()) {
         (false, false) => {
@@ -1682,7 +1671,7 @@ fn calibrated(cx: &Cx, p: &PredGradient, v: &crate::sema::Variable) -> Finding {
     let qs = [0.1, 0.25, 0.5, 0.75, 0.9];
     let n = 20;
     // Scenario: the other data at their first representative values.
-    let scen = scenarios(cx, &p.pred);
+    let scen = &cx.scen;
     let base = scen[0].clone();
     let mut rng = Rng::new(3);
     let mut base_rows = crate::grad::random_batch_sized(cx.c, n, cx.sizes.clone(), &mut rng);
@@ -1821,7 +1810,7 @@ fn easy_examples(cx: &Cx, p: &PredGradient, v: &crate::sema::Variable) -> Option
         let q = if positive { pt } else { 1.0 - pt };
         if is_logit { (q / (1.0 - q)).ln() } else { q }
     };
-    let scen = scenarios(cx, &p.pred);
+    let scen = &cx.scen;
     let mut parts = Vec::new();
     let mut ratios = Vec::new();
     for (positive, y) in [(true, vs[1]), (false, vs[0])] {
@@ -2051,7 +2040,7 @@ fn estimand_of(
             _ => xs.iter().map(|x| 1.0 + x).collect(),
         }
     };
-    let scen = scenarios(cx, &p.pred);
+    let scen = &cx.scen;
     let mut rows_base = scen[0].clone();
     let mut results = Vec::new();
     let wide: Vec<f64> = us
@@ -2192,7 +2181,7 @@ fn estimand_of(
 
 /// Whether the per-row loss has a constant second derivative in the pred.
 fn quadratic_in_pred(cx: &Cx, p: &PredGradient) -> bool {
-    let scen = scenarios(cx, &p.pred);
+    let scen = &cx.scen;
     let line = Line::axis(cx, p, scen[0].clone(), false);
     let s: Vec<f64> = [-5.0, -1.0, 0.0, 1.0, 5.0, 50.0]
         .iter()
