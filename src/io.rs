@@ -139,6 +139,27 @@ pub fn read_npz<T: Float>(
     Ok(out)
 }
 
+/// Reads every array of an `.npz` file, converted to `T`, by name.
+pub fn read_npz_all<T: Float>(
+    path: impl AsRef<Path>,
+) -> Result<BTreeMap<String, ArrayD<T>>, DataError> {
+    let path = path.as_ref();
+    let shown = path.display().to_string();
+    let file = open(path)?;
+    let npz_err = |e: ndarray_npy::ReadNpzError| DataError::Npz {
+        path: shown.clone(),
+        reason: e.to_string(),
+    };
+    let mut npz = ndarray_npy::NpzReader::new(file).map_err(npz_err)?;
+    let names = npz.names().map_err(npz_err)?;
+    let mut out = BTreeMap::new();
+    for name in names {
+        let a = read_array::<T>(&mut npz, &name, &shown)?;
+        out.insert(name, a);
+    }
+    Ok(out)
+}
+
 /// Reads one array whatever its numeric dtype.
 #[allow(unused_assignments)] // each failed attempt overwrites the last dtype seen
 fn read_array<T: Float>(

@@ -50,6 +50,7 @@ pub mod print;
 pub mod sema;
 pub mod simplify;
 pub mod span;
+pub mod validate;
 
 pub use diag::{Color, Diagnostic, Report, Severity};
 pub use exec::{EvalError, Evaluator, Float, Inputs, Kernel, Output};
@@ -93,6 +94,10 @@ pub enum Error {
     /// A plot could not be drawn.
     #[error(transparent)]
     Plot(#[from] plot::PlotError),
+    /// Validation could not run: bad data, options that do not fit the
+    /// spec, or a value the evaluator refused while training.
+    #[error(transparent)]
+    Validate(#[from] validate::ValidateError),
 }
 
 impl Error {
@@ -101,6 +106,10 @@ impl Error {
     pub fn render(&self, color: Color) -> String {
         match self {
             Error::Spec(r) => r.render(color),
+            Error::Validate(v) => match v.hint() {
+                Some(h) => format!("error: {v}\n  = hint: {h}\n"),
+                None => format!("error: {v}\n"),
+            },
             other => format!("error: {other}\n"),
         }
     }

@@ -175,6 +175,16 @@ enum Command {
         #[arg(short = 'o', long = "output", value_name = "FILE.svg")]
         output: String,
     },
+    /// Step 4: train a model with each loss and compare the task's metrics
+    /// on held-out rows, one table row per spec.
+    ///
+    /// The data's columns are named after the spec's `data` inputs (or
+    /// mapped with --map NAME=COL); a CSV stores a vector as `y[0]`,
+    /// `y[1]`, .... Each pred gets its own model from the --features
+    /// columns (`x*` takes every column starting with `x`; `--features
+    /// q=a,b` gives pred q its own). Built-in scenarios need no files:
+    /// moderation, xray, houses, multilabel, ranking.
+    Validate(Box<ValidateArgs>),
     /// Print the prelude: the standard losses, written in the .loss language.
     Prelude,
 }
@@ -402,31 +412,16 @@ fn main() -> ExitCode {
         Command::Plot { specs, output } => run(color, || {
             let mut curves = Vec::new();
             for arg in &specs {
-                let (path, overrides) = match arg.split_once(".loss:") {
-                    Some((p, o)) => (format!("{p}.loss"), Some(o)),
-                    None => (arg.clone(), None),
+                let Some((loss, label)) = load_labelled(arg, &[])? else {
+                    return Ok(false);
                 };
-                let mut params = Vec::new();
-                for o in overrides.into_iter().flat_map(|o| o.split(',')) {
-                    match parse_param(o) {
-                        Ok(p) => params.push(p),
-                        Err(e) => {
-                            eprintln!("error: `{arg}`: {e}");
-                            return Ok(false);
-                        }
-                    }
-                }
-                let loss = load(&path, &params)?;
-                let mut label = loss.checked().name.clone();
-                for (k, v) in &params {
-                    label.push_str(&format!(" {k}={v}"));
-                }
                 curves.push(lossc::plot::Curve { loss, label });
             }
             lossc::plot::plot(&curves, &output)?;
             eprintln!("wrote {output}");
             Ok(true)
         }),
+        Command::Validate(args) => run(color, || validate(*args)),
         Command::Prelude => {
             print!("{}", lossc::sema::PRELUDE_SOURCE);
             ExitCode::SUCCESS
@@ -536,6 +531,274 @@ fn json_number(v: f64) -> String {
 /// Loads a spec with param overrides applied.
 fn load(path: &str, params: &[(String, f64)]) -> Result<Loss, lossc::Error> {
     Loss::from_file_with_params(path, params)
+}
+
+/// Loads `FILE.loss` or `FILE.loss:NAME=V,...` (plus `extra` overrides) and
+/// names it by the spec's name and its overrides, as tables and legends
+/// show it; None (after printing why) when an override does not parse.
+fn load_labelled(
+    arg: &str,
+    extra: &[(String, f64)],
+) -> Result<Option<(Loss, String)>, lossc::Error> {
+    let (path, overrides) = match arg.split_once(".loss:") {
+        Some((p, o)) => (format!("{p}.loss"), Some(o)),
+        None => (arg.to_string(), None),
+    };
+    let mut params = extra.to_vec();
+    for o in overrides.into_iter().flat_map(|o| o.split(',')) {
+        match parse_param(o) {
+            Ok(p) => params.push(p),
+            Err(e) => {
+                eprintln!("error: `{arg}`: {e}");
+                return Ok(None);
+            }
+        }
+    }
+    let loss = load(&path, &params)?;
+    let mut label = loss.checked().name.clone();
+    for (k, v) in &params {
+        label.push_str(&format!(" {k}={v}"));
+    }
+    Ok(Some((loss, label)))
+}
+
+/// Parses `NAME=COLUMN`.
+fn parse_map(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        }
+        _ => Err(format!("`{s}` is not NAME=COLUMN")),
+    }
+}
+
+/// Parses `NAME=N` for a size.
+fn parse_size(s: &str) -> Result<(String, usize), String> {
+    let (k, v) = parse_map(s)?;
+    match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok((k, n)),
+        _ => Err(format!("`{v}` is not a positive size")),
+    }
+}
+
+/// Parses `COL>=VALUE`.
+fn parse_slice(s: &str) -> Result<(String, f64), String> {
+    match s.split_once(">=") {
+        Some((c, v)) if !c.trim().is_empty() => match v.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok((c.trim().to_string(), v)),
+            _ => Err(format!("`{v}` is not a number")),
+        },
+        _ => Err(format!("`{s}` is not COLUMN>=VALUE (e.g. severity>=7)")),
+    }
+}
+
+/// The options of `lossc validate`.
+#[derive(clap::Args)]
+struct ValidateArgs {
+    /// The `.loss` file (optionally `FILE.loss:NAME=VALUE,...`).
+    #[arg(value_name = "SPEC")]
+    spec: Option<String>,
+    /// Another loss to compare, in the same table (repeatable).
+    #[arg(long = "baseline", value_name = "OTHER.loss")]
+    baselines: Vec<String>,
+    /// The data: a .csv with a header line, or an .npz.
+    #[arg(long, value_name = "FILE")]
+    data: Option<String>,
+    /// Feature columns, comma-separated (repeatable; `PRED=COL,...` for one pred).
+    #[arg(long, value_name = "COL,COL,...")]
+    features: Vec<String>,
+    /// Read the spec input NAME from column COL.
+    #[arg(long = "map", value_name = "NAME=COL", value_parser = parse_map)]
+    map: Vec<(String, String)>,
+    /// Run a built-in scenario instead of a spec and a file.
+    #[arg(long, value_name = "NAME")]
+    scenario: Option<String>,
+    /// `linear` (default) or `mlp:H`, one hidden layer of H tanh units.
+    #[arg(long, value_name = "MODEL")]
+    model: Option<String>,
+    /// `lbfgs` (default), `adam` or `adam:LR`.
+    #[arg(long, value_name = "NAME")]
+    optimizer: Option<String>,
+    /// Mini-batch rows for Adam (default: every row in each step).
+    #[arg(long, value_name = "ROWS", value_parser = clap::value_parser!(u64).range(1..))]
+    batch: Option<u64>,
+    /// The most epochs (default 300).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    epochs: Option<u64>,
+    /// Converged when an epoch improves the objective by less than this, relatively (default 1e-9).
+    #[arg(long, value_name = "REL")]
+    tol: Option<f64>,
+    /// L2 penalty on the weights (default 1e-4).
+    #[arg(long, value_name = "LAMBDA")]
+    l2: Option<f64>,
+    /// Share of rows (ranking: of queries) held out for testing (default 0.3).
+    #[arg(long, value_name = "FRACTION")]
+    test_fraction: Option<f64>,
+    /// Seeds the split, the initial weights and the batches (default 0).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The data input the metrics score (default: chosen by the task).
+    #[arg(long, value_name = "NAME")]
+    target: Option<String>,
+    /// Ranking: the column grouping rows into queries (default: `query`, `qid` or `group`).
+    #[arg(long, value_name = "COL")]
+    group: Option<String>,
+    /// Binary: also report recall and misses on rows with COL >= VALUE.
+    #[arg(long, value_name = "COL>=VALUE", value_parser = parse_slice)]
+    slice: Option<(String, f64)>,
+    /// A size no data binds, e.g. an embedding's D=32.
+    #[arg(long = "size", value_name = "NAME=N", value_parser = parse_size)]
+    sizes: Vec<(String, usize)>,
+    /// One JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Also write an HTML report: the table, training curves and (binary)
+    /// the reliability diagram and precision-recall curve.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<String>,
+    /// Override a param of SPEC.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    params: Vec<(String, f64)>,
+}
+
+fn validate(a: ValidateArgs) -> Result<bool, lossc::Error> {
+    use lossc::validate::{
+        Candidate, Options, Table, ValidateError, model::ModelKind, optim::Optimizer, scenario,
+    };
+    let usage = |reason: String, hint: Option<&str>| -> lossc::Error {
+        ValidateError::Setup {
+            reason,
+            hint: hint.map(String::from),
+        }
+        .into()
+    };
+    let (mut opts, table, cands, title, sc) = match (&a.scenario, &a.spec) {
+        (Some(name), None) => {
+            if a.data.is_some()
+                || !a.baselines.is_empty()
+                || !a.features.is_empty()
+                || !a.params.is_empty()
+            {
+                return Err(usage(
+                    "--scenario brings its own data, specs and features".into(),
+                    Some(
+                        "drop --data, --baseline, --features and --param, or give a SPEC instead of --scenario",
+                    ),
+                ));
+            }
+            let s = scenario::scenario(name, a.seed.unwrap_or(0))?;
+            (
+                s.options.clone(),
+                s.table.clone(),
+                s.candidates.clone(),
+                format!("lossc validate --scenario {name}"),
+                Some(s),
+            )
+        }
+        (Some(_), Some(_)) => {
+            return Err(usage("give a SPEC or --scenario, not both".into(), None));
+        }
+        (None, None) => {
+            return Err(usage(
+                "nothing to validate".into(),
+                Some(&format!(
+                    "give a SPEC with --data and --features, or --scenario NAME ({})",
+                    scenario::NAMES.join(", ")
+                )),
+            ));
+        }
+        (None, Some(spec)) => {
+            let Some(data) = &a.data else {
+                return Err(usage(
+                    "no data".into(),
+                    Some("give --data FILE (.csv or .npz), or use --scenario NAME"),
+                ));
+            };
+            let mut cands = Vec::new();
+            for (k, arg) in std::iter::once(spec).chain(&a.baselines).enumerate() {
+                let extra = if k == 0 { a.params.as_slice() } else { &[] };
+                let Some((loss, label)) = load_labelled(arg, extra)? else {
+                    return Ok(false);
+                };
+                cands.push(Candidate { label, loss });
+            }
+            let mut opts = Options::default();
+            for f in &a.features {
+                match f.split_once('=') {
+                    Some((pred, cols)) if !pred.contains(',') => {
+                        opts.pred_features.insert(
+                            pred.to_string(),
+                            cols.split(',').map(String::from).collect(),
+                        );
+                    }
+                    _ => opts.features.extend(f.split(',').map(String::from)),
+                }
+            }
+            opts.map = a.map.iter().cloned().collect();
+            let table = Table::read(data)?;
+            (opts, table, cands, format!("lossc validate {spec}"), None)
+        }
+    };
+    if let Some(m) = &a.model {
+        opts.model = ModelKind::parse(m).map_err(|e| usage(format!("--model: {e}"), None))?;
+    }
+    if a.optimizer.is_some() || a.batch.is_some() {
+        let o = a
+            .optimizer
+            .as_deref()
+            .unwrap_or(if a.batch.is_some() { "adam" } else { "lbfgs" });
+        opts.optimizer = Optimizer::parse(o, a.batch.map(|b| b as usize))
+            .map_err(|e| usage(format!("--optimizer: {e}"), None))?;
+    }
+    if let Some(e) = a.epochs {
+        opts.epochs = e as usize;
+    }
+    if let Some(t) = a.tol {
+        opts.tol = t;
+    }
+    if let Some(l) = a.l2 {
+        opts.l2 = l;
+    }
+    if let Some(t) = a.test_fraction {
+        opts.test_fraction = t;
+    }
+    if let Some(s) = a.seed {
+        opts.seed = s;
+    }
+    if a.target.is_some() {
+        opts.target = a.target.clone();
+    }
+    if a.group.is_some() {
+        opts.group = a.group.clone();
+    }
+    if a.slice.is_some() {
+        opts.slice = a.slice.clone();
+    }
+    opts.sizes.extend(a.sizes.iter().cloned());
+    opts.progress = !a.json && std::io::stderr().is_terminal();
+    let mut v = match &sc {
+        Some(s) => {
+            let mut s2 = scenario::scenario(s.name, opts.seed)?;
+            s2.options = opts;
+            s2.run()?
+        }
+        None => lossc::validate::validate(&cands, &table, &opts)?,
+    };
+    if let Some(s) = &sc {
+        v.data = format!("scenario `{}` ({})", s.name, s.about);
+    }
+    if a.json {
+        println!("{}", v.json());
+    } else {
+        print!("{}", v.table());
+    }
+    if let Some(path) = &a.report {
+        let html = v.html(&title).map_err(|e| usage(e, None))?;
+        std::fs::write(path, html)
+            .map_err(|e| usage(format!("cannot write `{path}`: {e}"), None))?;
+        eprintln!("wrote {path}");
+    }
+    Ok(true)
 }
 
 /// Runs a command body: prints a library error with its diagnostics and
