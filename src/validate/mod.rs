@@ -245,6 +245,10 @@ pub fn validate(
             None,
         ));
     }
+    let prepared = cands
+        .iter()
+        .map(|c| prepare(c, table, opts))
+        .collect::<Result<Vec<_>, _>>()?;
     let split = split(first, table, opts, task)?;
     // Decision costs belong to the problem, not to one loss: the first
     // candidate that declares them prices every candidate's decisions.
@@ -255,8 +259,8 @@ pub fn validate(
     let mut runs = Vec::new();
     let mut columns: Vec<String> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    for c in cands {
-        let (cols, values, fit, curves, ns) = run(c, table, opts, &split, cost)?;
+    for (c, prep) in cands.iter().zip(prepared) {
+        let (cols, values, fit, curves, ns) = run(c, prep, table, opts, &split, cost)?;
         for col in &cols {
             if !columns.contains(col) {
                 columns.push(col.clone());
@@ -799,33 +803,54 @@ fn select_rows(a: &ArrayD<f64>, rows: &[usize]) -> ArrayD<f64> {
     a.select(Axis(0), rows)
 }
 
-fn features(
-    table: &Table,
-    cols: &[String],
-    split: &Split,
-) -> Result<(Array2<f64>, Array2<f64>), ValidateError> {
+/// The feature columns side by side (a vector column adds one per component).
+fn features(table: &Table, cols: &[String]) -> Result<Array2<f64>, ValidateError> {
     let mut blocks = Vec::new();
     for c in cols {
+        // `x*` is every column whose name starts with `x`, in file order.
+        if let Some(prefix) = c.strip_suffix('*') {
+            let names: Vec<String> = table
+                .names()
+                .into_iter()
+                .filter(|n| n.starts_with(prefix))
+                .collect();
+            if names.is_empty() {
+                return Err(ValidateError::Data {
+                    at: table.origin.clone(),
+                    reason: format!(
+                        "no column starts with `{prefix}` (for the features `{c}`); the file has: {}",
+                        table.names().join(", ")
+                    ),
+                    hint: None,
+                });
+            }
+            for n in names {
+                blocks.push(table.column(&n, "a feature")?.values);
+            }
+            continue;
+        }
         blocks.push(table.column(c, "a feature")?.values);
     }
     let views: Vec<_> = blocks.iter().map(|b| b.view()).collect();
-    let all = ndarray::concatenate(Axis(1), &views)
-        .map_err(|e| ValidateError::setup(format!("features: {e}"), None))?;
-    let mut train = all.select(Axis(0), &split.train);
-    let mut test = all.select(Axis(0), &split.test);
-    model::standardize(&mut train, &mut [&mut test]);
-    Ok((train, test))
+    ndarray::concatenate(Axis(1), &views)
+        .map_err(|e| ValidateError::setup(format!("features: {e}"), None))
 }
 
-fn run(
-    c: &Candidate,
-    table: &Table,
-    opts: &Options,
-    split: &Split,
-    cost: Option<(f64, f64)>,
-) -> Result<RunResult, ValidateError> {
+/// A candidate's inputs, read and checked before any training starts, so
+/// that a bad cell anywhere is reported before minutes of work.
+struct Prepared {
+    /// Each `data` input, all rows, in the evaluator's shape.
+    data: Vec<(String, ArrayD<f64>)>,
+    /// The same as read, for locating rows and slicing the target.
+    cols: BTreeMap<String, table::Column>,
+    /// Per pred: its output width and its feature matrix (all rows).
+    preds: Vec<(usize, Array2<f64>)>,
+}
+
+fn prepare(c: &Candidate, table: &Table, opts: &Options) -> Result<Prepared, ValidateError> {
     let checked = c.loss.checked();
     let task = checked.task;
+
     // The spec's data, checked against the declared domains.
     let mut sizes: BTreeMap<String, usize> = opts.sizes.clone();
     let mut data_full: Vec<(String, ArrayD<f64>)> = Vec::new();
@@ -878,9 +903,8 @@ fn run(
         data_cols.insert(d.name.clone(), col);
         data_full.push((d.name.clone(), arr));
     }
-    // One model per pred.
+    // Each pred's width and features.
     let mut preds = Vec::new();
-    let mut start = 0;
     for p in &checked.preds {
         let width = match &p.shape {
             Shape::Scalar => 1,
@@ -906,8 +930,40 @@ fn run(
                 )),
             ));
         }
-        let (train_x, test_x) = features(table, cols, split)?;
-        let net = Net::new(opts.model, train_x.ncols(), width, start);
+        preds.push((width, features(table, cols)?));
+    }
+    Ok(Prepared {
+        data: data_full,
+        cols: data_cols,
+        preds,
+    })
+}
+
+fn run(
+    c: &Candidate,
+    prep: Prepared,
+    table: &Table,
+    opts: &Options,
+    split: &Split,
+    cost: Option<(f64, f64)>,
+) -> Result<RunResult, ValidateError> {
+    let checked = c.loss.checked();
+    let task = checked.task;
+    let Prepared {
+        data: data_full,
+        cols: data_cols,
+        preds: inputs,
+    } = prep;
+    // One model per pred: embeddings start from random weights, since at
+    // zero every tower's gradient is zero (each is the other's output).
+    let mut preds = Vec::new();
+    let mut start = 0;
+    for (p, (width, x)) in checked.preds.iter().zip(inputs) {
+        let mut train_x = x.select(Axis(0), &split.train);
+        let mut test_x = x.select(Axis(0), &split.test);
+        model::standardize(&mut train_x, &mut [&mut test_x]);
+        let mut net = Net::new(opts.model, train_x.ncols(), width, start);
+        net.random = task == Task::Embedding;
         start += net.len();
         preds.push(PredModel {
             name: p.name.clone(),

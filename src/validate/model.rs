@@ -168,6 +168,8 @@ pub struct Net {
     pub scale: f64,
     /// First parameter's index in the flat vector.
     pub start: usize,
+    /// Start a linear model from small random weights instead of zero.
+    pub random: bool,
 }
 
 /// Intermediate values the backward pass needs.
@@ -185,6 +187,7 @@ impl Net {
             offset: vec![0.0; outputs],
             scale: 1.0,
             start,
+            random: false,
         }
     }
 
@@ -202,11 +205,20 @@ impl Net {
     }
 
     /// Starting values: zero for a linear model (its loss is usually convex,
-    /// and zero starts at the best constant thanks to the offset); small
-    /// random first-layer weights for an MLP, so hidden units differ.
+    /// and zero starts at the best constant thanks to the offset) unless
+    /// `random`; small random first-layer weights for an MLP, so hidden
+    /// units differ.
     pub fn init(&self, theta: &mut [f64], rng: &mut Rng) {
         let t = &mut theta[self.start..self.start + self.len()];
         t.fill(0.0);
+        if self.random && self.kind == ModelKind::Linear {
+            // Small: large random embeddings saturate a softmax over the
+            // batch and start training where its gradient vanishes.
+            let s = 0.1 * (1.0 / self.inputs.max(1) as f64).sqrt();
+            for v in &mut t[..self.inputs * self.outputs] {
+                *v = s * rng.normal();
+            }
+        }
         if let ModelKind::Mlp { hidden } = self.kind {
             let s1 = (1.0 / self.inputs.max(1) as f64).sqrt();
             for v in &mut t[..self.inputs * hidden] {

@@ -281,14 +281,14 @@ fn adam(
         }
         curve.push((epoch, total));
         tick(epoch, total);
-        // Adam's objective is noisy: converged after 5 epochs without a
-        // relative improvement on the best value seen.
+        // Adam's objective is noisy and may rise before it falls: converged
+        // after 10 epochs without a relative improvement on the best value.
         if total < best - budget.tol * best.abs().max(1e-12) {
             best = total;
             flat = 0;
         } else {
             flat += 1;
-            if flat >= 5 {
+            if flat >= 10 {
                 stop = Stop::Converged;
                 break;
             }

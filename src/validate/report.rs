@@ -388,7 +388,11 @@ fn line_chart(
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
+            .position(match title {
+                "Reliability" => SeriesLabelPosition::LowerRight,
+                "Precision-recall" => SeriesLabelPosition::LowerLeft,
+                _ => SeriesLabelPosition::UpperRight,
+            })
             .draw()
             .map_err(|x| e(&x))?;
         root.present().map_err(|x| e(&x))?;
