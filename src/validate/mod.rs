@@ -592,7 +592,7 @@ struct PredModel {
 struct Problem<'a> {
     label: &'a str,
     eval: Evaluator<f64>,
-    data: Vec<(String, ArrayD<f64>)>,
+    data: &'a [(String, ArrayD<f64>)],
     preds: &'a [PredModel],
     l2: f64,
     out: Option<Output<f64>>,
@@ -714,6 +714,102 @@ impl Objective for Problem<'_> {
 
 /// A per-row function evaluated on a whole column of arguments at once.
 type RowFn<'f> = dyn FnMut(&[f64]) -> Result<Vec<f64>, ValidateError> + 'f;
+
+/// The objective `lossc validate` minimises for one spec and a linear model
+/// per pred on given features, as a function of the flat parameter vector:
+/// for programs and benchmarks that drive their own training loop. Offsets
+/// start at zero and the features are used as given (not standardised).
+pub struct Training {
+    label: String,
+    eval: Evaluator<f64>,
+    data: Vec<(String, ArrayD<f64>)>,
+    preds: Vec<PredModel>,
+    l2: f64,
+    out: Option<Output<f64>>,
+}
+
+impl Training {
+    /// One linear model per pred of `loss`, reading `x` (n x features);
+    /// `data` holds the spec's `data` inputs in the evaluator's shapes.
+    pub fn linear(
+        loss: &Loss,
+        data: Vec<(String, ArrayD<f64>)>,
+        x: Array2<f64>,
+        l2: f64,
+    ) -> Result<Training, ValidateError> {
+        let checked = loss.checked();
+        let mut preds = Vec::new();
+        let mut start = 0;
+        for p in &checked.preds {
+            let width = match &p.shape {
+                Shape::Scalar => 1,
+                Shape::Vector(Size::Lit(k)) => *k as usize,
+                Shape::Vector(Size::Name(s)) => {
+                    return Err(ValidateError::setup(
+                        format!(
+                            "pred `{}` has size `{s}`, which Training::linear cannot bind",
+                            p.name
+                        ),
+                        None,
+                    ));
+                }
+            };
+            let net = Net::new(ModelKind::Linear, x.ncols(), width, start);
+            start += net.len();
+            preds.push(PredModel {
+                name: p.name.clone(),
+                scalar: p.shape == Shape::Scalar,
+                net,
+                link: link_for(&p.dom, &p.shape),
+                train_x: x.clone(),
+                test_x: Array2::zeros((0, x.ncols())),
+            });
+        }
+        let eval = loss.compile::<f64>().map_err(|e| {
+            ValidateError::setup(format!("`{}` does not compile: {e}", checked.name), None)
+        })?;
+        Ok(Training {
+            label: checked.name.clone(),
+            eval,
+            data,
+            preds,
+            l2,
+            out: None,
+        })
+    }
+
+    /// The number of parameters.
+    pub fn params(&self) -> usize {
+        self.preds.iter().map(|p| p.net.len()).sum()
+    }
+}
+
+impl Objective for Training {
+    fn rows(&self) -> usize {
+        self.preds.first().map_or(0, |p| p.train_x.nrows())
+    }
+
+    fn eval(
+        &mut self,
+        theta: &[f64],
+        grad: &mut [f64],
+        rows: Option<&[usize]>,
+    ) -> Result<f64, ValidateError> {
+        let n = self.rows();
+        let mut p = Problem {
+            label: &self.label,
+            eval: self.eval.clone(),
+            data: &self.data,
+            preds: &self.preds,
+            l2: self.l2,
+            out: self.out.take(),
+            rows: n,
+        };
+        let r = p.eval(theta, grad, rows);
+        self.out = p.out.take();
+        r
+    }
+}
 
 /// Finds, for each row independently, where the increasing function whose
 /// values `f` returns crosses zero, by bisection between `lo` and `hi`
@@ -995,7 +1091,7 @@ fn run(
         let mut problem = Problem {
             label: &c.label,
             eval: eval.clone(),
-            data: train_data.clone(),
+            data: &train_data,
             preds: &frozen,
             l2: 0.0,
             out: None,
@@ -1035,7 +1131,7 @@ fn run(
     let mut problem = Problem {
         label: &c.label,
         eval: eval.clone(),
-        data: train_data,
+        data: &train_data,
         preds: &preds,
         l2: opts.l2,
         out: None,
@@ -1482,7 +1578,7 @@ fn invert_target(
     let mut problem = Problem {
         label,
         eval: eval.clone(),
-        data: test_data.to_vec(),
+        data: test_data,
         preds,
         l2: 0.0,
         out: None,

@@ -254,8 +254,16 @@ fn adam(
     let mut stop = Stop::Budget;
     let mut best = f64::INFINITY;
     let mut flat = 0;
+    let mut halvings = 0;
+    let mut lr = lr;
+    // The parameters at the best epoch's start (full batch: exactly the
+    // point whose objective was `best`), returned at the end, since Adam's
+    // last iterate may have wandered past the minimum.
+    let mut best_x = x.to_vec();
+    let mut start_x = x.to_vec();
     for epoch in 1..=budget.epochs {
         let mut total = 0.0;
+        start_x.copy_from_slice(x);
         let chunks: Vec<Option<&[usize]>> = match batch {
             Some(b) if b < rows => {
                 // Fisher–Yates with the seeded generator: the same batches every run.
@@ -281,18 +289,28 @@ fn adam(
         }
         curve.push((epoch, total));
         tick(epoch, total);
-        // Adam's objective is noisy and may rise before it falls: converged
-        // after 10 epochs without a relative improvement on the best value.
-        if total < best - budget.tol * best.abs().max(1e-12) {
+        // A constant step size leaves Adam circling the minimum: after 10
+        // epochs without a new best, halve it; converged when 10 halvings
+        // (1/1024 of the step) bring no relative improvement either.
+        if !best.is_finite() || total < best - budget.tol * best.abs().max(1e-12) {
             best = total;
+            best_x.copy_from_slice(&start_x);
             flat = 0;
         } else {
             flat += 1;
             if flat >= 10 {
-                stop = Stop::Converged;
-                break;
+                flat = 0;
+                halvings += 1;
+                lr *= 0.5;
+                if halvings > 10 {
+                    stop = Stop::Converged;
+                    break;
+                }
             }
         }
+    }
+    if best.is_finite() {
+        x.copy_from_slice(&best_x);
     }
     Ok(Fit {
         epochs: curve.len(),
