@@ -10,6 +10,14 @@ fn run_scenario(name: &str) -> Validation {
     let s = scenario::scenario(name, 0).expect("a built-in scenario");
     let v = s.run().expect("the scenario trains");
     eprintln!("{}", v.table());
+    // The README shows each scenario's table as the command prints it.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let shown = format!("$ lossc validate --scenario {name}\n{}```", v.table());
+    assert!(
+        readme.contains(&shown),
+        "README.md is out of date for `{name}`; it should show:\n{shown}"
+    );
     v
 }
 

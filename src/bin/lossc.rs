@@ -776,7 +776,7 @@ fn validate(a: ValidateArgs) -> Result<bool, lossc::Error> {
     }
     opts.sizes.extend(a.sizes.iter().cloned());
     opts.progress = !a.json && std::io::stderr().is_terminal();
-    let mut v = match &sc {
+    let v = match &sc {
         Some(s) => {
             let mut s2 = scenario::scenario(s.name, opts.seed)?;
             s2.options = opts;
@@ -784,9 +784,6 @@ fn validate(a: ValidateArgs) -> Result<bool, lossc::Error> {
         }
         None => lossc::validate::validate(&cands, &table, &opts)?,
     };
-    if let Some(s) = &sc {
-        v.data = format!("scenario `{}` ({})", s.name, s.about);
-    }
     if a.json {
         println!("{}", v.json());
     } else {

@@ -35,6 +35,7 @@ impl Scenario {
     pub fn run(&self) -> Result<Validation, ValidateError> {
         let mut v = super::validate(&self.candidates, &self.table, &self.options)?;
         v.conclusion = Some((self.conclude)(&v));
+        v.data = format!("scenario `{}` ({})", self.name, self.about);
         Ok(v)
     }
 }
