@@ -81,6 +81,9 @@ impl ValidateError {
     }
 }
 
+/// An embedding's width when no data binds it and --size does not give it.
+pub const DEFAULT_EMBEDDING: usize = 16;
+
 /// A loss to train with and the name it has in the table.
 #[derive(Clone, Debug)]
 pub struct Candidate {
@@ -1007,7 +1010,7 @@ fn prepare(c: &Candidate, table: &Table, opts: &Options) -> Result<Prepared, Val
             Shape::Vector(Size::Lit(k)) => *k as usize,
             Shape::Vector(Size::Name(s)) => match sizes.get(s) {
                 Some(k) => *k,
-                None if task == Task::Embedding => 16,
+                None if task == Task::Embedding => DEFAULT_EMBEDDING,
                 None => {
                     return Err(ValidateError::setup(
                         format!("no data binds size `{s}` of pred `{}`", p.name),
@@ -1418,8 +1421,8 @@ fn run(
             let m =
                 metrics::embedding(test_p[0].view(), test_p[1].view(), positive.as_deref(), sim);
             notes.push(format!(
-                "recall@k: each of {} test queries (`{}`) ranks every test `{}` by {:?} similarity",
-                m.queries, preds[0].name, preds[1].name, sim
+                "recall@k: each of {} test queries (`{}`) ranks every test `{}` by {:?} similarity; embeddings of width {}",
+                m.queries, preds[0].name, preds[1].name, sim, preds[0].net.outputs
             ));
             (
                 vec!["recall@1".into(), "recall@10".into()],

@@ -115,6 +115,21 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// No optimiser can descend from a NaN or infinite objective: say so
+/// rather than report the metrics of a model that never trained.
+fn not_finite_at_start(f: f64) -> Result<(), ValidateError> {
+    if f.is_finite() {
+        return Ok(());
+    }
+    Err(ValidateError::Setup {
+        reason: format!("the objective is {f} at the starting point, so training cannot descend"),
+        hint: Some(
+            "`lossc analyze` shows where the loss or its gradient stop being finite; a pred declared `prob` or `logit` keeps the model's outputs where the loss is defined"
+                .into(),
+        ),
+    })
+}
+
 /// Minimises `obj` from `theta`, calling `tick` after each epoch.
 pub fn minimize(
     opt: Optimizer,
@@ -140,6 +155,7 @@ fn lbfgs(
     let n = x.len();
     let mut g = vec![0.0; n];
     let mut f = obj.eval(x, &mut g, None)?;
+    not_finite_at_start(f)?;
     let mut epochs = 1;
     let mut curve = vec![(epochs, f)];
     tick(epochs, f);
@@ -287,6 +303,9 @@ fn adam(
                 x[k] -= lr * (m[k] / c1) / ((v[k] / c2).sqrt() + eps);
             }
         }
+        if epoch == 1 {
+            not_finite_at_start(total)?;
+        }
         curve.push((epoch, total));
         tick(epoch, total);
         // A constant step size leaves Adam circling the minimum: after 10
@@ -370,6 +389,45 @@ mod tests {
             assert!(
                 fit.curve.windows(2).all(|w| w[0].0 < w[1].0),
                 "epochs increase"
+            );
+        }
+    }
+
+    /// log(x) at x = 0: the objective is -inf before any step.
+    struct LogAtZero;
+    impl Objective for LogAtZero {
+        fn rows(&self) -> usize {
+            1
+        }
+        fn eval(
+            &mut self,
+            x: &[f64],
+            g: &mut [f64],
+            _: Option<&[usize]>,
+        ) -> Result<f64, ValidateError> {
+            g[0] = 1.0 / x[0];
+            Ok(x[0].ln())
+        }
+    }
+
+    #[test]
+    fn a_non_finite_start_is_an_error() {
+        let budget = Budget {
+            epochs: 10,
+            tol: 0.0,
+        };
+        for opt in [
+            Optimizer::Lbfgs { memory: 10 },
+            Optimizer::Adam {
+                lr: 0.1,
+                batch: None,
+            },
+        ] {
+            let e =
+                minimize(opt, &mut LogAtZero, &mut [0.0], budget, 1, &mut |_, _| {}).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "the objective is -inf at the starting point, so training cannot descend"
             );
         }
     }
