@@ -882,14 +882,14 @@ fn component_name(pred: &str, k: Option<&str>) -> String {
     }
 }
 
-fn latex_component(pred: &str, k: Option<&str>) -> String {
+pub(crate) fn latex_component(pred: &str, k: Option<&str>) -> String {
     match k {
         Some(k) => format!("{}_{{{k}}}", latex_name(pred)),
         None => latex_name(pred),
     }
 }
 
-fn latex_name(name: &str) -> String {
+pub(crate) fn latex_name(name: &str) -> String {
     if name.chars().count() == 1 {
         name.to_string()
     } else {

@@ -40,6 +40,7 @@ pub mod ast;
 pub mod diag;
 pub mod diff;
 pub mod exec;
+pub mod export;
 pub mod grad;
 pub mod io;
 pub mod ir;
@@ -196,6 +197,11 @@ impl Loss {
         text: impl Into<String>,
     ) -> Result<Loss, Error> {
         Loss::build(SourceFile::new(name, text), BTreeMap::new())
+    }
+
+    /// The params overridden since the file was read, by name.
+    pub fn overrides(&self) -> &BTreeMap<String, f64> {
+        &self.overrides
     }
 
     /// The same spec with `name`'s value replaced, checked against the

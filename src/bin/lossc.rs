@@ -185,6 +185,22 @@ enum Command {
     /// q=a,b` gives pred q its own). Built-in scenarios need no files:
     /// moderation, xray, houses, multilabel, ranking.
     Validate(Box<ValidateArgs>),
+    /// Write the spec as source for another tool: NumPy, JAX (a custom_vjp
+    /// whose backward pass is lossc's gradient) or a LaTeX fragment.
+    Export {
+        /// The `.loss` file.
+        #[arg(value_name = "SPEC")]
+        spec: String,
+        /// numpy, jax or latex.
+        #[arg(long = "to", value_name = "TARGET")]
+        to: String,
+        /// Write here instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<String>,
+        /// Override a param's default in the generated code.
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, f64)>,
+    },
     /// Print the prelude: the standard losses, written in the .loss language.
     Prelude,
 }
@@ -422,6 +438,33 @@ fn main() -> ExitCode {
             Ok(true)
         }),
         Command::Validate(args) => run(color, || validate(*args)),
+        Command::Export {
+            spec,
+            to,
+            output,
+            params,
+        } => run(color, || {
+            let target = match lossc::export::Target::parse(&to) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: --to: {e}");
+                    return Ok(false);
+                }
+            };
+            let loss = load(&spec, &params)?;
+            let text = lossc::export::export(&loss, target, &spec)?;
+            match &output {
+                Some(path) => {
+                    if let Err(e) = std::fs::write(path, &text) {
+                        eprintln!("error: cannot write `{path}`: {e}");
+                        return Ok(false);
+                    }
+                    eprintln!("wrote {path}");
+                }
+                None => print!("{text}"),
+            }
+            Ok(true)
+        }),
         Command::Prelude => {
             print!("{}", lossc::sema::PRELUDE_SOURCE);
             ExitCode::SUCCESS
