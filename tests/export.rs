@@ -276,3 +276,43 @@ fn unknown_and_unbuilt_targets_are_refused() {
             .contains("not implemented yet")
     );
 }
+
+#[test]
+fn cli_exports_to_a_file_and_refuses_unknown_targets() {
+    let lossc = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lossc"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    };
+    let out_file = scratch().join("cli_focal.py");
+    let out = lossc(&[
+        "export",
+        "examples/focal_logits.loss",
+        "--to",
+        "numpy",
+        "--param",
+        "gamma=3",
+        "-o",
+        out_file.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&out_file).unwrap();
+    assert!(text.contains("Param defaults overridden at export: gamma=3."));
+    assert!(text.contains("def value_and_grad(y, z, *, gamma=3.0, alpha=0.25):"));
+    let out = lossc(&["export", "examples/focal_logits.loss", "--to", "matlab"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: --to: unknown target `matlab`; expected numpy, jax or latex\n"
+    );
+    let out = lossc(&["export", "examples/missing.loss", "--to", "jax"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read `examples/missing.loss`"));
+}

@@ -600,7 +600,7 @@ fn cli_runs_a_scenario() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let j = text(&out.stdout);
     assert!(
-        j.contains("\"conclusion\": \"severe abnormal X-rays missed: plain BCE"),
+        j.contains("\"conclusion\": \"abnormal X-rays missed where s>=7: plain BCE"),
         "{j}"
     );
 }

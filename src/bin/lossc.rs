@@ -721,11 +721,12 @@ fn validate(a: ValidateArgs) -> Result<bool, lossc::Error> {
                 || !a.baselines.is_empty()
                 || !a.features.is_empty()
                 || !a.params.is_empty()
+                || !a.map.is_empty()
             {
                 return Err(usage(
                     "--scenario brings its own data, specs and features".into(),
                     Some(
-                        "drop --data, --baseline, --features and --param, or give a SPEC instead of --scenario",
+                        "drop --data, --baseline, --features, --map and --param, or give a SPEC instead of --scenario",
                     ),
                 ));
             }

@@ -87,7 +87,7 @@ pub const DEFAULT_EMBEDDING: usize = 16;
 /// A loss to train with and the name it has in the table.
 #[derive(Clone, Debug)]
 pub struct Candidate {
-    /// The row label (the file's stem, with any overridden params).
+    /// The row label (the CLI uses the spec's `loss` name and any overridden params).
     pub label: String,
     /// The checked spec.
     pub loss: Loss,
@@ -239,6 +239,16 @@ pub fn validate(
             Some("name them with --features COL,COL,...".into()),
         ));
     }
+    let finite = |v: f64| v >= 0.0 && v.is_finite();
+    if !(finite(opts.l2) && finite(opts.tol)) {
+        return Err(ValidateError::setup(
+            format!(
+                "--l2 ({}) and --tol ({}) must be finite and not negative",
+                opts.l2, opts.tol
+            ),
+            None,
+        ));
+    }
     if !(opts.test_fraction > 0.0 && opts.test_fraction < 1.0) {
         return Err(ValidateError::setup(
             format!(
@@ -347,9 +357,11 @@ fn target_var<'c>(
         Task::Multiclass => pick(&|d| matches!(d, Dom::Class(_) | Dom::Onehot | Dom::Probs)),
         Task::Multilabel => pick(&|d| matches!(d, Dom::Multihot)),
         Task::Regression | Task::Ranking => c.data.iter().find(|d| {
-            d.shape == Shape::Scalar
-                && matches!(d.dom, Dom::Range(_))
-                && Some(d.name.as_str()) != opts.group.as_deref()
+            let group = match &opts.group {
+                Some(g) => d.name == *g,
+                None => task == Task::Ranking && GROUP_NAMES.contains(&d.name.as_str()),
+            };
+            d.shape == Shape::Scalar && matches!(d.dom, Dom::Range(_)) && !group
         }),
         Task::Embedding => return Ok(pick(&|d| matches!(d, Dom::Labels(v) if v.len() == 2))),
     };
@@ -374,12 +386,15 @@ fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
     }
 }
 
+/// Columns taken as ranking query ids when --group does not name one.
+const GROUP_NAMES: [&str; 3] = ["query", "qid", "group"];
+
 fn group_column(table: &Table, opts: &Options) -> Result<String, ValidateError> {
     if let Some(g) = &opts.group {
         return Ok(g.clone());
     }
     let names = table.names();
-    ["query", "qid", "group"]
+    GROUP_NAMES
         .iter()
         .find(|g| names.iter().any(|n| n == *g))
         .map(|g| g.to_string())
@@ -490,9 +505,10 @@ fn split(
                 return Err(ValidateError::Data {
                     at: col.locate(rows[0], 0),
                     reason: format!(
-                        "class {} has {} row: too few for a stratified split (one to train on, one to test)",
+                        "class {} has {} row{}: too few for a stratified split (one to train on, one to test)",
                         crate::analyze::num(key as f64 / 1e6),
-                        rows.len()
+                        rows.len(),
+                        if rows.len() == 1 { "" } else { "s" }
                     ),
                     hint: Some("add examples of this class or drop them".into()),
                 });
@@ -949,6 +965,9 @@ struct Prepared {
 fn prepare(c: &Candidate, table: &Table, opts: &Options) -> Result<Prepared, ValidateError> {
     let checked = c.loss.checked();
     let task = checked.task;
+    if let Some((col, _)) = &opts.slice {
+        table.column(col, "the --slice column")?;
+    }
 
     // The spec's data, checked against the declared domains.
     let mut sizes: BTreeMap<String, usize> = opts.sizes.clone();
@@ -1191,7 +1210,7 @@ fn run(
                 .iter()
                 .map(|v| *v == pos)
                 .collect();
-            let p: Vec<f64> = binary_prob(&preds[0], &test_p[0]);
+            let p: Vec<f64> = binary_prob(&preds[0], &test_p[0])?;
             let m = metrics::binary(&y, &p, cost);
             let mut cols = vec![
                 "accuracy",
@@ -1456,13 +1475,20 @@ fn argmax(v: &[f64]) -> usize {
 }
 
 /// The probability of the positive class a binary pred states: a pred in
-/// [0, 1] is one; any other score is read as a logit.
-fn binary_prob(pm: &PredModel, p: &Array2<f64>) -> Vec<f64> {
-    let is_prob = matches!(pm.link, Link::Interval { lo, hi } if lo >= 0.0 && hi <= 1.0);
-    p.column(0)
-        .iter()
-        .map(|&v| if is_prob { v } else { model::sigmoid(v) })
-        .collect()
+/// [0, 1] is one; an unbounded score (a logit, a margin) is read as a
+/// logit; any other domain has no reading as a probability.
+fn binary_prob(pm: &PredModel, p: &Array2<f64>) -> Result<Vec<f64>, ValidateError> {
+    match pm.link {
+        Link::Interval { lo, hi } if lo >= 0.0 && hi <= 1.0 => Ok(p.column(0).to_vec()),
+        Link::Identity => Ok(p.column(0).iter().map(|&v| model::sigmoid(v)).collect()),
+        _ => Err(ValidateError::setup(
+            format!(
+                "pred `{}` is neither a probability nor an unbounded score, so binary metrics cannot read it",
+                pm.name
+            ),
+            Some("declare it `prob` or `logit`".into()),
+        )),
+    }
 }
 
 /// Class probabilities from a vector pred: `probs` as they are, scores

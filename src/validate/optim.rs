@@ -321,7 +321,7 @@ fn adam(
                 flat = 0;
                 halvings += 1;
                 lr *= 0.5;
-                if halvings > 10 {
+                if halvings >= 10 {
                     stop = Stop::Converged;
                     break;
                 }

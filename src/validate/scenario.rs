@@ -220,9 +220,17 @@ fn xray(seed: u64) -> Scenario {
         ],
         options,
         conclude: |v| {
-            let m = |l: &str| v.value(l, "missed[s>=7]").unwrap_or(f64::NAN);
+            // The slice may be changed on the command line: read whichever it is.
+            let col = v
+                .columns
+                .iter()
+                .find(|c| c.starts_with("missed["))
+                .cloned()
+                .unwrap_or_default();
+            let m = |l: &str| v.value(l, &col).unwrap_or(f64::NAN);
             format!(
-                "severe abnormal X-rays missed: plain BCE {}, class-weighted {}, severity-weighted {}",
+                "abnormal X-rays missed where {}: plain BCE {}, class-weighted {}, severity-weighted {}",
+                col.trim_start_matches("missed[").trim_end_matches(']'),
                 m("bce"),
                 m("class-weighted (alpha=0)"),
                 m("severity-weighted (alpha=1)")

@@ -302,8 +302,8 @@ impl Table {
     }
 }
 
-/// Checks a column against a declared input's domain, naming the first
-/// value outside it; returns the vector width the column binds.
+/// Checks a column against a declared input's domain and shape, naming
+/// the first value outside it.
 pub fn check_domain(
     col: &Column,
     what: &str,
