@@ -106,20 +106,24 @@ fn open(path: &Path) -> Result<File, DataError> {
 /// A declared input: its name and whether it is a pred.
 pub type Wanted<'a> = (&'a str, bool);
 
+/// Opens an `.npz` archive: the reader, its array names, the path as shown.
+fn open_npz(path: &Path) -> Result<(ndarray_npy::NpzReader<File>, Vec<String>, String), DataError> {
+    let shown = path.display().to_string();
+    let npz_err = |e: ndarray_npy::ReadNpzError| DataError::Npz {
+        path: shown.clone(),
+        reason: e.to_string(),
+    };
+    let mut npz = ndarray_npy::NpzReader::new(open(path)?).map_err(npz_err)?;
+    let names = npz.names().map_err(npz_err)?;
+    Ok((npz, names, shown))
+}
+
 /// Reads the named arrays from an `.npz` file, converted to `T`.
 pub fn read_npz<T: Float>(
     path: impl AsRef<Path>,
     wanted: &[Wanted<'_>],
 ) -> Result<BTreeMap<String, ArrayD<T>>, DataError> {
-    let path = path.as_ref();
-    let shown = path.display().to_string();
-    let file = open(path)?;
-    let npz_err = |e: ndarray_npy::ReadNpzError| DataError::Npz {
-        path: shown.clone(),
-        reason: e.to_string(),
-    };
-    let mut npz = ndarray_npy::NpzReader::new(file).map_err(npz_err)?;
-    let names = npz.names().map_err(npz_err)?;
+    let (mut npz, names, shown) = open_npz(path.as_ref())?;
     let mut out = BTreeMap::new();
     for &(name, is_pred) in wanted {
         if !names.iter().any(|n| n == name) {
@@ -143,15 +147,7 @@ pub fn read_npz<T: Float>(
 pub fn read_npz_all<T: Float>(
     path: impl AsRef<Path>,
 ) -> Result<BTreeMap<String, ArrayD<T>>, DataError> {
-    let path = path.as_ref();
-    let shown = path.display().to_string();
-    let file = open(path)?;
-    let npz_err = |e: ndarray_npy::ReadNpzError| DataError::Npz {
-        path: shown.clone(),
-        reason: e.to_string(),
-    };
-    let mut npz = ndarray_npy::NpzReader::new(file).map_err(npz_err)?;
-    let names = npz.names().map_err(npz_err)?;
+    let (mut npz, names, shown) = open_npz(path.as_ref())?;
     let mut out = BTreeMap::new();
     for name in names {
         let a = read_array::<T>(&mut npz, &name, &shown)?;

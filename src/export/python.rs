@@ -13,7 +13,7 @@
 //! instead of an n x n x D temporary.
 
 use crate::grad::{Derivation, Factor};
-use crate::ir::{Cmp, Func, Graph, Id, IdxRange, Node, RedOp, SymKind};
+use crate::ir::{Func, Graph, Id, IdxRange, Node, RedOp, SymKind};
 use crate::sema::Checked;
 use crate::sema::types::{Shape, Size};
 use std::collections::{BTreeMap, HashMap};
@@ -271,14 +271,7 @@ impl<'a> Emitter<'a> {
             Node::Cmp(op, a, b) => {
                 let (va, vb) = (self.emit(a), self.emit(b));
                 let u = self.union(&[&va, &vb]);
-                let o = match op {
-                    Cmp::Eq => "==",
-                    Cmp::Ne => "!=",
-                    Cmp::Lt => "<",
-                    Cmp::Le => "<=",
-                    Cmp::Gt => ">",
-                    Cmp::Ge => ">=",
-                };
+                let o = op.symbol();
                 let code = format!(
                     "{} {o} {}",
                     paren(&self.expand(&va, &u)),
