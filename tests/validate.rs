@@ -515,6 +515,29 @@ fn bad_files_and_options_are_refused() {
         show(&e),
         "--target `w` is not a data input of `bce_logits`\nhint: its data inputs are: y"
     );
+    // A target of the wrong kind for the task is refused, not misread.
+    let xray = Candidate {
+        label: "xray".into(),
+        loss: Loss::from_file(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/xray_triage.loss"
+        ))
+        .unwrap(),
+    };
+    let t2 = Table::read(scratch("xray_t.csv", "y,s,x\n0,1,1\n1,2,2\n0,1,1\n1,3,2\n")).unwrap();
+    let e = lossc::validate::validate(
+        &[xray],
+        &t2,
+        &Options {
+            target: Some("s".into()),
+            ..opts_x()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        show(&e),
+        "--target `s` is `real [1, 10]`, which a binary task cannot score\nhint: a binary target is a `label` with two values"
+    );
 }
 
 #[test]

@@ -336,20 +336,47 @@ fn target_var<'c>(
 ) -> Result<Option<&'c crate::sema::Variable>, ValidateError> {
     let c = loss.checked();
     if let Some(t) = &opts.target {
-        return c
-            .data
-            .iter()
-            .find(|d| &d.name == t)
-            .map(Some)
-            .ok_or_else(|| {
-                ValidateError::setup(
-                    format!("--target `{t}` is not a data input of `{}`", c.name),
-                    Some(format!(
-                        "its data inputs are: {}",
-                        names(c.data.iter().map(|d| d.name.as_str()))
-                    )),
-                )
-            });
+        let d = c.data.iter().find(|d| &d.name == t).ok_or_else(|| {
+            ValidateError::setup(
+                format!("--target `{t}` is not a data input of `{}`", c.name),
+                Some(format!(
+                    "its data inputs are: {}",
+                    names(c.data.iter().map(|d| d.name.as_str()))
+                )),
+            )
+        })?;
+        // The metrics read the target by its type: it must be the kind the task scores.
+        let fits = match task {
+            Task::Binary | Task::Embedding => matches!(&d.dom, Dom::Labels(v) if v.len() == 2),
+            Task::Multiclass => matches!(d.dom, Dom::Class(_) | Dom::Onehot | Dom::Probs),
+            Task::Multilabel => matches!(d.dom, Dom::Multihot),
+            Task::Regression | Task::Ranking => {
+                d.shape == Shape::Scalar && matches!(d.dom, Dom::Range(_))
+            }
+        };
+        if !fits {
+            return Err(ValidateError::setup(
+                format!(
+                    "--target `{t}` is `{}`, which a {} task cannot score",
+                    d.type_text,
+                    task.name()
+                ),
+                Some(
+                    match task {
+                        Task::Binary | Task::Embedding => {
+                            "a binary target is a `label` with two values"
+                        }
+                        Task::Multiclass => "a multiclass target is a `class`, `onehot` or `probs`",
+                        Task::Multilabel => "a multilabel target is a `multihot`",
+                        Task::Regression | Task::Ranking => {
+                            "the target is a scalar `real` (an interval)"
+                        }
+                    }
+                    .into(),
+                ),
+            ));
+        }
+        return Ok(Some(d));
     }
     let pick = |f: &dyn Fn(&Dom) -> bool| c.data.iter().find(|d| f(&d.dom));
     let found = match task {
