@@ -82,8 +82,20 @@ pub struct Derivation {
 
 /// Derives the gradient of `checked`'s objective with respect to every pred.
 pub fn derive(checked: &Checked) -> Result<Derivation, Unsupported> {
+    derive_with(checked, &mut |_, o| o)
+}
+
+/// Derives the objective after `hook` has rewritten its lowered form: how
+/// an export re-derives a loss whose pred is a function of the model's raw
+/// score (a booster's margin), so the link is differentiated and simplified
+/// symbolically with the loss rather than chained numerically.
+pub fn derive_with(
+    checked: &Checked,
+    hook: &mut dyn FnMut(&mut Graph, Objective) -> Objective,
+) -> Result<Derivation, Unsupported> {
     let mut g = Graph::new();
     let objective = lower(checked, &mut g)?;
+    let objective = hook(&mut g, objective);
     let kinds: Vec<SampleReduction> = objective.reductions.iter().map(|r| r.kind).collect();
     let factor = if kinds.iter().all(|k| *k == SampleReduction::Mean) {
         Factor::OneOverN

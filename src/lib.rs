@@ -237,8 +237,20 @@ impl Loss {
     /// A construct the derivation does not handle yet is reported as a
     /// located error (E0090), never a panic.
     pub fn derive(&self) -> Result<grad::Derivation, Error> {
+        self.derive_with(|_, o| o)
+    }
+
+    /// Like [`Loss::derive`], after `hook` has rewritten the lowered
+    /// objective: export puts a booster's link in front of a pred so the
+    /// gradient through it is derived and simplified symbolically.
+    pub fn derive_with(
+        &self,
+        mut hook: impl FnMut(&mut ir::Graph, ir::lower::Objective) -> ir::lower::Objective
+        + Send
+        + 'static,
+    ) -> Result<grad::Derivation, Error> {
         let checked = self.checked.clone();
-        with_big_stack(move || grad::derive(&checked)).map_err(|u| {
+        with_big_stack(move || grad::derive_with(&checked, &mut hook)).map_err(|u| {
             let hint = if u.what.contains("mixing mean") {
                 "use one kind of sample reduction: a sum is n times a mean".to_string()
             } else {

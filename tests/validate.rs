@@ -669,3 +669,70 @@ fn cli_errors_exit_one_with_a_hint() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--scenario brings its own data"));
 }
+
+#[test]
+fn cli_saves_a_scenarios_data_for_other_tools() {
+    // CSV: vector columns spread over name[0], name[1], ...; read back by `validate`.
+    let csv = scratch("saved_multilabel.csv", "");
+    let out = lossc(&["validate", "--scenario", "multilabel", "--save-data", &csv]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), format!("wrote {csv} (5000 rows)\n"));
+    assert_eq!(
+        out.stdout.len(),
+        0,
+        "no training: the data is written and lossc stops"
+    );
+    let table = Table::read(&csv).unwrap();
+    assert_eq!(table.rows(), 5000);
+    let y = table.column("y", "the label").unwrap();
+    assert_eq!(y.values.shape()[0], 5000);
+    assert!(y.values.shape()[1] > 1 && !y.scalar);
+    // NPZ keeps the arrays as they are, and equals the CSV.
+    let npz = scratch("saved_multilabel.npz", "");
+    let out = lossc(&["validate", "--scenario", "multilabel", "--save-data", &npz]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let from_npz = Table::read(&npz).unwrap().column("y", "the label").unwrap();
+    assert_eq!(from_npz.values, y.values);
+    // The same seed gives the same rows as the scenario trains on.
+    let again = scratch("saved_multilabel_again.csv", "");
+    lossc(&[
+        "validate",
+        "--scenario",
+        "multilabel",
+        "--save-data",
+        &again,
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap(),
+        std::fs::read_to_string(&again).unwrap()
+    );
+
+    let out = lossc(&[
+        "validate",
+        "--scenario",
+        "moderation",
+        "--save-data",
+        "data.parquet",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(text(&out.stderr), @"
+    error: cannot tell the format of `data.parquet`
+      = hint: name the file .csv or .npz
+    ");
+    let out = lossc(&[
+        "validate",
+        "--scenario",
+        "moderation",
+        "--save-data",
+        "/no/such/dir/m.csv",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(text(&out.stderr), @"error: cannot write `/no/such/dir/m.csv`: No such file or directory (os error 2)");
+    let out = lossc(&["validate", "examples/mse.loss", "--save-data", "m.csv"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "clap refuses --save-data without --scenario"
+    );
+    assert!(text(&out.stderr).contains("--scenario <NAME>"));
+}

@@ -656,6 +656,9 @@ struct ValidateArgs {
     /// Run a built-in scenario instead of a spec and a file.
     #[arg(long, value_name = "NAME")]
     scenario: Option<String>,
+    /// With --scenario: write its data to FILE (.csv or .npz) and stop.
+    #[arg(long, value_name = "FILE", requires = "scenario")]
+    save_data: Option<String>,
     /// `linear` (default) or `mlp:H`, one hidden layer of H tanh units.
     #[arg(long, value_name = "MODEL")]
     model: Option<String>,
@@ -731,6 +734,11 @@ fn validate(a: ValidateArgs) -> Result<bool, lossc::Error> {
                 ));
             }
             let s = scenario::scenario(name, a.seed.unwrap_or(0))?;
+            if let Some(path) = &a.save_data {
+                s.table.save(path)?;
+                eprintln!("wrote {path} ({} rows)", s.table.rows());
+                return Ok(true);
+            }
             (
                 s.options.clone(),
                 s.table.clone(),

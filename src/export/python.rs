@@ -60,6 +60,8 @@ pub struct Emitter<'a> {
     /// The emitted lines (without indentation).
     pub lines: Vec<String>,
     next: usize,
+    /// Inputs whose Python name differs from the spec's (a booster's `score`).
+    pub rename: BTreeMap<String, String>,
 }
 
 impl<'a> Emitter<'a> {
@@ -76,6 +78,7 @@ impl<'a> Emitter<'a> {
             lengths: BTreeMap::new(),
             lines: Vec::new(),
             next: 0,
+            rename: BTreeMap::new(),
         }
     }
 
@@ -139,6 +142,14 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// A data input or pred as the Python argument holding it.
+    fn input_name(&self, name: &str) -> String {
+        self.rename
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| super::py_name(name))
+    }
+
     /// An index as a value: `arange` along its own axis.
     fn index_val(&mut self, name: &str) -> Val {
         let len = self.len_of(name);
@@ -173,7 +184,7 @@ impl<'a> Emitter<'a> {
             },
             Node::Sym(kind, name) => match kind {
                 SymKind::Data | SymKind::Pred => Val {
-                    code: super::py_name(&name),
+                    code: self.input_name(&name),
                     idx: vec!["i".into()],
                 },
                 SymKind::Param | SymKind::Reduced | SymKind::Size => Val {
@@ -370,7 +381,7 @@ impl<'a> Emitter<'a> {
 
     /// `name` at row `row` (the current one when None), component `comp`.
     fn elem(&mut self, name: &str, row: Option<&str>, comp: Option<Id>) -> Val {
-        let name = &super::py_name(name);
+        let name = &self.input_name(name);
         let r = row.unwrap_or("i").to_string();
         self.rank(&r);
         let Some(comp) = comp else {

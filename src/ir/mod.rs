@@ -866,6 +866,23 @@ impl Graph {
         )
     }
 
+    /// `id` with the symbol `name` of `kind` (on the current row) replaced
+    /// by the node `with`, which may itself mention the symbol: export puts a
+    /// booster's link function in front of a pred this way.
+    pub fn replace_sym(&mut self, id: Id, kind: SymKind, name: &str, with: Id) -> Id {
+        let mut memo = HashMap::new();
+        self.rewrite(
+            id,
+            &mut memo,
+            None,
+            &mut |n| match n {
+                Node::Sym(k, x) if *k == kind && x == name => Some(with),
+                _ => None,
+            },
+            &|_| false,
+        )
+    }
+
     /// `id` with the roles of the current row and batch index `j` swapped:
     /// `x` ↔ `x@j`, `i` ↔ `j`. Used to turn "row i's loss, differentiated
     /// through row j" into a contribution to the current row's gradient.

@@ -329,7 +329,7 @@ fn column_name<'a>(opts: &'a Options, name: &'a str) -> &'a str {
 }
 
 /// The `data` input the metrics score against.
-fn target_var<'c>(
+pub(crate) fn target_var<'c>(
     loss: &'c Loss,
     opts: &Options,
     task: Task,

@@ -162,6 +162,57 @@ impl Table {
         })
     }
 
+    /// Writes the table to `path`: an `.npz` keeps each array as it is; a
+    /// `.csv` spreads a vector column over `name[0]`, `name[1]`, ..., as
+    /// [`Table::read`] expects. How a scenario's data leaves lossc, to train
+    /// other models (a booster with an exported objective) on the same rows.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), ValidateError> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let Source::Arrays(arrays) = &self.source else {
+            return Err(ValidateError::Setup {
+                reason: format!(
+                    "`{}` is already a file; there is nothing to save",
+                    self.origin
+                ),
+                hint: Some("--save-data writes a scenario's generated data".into()),
+            });
+        };
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let written = match ext {
+            "npz" => {
+                let views: Vec<(String, ndarray::ArrayViewD<'_, f64>)> =
+                    arrays.iter().map(|(k, v)| (k.clone(), v.view())).collect();
+                crate::io::write_npz(path, &views)
+            }
+            "csv" => {
+                let mut cols: Vec<(String, ArrayD<f64>)> = Vec::new();
+                for (name, a) in arrays {
+                    if a.ndim() == 1 {
+                        cols.push((name.clone(), a.clone()));
+                    } else {
+                        for (c, col) in a.axis_iter(Axis(1)).enumerate() {
+                            cols.push((format!("{name}[{c}]"), col.to_owned()));
+                        }
+                    }
+                }
+                let views: Vec<(String, ndarray::ArrayViewD<'_, f64>)> =
+                    cols.iter().map(|(k, v)| (k.clone(), v.view())).collect();
+                crate::io::write_csv(path, &views)
+            }
+            _ => {
+                return Err(ValidateError::Setup {
+                    reason: format!("cannot tell the format of `{shown}`"),
+                    hint: Some("name the file .csv or .npz".into()),
+                });
+            }
+        };
+        written.map_err(|e| ValidateError::Setup {
+            reason: e.to_string(),
+            hint: None,
+        })
+    }
+
     /// The number of examples.
     pub fn rows(&self) -> usize {
         match &self.source {
