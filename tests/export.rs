@@ -233,6 +233,7 @@ fn exported_files_pass_ruff() {
         for (target, flavor) in [
             (Target::Numpy, "numpy"),
             (Target::Jax, "jax"),
+            (Target::PyTorch, "pytorch"),
             (Target::LightGbm, "lightgbm"),
             (Target::XgBoost, "xgboost"),
         ] {
@@ -263,6 +264,7 @@ fn exported_files_are_snapshotted() {
         for (target, flavor) in [
             (Target::Numpy, "numpy"),
             (Target::Jax, "jax"),
+            (Target::PyTorch, "pytorch"),
             (Target::Latex, "latex"),
         ] {
             let code = export(&loss, target, &format!("examples/{stem}.loss")).unwrap();
@@ -322,16 +324,22 @@ fn booster_exports_refuse_what_a_booster_cannot_fit() {
 }
 
 #[test]
-fn unknown_and_unbuilt_targets_are_refused() {
+fn targets_parse_and_unknown_ones_are_refused() {
     assert_eq!(
         Target::parse("matlab").unwrap_err(),
-        "unknown target `matlab`; expected numpy, jax, lightgbm, xgboost or latex"
+        "unknown target `matlab`; expected numpy, jax, pytorch, lightgbm, xgboost or latex"
     );
-    assert!(
-        Target::parse("pytorch")
-            .unwrap_err()
-            .contains("not implemented yet")
-    );
+    for (name, t) in [
+        ("numpy", Target::Numpy),
+        ("jax", Target::Jax),
+        ("pytorch", Target::PyTorch),
+        ("torch", Target::PyTorch),
+        ("lightgbm", Target::LightGbm),
+        ("xgboost", Target::XgBoost),
+        ("latex", Target::Latex),
+    ] {
+        assert_eq!(Target::parse(name), Ok(t));
+    }
 }
 
 #[test]
@@ -367,7 +375,7 @@ fn cli_exports_to_a_file_and_refuses_unknown_targets() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "error: --to: unknown target `matlab`; expected numpy, jax, lightgbm, xgboost or latex\n"
+        "error: --to: unknown target `matlab`; expected numpy, jax, pytorch, lightgbm, xgboost or latex\n"
     );
     let out = lossc(&["export", "examples/missing.loss", "--to", "jax"]);
     assert_eq!(out.status.code(), Some(1));
@@ -777,4 +785,229 @@ fn lightgbm_with_the_exported_objective_beats_plain_logloss_on_moderation() {
             "{lib}: training metric {first} -> {last}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// PyTorch: tested when `LOSSC_TORCH_PYTHON` names a Python with torch
+// (several GB, so not installed by .ci/run); `scripts/check-pytorch` sets it
+// up and runs this test. The result is recorded in docs/export.md.
+
+const TORCH_RUNNER: &str = r#"
+import importlib.util, sys
+import numpy as np
+import torch
+
+devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+print("torch", torch.__version__, "devices", ",".join(devices))
+for line in open(sys.argv[1]).read().splitlines():
+    path, inp, out, names, preds, cls = line.split("|")
+    names, preds = names.split(","), preds.split(",")
+    spec = importlib.util.spec_from_file_location("exported_torch", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    arrays = dict(np.load(inp))
+    res = {}
+    for device in devices:
+        args = [torch.tensor(arrays[n], dtype=torch.float64, device=device) for n in names]
+        # value_and_grad, plain tensors.
+        value, grads = mod.value_and_grad(*args)
+        res[device + "_value"] = value.item()
+        for p in preds:
+            res[device + "_grad_" + p] = grads[p].cpu().numpy()
+        # The module's backward (lossc's gradient through autograd).
+        xs = [a.clone().requires_grad_(n in preds) for n, a in zip(names, args)]
+        criterion = getattr(mod, cls)()
+        criterion(*xs).backward()
+        for n, x in zip(names, xs):
+            if n in preds:
+                res[device + "_backward_" + n] = x.grad.cpu().numpy()
+        # Torch's own autodiff of the exported forward computation.
+        xs = [a.clone().requires_grad_(n in preds) for n, a in zip(names, args)]
+        v, _ = mod.value_and_grad(*xs)
+        gs = torch.autograd.grad(v, [x for n, x in zip(names, xs) if n in preds])
+        for p, g in zip(preds, gs):
+            res[device + "_autodiff_" + p] = g.cpu().numpy()
+    # Lower precision: dtypes follow the preds; values stay close.
+    for dt in (torch.float32, torch.float16, torch.bfloat16):
+        args = [torch.tensor(arrays[n], dtype=torch.float64).to(dt if n in preds else torch.float64) for n in names]
+        value, grads = mod.value_and_grad(*args)
+        assert value.dtype == dt, (path, dt, value.dtype)
+        assert all(grads[p].dtype == dt for p in preds), (path, dt)
+        res[str(dt).split(".")[1] + "_value"] = value.double().item()
+    # Labels as integers, as a classifier's targets usually are.
+    ints = [torch.tensor(arrays[n]).long() if n not in preds and np.all(arrays[n] == np.round(arrays[n])) else torch.tensor(arrays[n]) for n in names]
+    res["int_labels_value"] = mod.value_and_grad(*ints)[0].item()
+    # torch.autograd.gradcheck: finite differences of the module against its backward.
+    pidx = [k for k, n in enumerate(names) if n in preds]
+    base = [torch.tensor(arrays[n], dtype=torch.float64) for n in names]
+    def f(*ps):
+        xs = list(base)
+        for k, p in zip(pidx, ps):
+            xs[k] = p
+        return getattr(mod, cls)()(*xs)
+    ps = [base[k].clone().requires_grad_(True) for k in pidx]
+    res["gradcheck"] = float(torch.autograd.gradcheck(f, ps, eps=1e-6, atol=1e-7, rtol=1e-5, raise_exception=False))
+    np.savez(out, **{k: np.asarray(v, dtype=float) for k, v in res.items()})
+
+# The README's path: a model trained in PyTorch with an exported criterion.
+spec = importlib.util.spec_from_file_location("focal", sys.argv[2])
+focal = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(focal)
+torch.manual_seed(0)
+x = torch.randn(512, 8)
+y = (x[:, 0] + 0.5 * x[:, 1] > 1.0).long()
+model = torch.nn.Linear(8, 1)
+criterion = focal.FocalLogitsLoss(gamma=2.0)
+opt = torch.optim.SGD(model.parameters(), lr=0.5)
+losses = []
+for _ in range(200):
+    opt.zero_grad()
+    loss = criterion(y, model(x).squeeze(-1))
+    loss.backward()
+    opt.step()
+    losses.append(loss.item())
+accuracy = ((model(x).squeeze(-1) > 0).long() == y).float().mean().item()
+print(f"train focal_logits: loss {losses[0]:.4f} -> {losses[-1]:.4f}, accuracy {accuracy:.3f}")
+"#;
+
+#[test]
+fn exported_pytorch_agrees_with_lossc_on_every_example() {
+    let Ok(py) = std::env::var("LOSSC_TORCH_PYTHON") else {
+        eprintln!(
+            "LOSSC_TORCH_PYTHON is not set: skipping the PyTorch export test (scripts/check-pytorch runs it)"
+        );
+        return;
+    };
+    let dir = scratch().join("torch");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut jobs = String::new();
+    let mut checks = Vec::new();
+    for path in examples() {
+        let loss = Loss::from_file(&path).unwrap();
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        let arrays = inputs(&loss, 9);
+        let views: Vec<(String, ndarray::ArrayViewD<f64>)> =
+            arrays.iter().map(|(n, a)| (n.clone(), a.view())).collect();
+        let inp = dir.join(format!("{stem}_in.npz"));
+        lossc::io::write_npz(&inp, &views).unwrap();
+        let code = export(&loss, Target::PyTorch, &format!("examples/{stem}.loss")).unwrap();
+        let class = code
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("class ")
+                    .and_then(|r| r.strip_suffix("(torch.nn.Module):"))
+            })
+            .unwrap()
+            .to_string();
+        let file = dir.join(format!("{stem}_torch.py"));
+        std::fs::write(&file, &code).unwrap();
+        let out = dir.join(format!("{stem}_torch_out.npz"));
+        let names: Vec<String> = arrays.iter().map(|(n, _)| n.clone()).collect();
+        let preds: Vec<String> = loss
+            .checked()
+            .preds
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        jobs.push_str(&format!(
+            "{}|{}|{}|{}|{}|{class}\n",
+            file.display(),
+            inp.display(),
+            out.display(),
+            names.join(","),
+            preds.join(",")
+        ));
+        checks.push((stem, out, preds, loss, arrays));
+    }
+    // The runner sits outside `dir`, which the linter checks below.
+    let runner = scratch().join("torch_runner.py");
+    std::fs::write(&runner, TORCH_RUNNER).unwrap();
+    let jobs_file = dir.join("jobs.txt");
+    std::fs::write(&jobs_file, jobs).unwrap();
+    let run = Command::new(&py)
+        .arg(&runner)
+        .arg(&jobs_file)
+        .arg(dir.join("focal_logits_torch.py"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "python failed:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    let trained = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("train focal_logits: loss "))
+        .unwrap();
+    let nums: Vec<f64> = trained
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        nums[1] < 0.5 * nums[0] && nums[2] > 0.9,
+        "training with the exported criterion: {trained}"
+    );
+    eprintln!("{stdout}");
+    let devices: Vec<&str> = stdout
+        .lines()
+        .find_map(|l| l.split_once(" devices ").map(|(_, d)| d))
+        .unwrap()
+        .split(',')
+        .collect();
+    let mut failures = Vec::new();
+    for (stem, out, preds, loss, arrays) in checks {
+        let mut ins = lossc::Inputs::new();
+        for (n, a) in &arrays {
+            ins.insert(n.as_str(), a.view());
+        }
+        let want = loss.compile::<f64>().unwrap().eval(&ins).unwrap();
+        let got = read(&out);
+        let scalar = |k: &str| got[k].iter().next().copied().unwrap();
+        let mut value_check = |what: &str, v: f64, tol: f64| {
+            if !close(v, want.loss(), tol) {
+                failures.push(format!("{stem} {what}: {v} vs lossc {}", want.loss()));
+            }
+        };
+        for d in &devices {
+            value_check(&format!("{d} value"), scalar(&format!("{d}_value")), 1e-10);
+        }
+        value_check("float32 value", scalar("float32_value"), 1e-5);
+        value_check("float16 value", scalar("float16_value"), 2e-2);
+        value_check("bfloat16 value", scalar("bfloat16_value"), 5e-2);
+        value_check("integer labels value", scalar("int_labels_value"), 1e-10);
+        if scalar("gradcheck") != 1.0 {
+            failures.push(format!("{stem}: torch.autograd.gradcheck failed"));
+        }
+        for d in &devices {
+            for p in &preds {
+                let lossc_g = want.grad(p);
+                for (key, tol) in [("grad_", 1e-10), ("backward_", 1e-10), ("autodiff_", 1e-8)] {
+                    let g = &got[&format!("{d}_{key}{p}")];
+                    let worst = g
+                        .iter()
+                        .zip(lossc_g.iter())
+                        .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
+                        .fold(0.0, f64::max);
+                    if g.shape() != lossc_g.shape() || worst.is_nan() || worst > tol {
+                        failures.push(format!(
+                            "{stem} {d} {key}{p}: worst relative difference {worst:e}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // And the files pass the linter.
+    let lint = Command::new(&py)
+        .args(["-m", "ruff", "check", "--isolated", "--no-cache", "--quiet"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        lint.status.success(),
+        "ruff:\n{}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
 }

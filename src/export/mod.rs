@@ -8,6 +8,7 @@
 
 pub mod booster;
 pub mod python;
+pub mod torch;
 
 use crate::Loss;
 use crate::sema::types::{Dom, Shape};
@@ -21,6 +22,9 @@ pub enum Target {
     Numpy,
     /// A `jax.custom_vjp` loss and `value_and_grad`, with `jax.numpy`.
     Jax,
+    /// A `torch.autograd.Function` with lossc's gradient as its backward,
+    /// wrapped in an `nn.Module`.
+    PyTorch,
     /// A LaTeX fragment: loss, gradient and Hessian.
     Latex,
     /// A LightGBM custom objective and metric.
@@ -38,11 +42,9 @@ impl Target {
             "latex" => Ok(Target::Latex),
             "lightgbm" => Ok(Target::LightGbm),
             "xgboost" => Ok(Target::XgBoost),
-            "pytorch" => Err(format!(
-                "`--to {s}` is not implemented yet; available: numpy, jax, lightgbm, xgboost, latex"
-            )),
+            "pytorch" | "torch" => Ok(Target::PyTorch),
             _ => Err(format!(
-                "unknown target `{s}`; expected numpy, jax, lightgbm, xgboost or latex"
+                "unknown target `{s}`; expected numpy, jax, pytorch, lightgbm, xgboost or latex"
             )),
         }
     }
@@ -86,15 +88,20 @@ pub fn export(loss: &Loss, target: Target, origin: &str) -> Result<String, crate
         Target::Latex => return Ok(latex(loss, &d)),
         Target::LightGbm => return booster::export(loss, booster::Library::LightGbm, origin),
         Target::XgBoost => return booster::export(loss, booster::Library::XgBoost, origin),
-        Target::Numpy | Target::Jax => {}
+        Target::Numpy | Target::Jax | Target::PyTorch => {}
     }
-    let flavor = if target == Target::Jax {
-        Flavor::Jax
-    } else {
-        Flavor::Numpy
+    let flavor = match target {
+        Target::Jax => Flavor::Jax,
+        Target::PyTorch => Flavor::Torch,
+        _ => Flavor::Numpy,
     };
-    let m = if target == Target::Jax { "jnp" } else { "np" };
+    let m = match target {
+        Target::Jax => "jnp",
+        Target::PyTorch => "torch",
+        _ => "np",
+    };
     let mut e = Emitter::new(&d, c, flavor);
+    e.like = py_name(&c.preds[0].name);
     // Sample reductions first (R0, R1, ...), then the objective and gradients.
     let mut reds = Vec::new();
     for r in &d.objective.reductions {
@@ -130,6 +137,9 @@ pub fn export(loss: &Loss, target: Target, origin: &str) -> Result<String, crate
         .collect();
     let pnames: Vec<String> = c.params.iter().map(|p| py_name(&p.name)).collect();
     let first_pred = py_name(&c.preds[0].name);
+    if target == Target::PyTorch {
+        return Ok(torch::file(loss, &e, &grads, origin));
+    }
 
     let lib = if target == Target::Jax {
         "JAX"

@@ -26,6 +26,9 @@ pub enum Flavor {
     Numpy,
     /// `jnp`: JAX's NumPy.
     Jax,
+    /// `torch`: PyTorch tensors, on whatever device and in whatever float
+    /// dtype the preds come in.
+    Torch,
 }
 
 impl Flavor {
@@ -33,6 +36,7 @@ impl Flavor {
         match self {
             Flavor::Numpy => "np",
             Flavor::Jax => "jnp",
+            Flavor::Torch => "torch",
         }
     }
 }
@@ -62,6 +66,8 @@ pub struct Emitter<'a> {
     next: usize,
     /// Inputs whose Python name differs from the spec's (a booster's `score`).
     pub rename: BTreeMap<String, String>,
+    /// Torch: a tensor whose dtype and device literals take (`z.new_tensor(1.0)`).
+    pub like: String,
 }
 
 impl<'a> Emitter<'a> {
@@ -79,6 +85,7 @@ impl<'a> Emitter<'a> {
             lines: Vec::new(),
             next: 0,
             rename: BTreeMap::new(),
+            like: String::new(),
         }
     }
 
@@ -142,6 +149,55 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    fn torch(&self) -> bool {
+        self.flavor == Flavor::Torch
+    }
+
+    /// The keyword naming an axis: NumPy's `axis`, torch's `dim`.
+    fn axis(&self) -> &'static str {
+        if self.torch() { "dim" } else { "axis" }
+    }
+
+    /// A literal as a tensor where torch needs one (both operands of
+    /// `maximum`, both branches of `where`); other code is left alone.
+    fn tensor(&self, code: &str) -> String {
+        let literal = code.parse::<f64>().is_ok() || code.trim_start_matches('-') == "torch.inf";
+        if self.torch() && literal {
+            format!("{}.new_tensor({code})", self.like)
+        } else {
+            code.to_string()
+        }
+    }
+
+    /// `log(1 + exp(x))` without overflow.
+    fn softplus(&self, x: &str) -> String {
+        if self.torch() {
+            format!("_softplus({x})")
+        } else {
+            format!("{}.logaddexp(0.0, {x})", self.m())
+        }
+    }
+
+    /// `where(c, a, b)`; torch needs one branch to be a tensor.
+    fn where_(&self, c: &str, a: &str, b: &str) -> String {
+        let a = if b.parse::<f64>().is_ok() {
+            self.tensor(a)
+        } else {
+            a.to_string()
+        };
+        format!("{}.where({c}, {a}, {b})", self.m())
+    }
+
+    /// `broadcast_to(x, shape)`, with a literal made a tensor first for torch.
+    fn broadcast(&self, x: &str, shape: &[String]) -> String {
+        format!(
+            "{}.broadcast_to({}, ({},))",
+            self.m(),
+            self.tensor(x),
+            shape.join(", ")
+        )
+    }
+
     /// A data input or pred as the Python argument holding it.
     fn input_name(&self, name: &str) -> String {
         self.rename
@@ -154,7 +210,8 @@ impl<'a> Emitter<'a> {
     fn index_val(&mut self, name: &str) -> Val {
         let len = self.len_of(name);
         let m = self.m();
-        self.bind(format!("{m}.arange({len})"), vec![name.to_string()])
+        let device = if self.torch() { ", device=device" } else { "" };
+        self.bind(format!("{m}.arange({len}{device})"), vec![name.to_string()])
     }
 
     /// A float as a Python literal.
@@ -263,19 +320,18 @@ impl<'a> Emitter<'a> {
                 };
                 let code = format!(
                     "{m}.{f}({}, {})",
-                    self.expand(&va, &u),
-                    self.expand(&vb, &u)
+                    self.tensor(&self.expand(&va, &u)),
+                    self.tensor(&self.expand(&vb, &u))
                 );
                 self.bind(code, u)
             }
             Node::Select(c, a, b) => {
                 let (vc, va, vb) = (self.emit(c), self.emit(a), self.emit(b));
                 let u = self.union(&[&vc, &va, &vb]);
-                let code = format!(
-                    "{m}.where({}, {}, {})",
-                    self.expand(&vc, &u),
-                    self.expand(&va, &u),
-                    self.expand(&vb, &u)
+                let code = self.where_(
+                    &self.expand(&vc, &u),
+                    &self.expand(&va, &u),
+                    &self.expand(&vb, &u),
                 );
                 self.bind(code, u)
             }
@@ -293,11 +349,12 @@ impl<'a> Emitter<'a> {
             Node::Delta(a, b) => {
                 let (va, vb) = (self.emit(a), self.emit(b));
                 let u = self.union(&[&va, &vb]);
-                let code = format!(
-                    "{m}.where({} == {}, 1.0, 0.0)",
+                let eq = format!(
+                    "{} == {}",
                     paren(&self.expand(&va, &u)),
                     paren(&self.expand(&vb, &u))
                 );
+                let code = self.where_(&eq, "1.0", "0.0");
                 self.bind(code, u)
             }
             Node::And(a, b) | Node::Or(a, b) => {
@@ -340,7 +397,8 @@ impl<'a> Emitter<'a> {
         if f == Func::Log {
             if let Node::Func(Func::Sigmoid, z) = *g.node(a) {
                 let vz = self.emit(z);
-                return self.bind(format!("-{m}.logaddexp(0.0, -{})", paren(&vz.code)), vz.idx);
+                let sp = self.softplus(&format!("-{}", paren(&vz.code)));
+                return self.bind(format!("-{sp}"), vz.idx);
             }
             if let Node::Add(xs) = g.node(a)
                 && xs.len() == 2
@@ -356,7 +414,8 @@ impl<'a> Emitter<'a> {
                 })
             {
                 let vz = self.emit(z);
-                return self.bind(format!("-{m}.logaddexp(0.0, {})", vz.code), vz.idx);
+                let sp = self.softplus(&vz.code);
+                return self.bind(format!("-{sp}"), vz.idx);
             }
         }
         let va = self.emit(a);
@@ -367,13 +426,15 @@ impl<'a> Emitter<'a> {
             Func::Log1p => format!("{m}.log1p({x})"),
             Func::Expm1 => format!("{m}.expm1({x})"),
             Func::Sqrt => format!("{m}.sqrt({x})"),
+            Func::Sigmoid if self.torch() => format!("torch.sigmoid({x})"),
             Func::Sigmoid => format!("_sigmoid({x})"),
-            Func::Softplus => format!("{m}.logaddexp(0.0, {x})"),
+            Func::Softplus => self.softplus(&x),
             Func::Tanh => format!("{m}.tanh({x})"),
             Func::Cosh => format!("{m}.cosh({x})"),
             Func::Sinh => format!("{m}.sinh({x})"),
             Func::Abs => format!("{m}.abs({x})"),
             Func::Sign => format!("{m}.sign({x})"),
+            Func::Relu if self.torch() => format!("torch.clamp({x}, min=0.0)"),
             Func::Relu => format!("{m}.maximum({x}, 0.0)"),
         };
         self.bind(code, va.idx)
@@ -411,7 +472,12 @@ impl<'a> Emitter<'a> {
         let comps = if vc.idx.is_empty() {
             format!("int({comps})")
         } else {
-            format!("{}.astype(int)", paren(&comps))
+            let cast = if self.torch() {
+                "long()"
+            } else {
+                "astype(int)"
+            };
+            format!("{}.{cast}", paren(&comps))
         };
         self.bind(format!("{name}[{rows}, {comps}]"), u)
     }
@@ -474,39 +540,42 @@ impl<'a> Emitter<'a> {
         let body_full = if vb.idx.len() == u.len() {
             body_e
         } else {
-            format!("{m}.broadcast_to({}, ({},))", body_e, full_shape.join(", "))
+            self.broadcast(&body_e, &full_shape)
         };
         let mask = vf.as_ref().map(|f| {
             let e = self.expand(f, &u);
-            format!("{m}.broadcast_to({e}, ({},))", full_shape.join(", "))
+            self.broadcast(&e, &full_shape)
         });
+        let ax = self.axis();
         let code = match op {
             RedOp::Sum => match &mask {
-                Some(mk) => format!("{m}.sum({m}.where({mk}, {body_full}, 0.0), axis={pos})"),
-                None => format!("{m}.sum({body_full}, axis={pos})"),
+                Some(mk) => format!("{m}.sum({m}.where({mk}, {body_full}, 0.0), {ax}={pos})"),
+                None => format!("{m}.sum({body_full}, {ax}={pos})"),
             },
             RedOp::Mean => match &mask {
                 Some(mk) => format!(
-                    "{m}.sum({m}.where({mk}, {body_full}, 0.0), axis={pos}) / {m}.sum({mk}, axis={pos})"
+                    "{m}.sum({m}.where({mk}, {body_full}, 0.0), {ax}={pos}) / {m}.sum({mk}, {ax}={pos})"
                 ),
-                None => format!("{m}.mean({body_full}, axis={pos})"),
+                None => format!("{m}.mean({body_full}, {ax}={pos})"),
             },
             RedOp::Max | RedOp::Min => {
-                let (f, fill) = if op == RedOp::Max {
-                    ("max", "-inf")
-                } else {
-                    ("min", "inf")
+                let max = op == RedOp::Max;
+                let f = match (max, self.torch()) {
+                    (true, false) => "max",
+                    (false, false) => "min",
+                    (true, true) => "amax",
+                    (false, true) => "amin",
                 };
-                let fill = if fill.starts_with('-') {
+                let fill = if max {
                     format!("-{m}.inf")
                 } else {
                     format!("{m}.inf")
                 };
                 match &mask {
                     Some(mk) => {
-                        format!("{m}.{f}({m}.where({mk}, {body_full}, {fill}), axis={pos})")
+                        format!("{m}.{f}({m}.where({mk}, {body_full}, {fill}), {ax}={pos})")
                     }
-                    None => format!("{m}.{f}({body_full}, axis={pos})"),
+                    None => format!("{m}.{f}({body_full}, {ax}={pos})"),
                 }
             }
             RedOp::LogSumExp => {
@@ -515,7 +584,11 @@ impl<'a> Emitter<'a> {
                     None => body_full,
                 };
                 let x = self.bind(masked, u.clone());
-                format!("_logsumexp({}, axis={pos})", x.code)
+                if self.torch() {
+                    format!("torch.logsumexp({}, dim={pos})", x.code)
+                } else {
+                    format!("_logsumexp({}, axis={pos})", x.code)
+                }
             }
         };
         self.bind(code, out)
@@ -557,7 +630,7 @@ impl<'a> Emitter<'a> {
         let full = if v.idx.len() == want.len() {
             e
         } else {
-            format!("{m}.broadcast_to({e}, ({},))", shape.join(", "))
+            self.broadcast(&e, &shape)
         };
         let full = if want.len() == 2 && want[0] != "i" {
             format!("({full}).T")
@@ -566,6 +639,9 @@ impl<'a> Emitter<'a> {
         };
         match d.factor {
             Factor::OneOverN => format!("{} / n", paren(&full)),
+            Factor::One if self.torch() => {
+                format!("torch.as_tensor({full}, dtype=dtype, device=device)")
+            }
             Factor::One => format!("{m}.asarray({full}, dtype=float)"),
         }
     }
@@ -573,10 +649,9 @@ impl<'a> Emitter<'a> {
     /// A per-row value (the Hessian's diagonal of a scalar pred), full shape.
     pub fn per_row(&mut self, id: Id) -> String {
         let v = self.emit(id);
-        let m = self.m();
         let e = self.expand(&v, &["i".to_string()]);
         if v.idx.is_empty() {
-            format!("{m}.broadcast_to({e}, (n,))")
+            self.broadcast(&e, &["n".to_string()])
         } else {
             e
         }
