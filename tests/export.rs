@@ -479,6 +479,7 @@ fn booster_objectives_match_lossc_on_every_example_they_serve() {
     let dir = scratch().join("booster");
     std::fs::create_dir_all(&dir).unwrap();
     let mut refused = Vec::new();
+    let mut fragile = Vec::new();
     let mut jobs = String::new();
     let mut checks = Vec::new();
     for path in examples() {
@@ -499,6 +500,9 @@ fn booster_objectives_match_lossc_on_every_example_they_serve() {
                 continue;
             }
         };
+        if code.contains("Warning: lossc could not cancel") {
+            fragile.push(stem.clone());
+        }
         let c = loss.checked();
         let pred = &c.preds[0];
         let mut arrays = inputs(&loss, 9);
@@ -553,6 +557,9 @@ fn booster_objectives_match_lossc_on_every_example_they_serve() {
         }
     }
     assert_eq!(refused, NOT_BOOSTABLE);
+    // Only this example's gradient keeps a division by sigmoid(score) (its
+    // entropy term); the file says so.
+    assert_eq!(fragile, ["weighted_bce_entropy"]);
     let Some(py) = python() else { return };
     let runner = dir.join("runner.py");
     std::fs::write(&runner, BOOSTER_RUNNER).unwrap();

@@ -237,6 +237,8 @@ pub fn export(loss: &Loss, lib: Library, origin: &str) -> Result<String, crate::
         }
     };
 
+    let fragile =
+        divides_by_sigmoid(&d.graph, d.preds[0].per_sample) || divides_by_sigmoid(&d.graph, h);
     let mut notes = vec![
         if link == Link::Identity {
             format!(
@@ -262,6 +264,12 @@ pub fn export(loss: &Loss, lib: Library, origin: &str) -> Result<String, crate::
             }
         ),
     ];
+    if fragile {
+        notes.push(format!(
+            "Warning: lossc could not cancel a division by sigmoid(score) (or 1 - sigmoid(score)) in the gradient or Hessian, so per_example() returns NaN where sigmoid(score) rounds to 0 or 1 (|score| above about 36). Boosted scores can get there. Declaring `{}` a `logit` and writing the loss with the logit forms (bce_logits, focal_logits) avoids it.",
+            pred.name
+        ));
+    }
     notes.push(
         "per_example() returns the exact Hessian. A booster divides by it, so objective() passes on a usable one: where the loss is locally linear (Hessian exactly 0: Huber's tails, MAE, hinge) it returns 1, a gradient step, as the libraries' own Huber and L1 objectives do; where the loss is non-convex (Hessian below min_hessian) it returns min_hessian."
             .to_string(),
@@ -487,4 +495,18 @@ fn merge_means(g: &mut Graph, o: Objective) -> Objective {
         reductions: vec![Reduction { kind, body, name }],
         outer,
     }
+}
+
+/// Whether `id` divides by an expression holding a sigmoid, which rounds
+/// to 0 (or its complement to 0) at a saturated score: `inf * 0` there.
+fn divides_by_sigmoid(g: &Graph, id: Id) -> bool {
+    let has_sigmoid = |b: Id| {
+        g.reachable(b)
+            .into_iter()
+            .any(|x| matches!(g.node(x), Node::Func(Func::Sigmoid, _)))
+    };
+    g.reachable(id).into_iter().any(|x| match g.node(x) {
+        Node::Pow(b, e) => g.as_num(*e).is_some_and(|k| k < 0.0) && has_sigmoid(*b),
+        _ => false,
+    })
 }
