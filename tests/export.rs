@@ -111,6 +111,67 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * (1.0 + a.abs().max(b.abs()))
 }
 
+/// An example's spec, name, random in-domain inputs (9 rows), and those
+/// inputs written to `dir/NAME_in.npz` for Python.
+fn example_case(dir: &Path, path: &Path) -> (Loss, String, Vec<(String, ArrayD<f64>)>, PathBuf) {
+    let loss = Loss::from_file(path).unwrap();
+    let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+    let arrays = inputs(&loss, 9);
+    let views: Vec<(String, ndarray::ArrayViewD<f64>)> =
+        arrays.iter().map(|(n, a)| (n.clone(), a.view())).collect();
+    let inp = dir.join(format!("{stem}_in.npz"));
+    lossc::io::write_npz(&inp, &views).unwrap();
+    (loss, stem, arrays, inp)
+}
+
+/// The largest `|a - b| / (1 + |b|)` over two sequences of equal length.
+fn worst<'a>(a: impl IntoIterator<Item = &'a f64>, b: impl IntoIterator<Item = &'a f64>) -> f64 {
+    a.into_iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+        .fold(0.0, f64::max)
+}
+
+/// lossc's value, gradients (and Hessians) of `loss` on `arrays`.
+fn lossc_eval(loss: &Loss, arrays: &[(String, ArrayD<f64>)]) -> lossc::Output<f64> {
+    let mut ins = lossc::Inputs::new();
+    for (n, a) in arrays {
+        ins.insert(n.as_str(), a.view());
+    }
+    loss.compile_with_hessian::<f64>()
+        .unwrap()
+        .eval(&ins)
+        .unwrap()
+}
+
+/// Runs `py script args...`, failing the test with Python's stderr if it
+/// fails, and returns its standard output.
+fn run_python(py: &str, script: &Path, args: &[&Path]) -> String {
+    let out = Command::new(py).arg(script).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "python {} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `ruff check` on every file of `dir`.
+fn ruff(py: &str, dir: &Path) {
+    let out = Command::new(py)
+        .args(["-m", "ruff", "check", "--isolated", "--no-cache", "--quiet"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ruff:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn exported_numpy_and_jax_agree_with_lossc_on_every_example() {
     let Some(py) = python() else { return };
@@ -121,13 +182,7 @@ fn exported_numpy_and_jax_agree_with_lossc_on_every_example() {
     let mut jobs = String::new();
     let mut checks = Vec::new();
     for path in examples() {
-        let loss = Loss::from_file(&path).unwrap();
-        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
-        let arrays = inputs(&loss, 9);
-        let views: Vec<(String, ndarray::ArrayViewD<f64>)> =
-            arrays.iter().map(|(n, a)| (n.clone(), a.view())).collect();
-        let inp = dir.join(format!("{stem}_in.npz"));
-        lossc::io::write_npz(&inp, &views).unwrap();
+        let (loss, stem, arrays, inp) = example_case(&dir, &path);
         let names: Vec<String> = arrays.iter().map(|(n, _)| n.clone()).collect();
         let preds: Vec<String> = loss
             .checked()
@@ -160,22 +215,9 @@ fn exported_numpy_and_jax_agree_with_lossc_on_every_example() {
     }
     let jobs_file = dir.join("jobs.txt");
     std::fs::write(&jobs_file, jobs).unwrap();
-    let run = Command::new(&py)
-        .arg(&runner)
-        .arg(&jobs_file)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "python failed:\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    run_python(&py, &runner, &[&jobs_file]);
     for (stem, flavor, out, preds, loss, arrays) in checks {
-        let mut ins = lossc::Inputs::new();
-        for (n, a) in &arrays {
-            ins.insert(n.as_str(), a.view());
-        }
-        let want = loss.compile::<f64>().unwrap().eval(&ins).unwrap();
+        let want = lossc_eval(&loss, &arrays);
         let got = read(&out);
         let v = got["value"].iter().next().copied().unwrap();
         if !close(v, want.loss(), 1e-10) {
@@ -199,11 +241,7 @@ fn exported_numpy_and_jax_agree_with_lossc_on_every_example() {
             let lossc_g = want.grad(p);
             for key in &keys {
                 let g = &got[&format!("{key}{p}")];
-                let worst = g
-                    .iter()
-                    .zip(lossc_g.iter())
-                    .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
-                    .fold(0.0, f64::max);
+                let worst = worst(g, lossc_g.iter());
                 let tol = if *key == "autodiff_" { 1e-8 } else { 1e-10 };
                 if g.shape() != lossc_g.shape() || worst.is_nan() || worst > tol {
                     failures.push(format!(
@@ -243,17 +281,7 @@ fn exported_files_pass_ruff() {
             }
         }
     }
-    let out = Command::new(&py)
-        .args(["-m", "ruff", "check", "--isolated", "--no-cache", "--quiet"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ruff:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ruff(&py, &dir);
 }
 
 #[test]
@@ -565,16 +593,7 @@ fn booster_objectives_match_lossc_on_every_example_they_serve() {
     std::fs::write(&runner, BOOSTER_RUNNER).unwrap();
     let jobs_file = dir.join("jobs.txt");
     std::fs::write(&jobs_file, jobs).unwrap();
-    let run = Command::new(&py)
-        .arg(&runner)
-        .arg(&jobs_file)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "python failed:\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    run_python(&py, &runner, &[&jobs_file]);
     let mut failures = Vec::new();
     for (stem, out, want) in checks {
         want.expect("filled for both libraries")
@@ -603,15 +622,7 @@ fn expected(
 ) -> Expected {
     let c = loss.checked();
     let pred = &c.preds[0];
-    let mut ins = lossc::Inputs::new();
-    for (n, a) in arrays {
-        ins.insert(n.as_str(), a.view());
-    }
-    let out = loss
-        .compile_with_hessian::<f64>()
-        .unwrap()
-        .eval(&ins)
-        .unwrap();
+    let out = lossc_eval(loss, arrays);
     let d = loss.derive().unwrap();
     let mean = d.factor == lossc::grad::Factor::OneOverN;
     let scale = if mean { score.len() as f64 } else { 1.0 };
@@ -638,11 +649,7 @@ impl Expected {
     fn compare(&self, stem: &str, got: &BTreeMap<String, ArrayD<f64>>, failures: &mut Vec<String>) {
         let v = |k: &str| -> Vec<f64> { got[k].iter().copied().collect() };
         let mut check = |what: &str, a: &[f64], b: &[f64], tol: f64| {
-            let worst = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
-                .fold(0.0, f64::max);
+            let worst = worst(a, b);
             if a.len() != b.len() || worst.is_nan() || worst > tol {
                 failures.push(format!(
                     "{stem} {what}: worst relative difference {worst:e}"
@@ -753,21 +760,10 @@ fn lightgbm_with_the_exported_objective_beats_plain_logloss_on_moderation() {
             file.to_str().unwrap(),
         ]);
     }
-    let out = Command::new(&py)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/boost_moderation.py"
-        ))
-        .args([&lgb, &xgb])
-        .args(&csvs)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "python failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/boost_moderation.py");
+    let mut args: Vec<&Path> = vec![&lgb, &xgb];
+    args.extend(csvs.iter().map(PathBuf::as_path));
+    let text = run_python(&py, &script, &args);
     eprintln!("{text}");
     let number = |lib: &str, key: &str| -> f64 {
         let name = format!("{lib}.{key} ");
@@ -890,13 +886,7 @@ fn exported_pytorch_agrees_with_lossc_on_every_example() {
     let mut jobs = String::new();
     let mut checks = Vec::new();
     for path in examples() {
-        let loss = Loss::from_file(&path).unwrap();
-        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
-        let arrays = inputs(&loss, 9);
-        let views: Vec<(String, ndarray::ArrayViewD<f64>)> =
-            arrays.iter().map(|(n, a)| (n.clone(), a.view())).collect();
-        let inp = dir.join(format!("{stem}_in.npz"));
-        lossc::io::write_npz(&inp, &views).unwrap();
+        let (loss, stem, arrays, inp) = example_case(&dir, &path);
         let code = export(&loss, Target::PyTorch, &format!("examples/{stem}.loss")).unwrap();
         let class = code
             .lines()
@@ -931,18 +921,11 @@ fn exported_pytorch_agrees_with_lossc_on_every_example() {
     std::fs::write(&runner, TORCH_RUNNER).unwrap();
     let jobs_file = dir.join("jobs.txt");
     std::fs::write(&jobs_file, jobs).unwrap();
-    let run = Command::new(&py)
-        .arg(&runner)
-        .arg(&jobs_file)
-        .arg(dir.join("focal_logits_torch.py"))
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "python failed:\n{}",
-        String::from_utf8_lossy(&run.stderr)
+    let stdout = run_python(
+        &py,
+        &runner,
+        &[&jobs_file, &dir.join("focal_logits_torch.py")],
     );
-    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
     let trained = stdout
         .lines()
         .find_map(|l| l.strip_prefix("train focal_logits: loss "))
@@ -964,11 +947,7 @@ fn exported_pytorch_agrees_with_lossc_on_every_example() {
         .collect();
     let mut failures = Vec::new();
     for (stem, out, preds, loss, arrays) in checks {
-        let mut ins = lossc::Inputs::new();
-        for (n, a) in &arrays {
-            ins.insert(n.as_str(), a.view());
-        }
-        let want = loss.compile::<f64>().unwrap().eval(&ins).unwrap();
+        let want = lossc_eval(&loss, &arrays);
         let got = read(&out);
         let scalar = |k: &str| got[k].iter().next().copied().unwrap();
         let mut value_check = |what: &str, v: f64, tol: f64| {
@@ -991,11 +970,7 @@ fn exported_pytorch_agrees_with_lossc_on_every_example() {
                 let lossc_g = want.grad(p);
                 for (key, tol) in [("grad_", 1e-10), ("backward_", 1e-10), ("autodiff_", 1e-8)] {
                     let g = &got[&format!("{d}_{key}{p}")];
-                    let worst = g
-                        .iter()
-                        .zip(lossc_g.iter())
-                        .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
-                        .fold(0.0, f64::max);
+                    let worst = worst(g, lossc_g.iter());
                     if g.shape() != lossc_g.shape() || worst.is_nan() || worst > tol {
                         failures.push(format!(
                             "{stem} {d} {key}{p}: worst relative difference {worst:e}"
@@ -1007,14 +982,5 @@ fn exported_pytorch_agrees_with_lossc_on_every_example() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // And the files pass the linter.
-    let lint = Command::new(&py)
-        .args(["-m", "ruff", "check", "--isolated", "--no-cache", "--quiet"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        lint.status.success(),
-        "ruff:\n{}",
-        String::from_utf8_lossy(&lint.stdout)
-    );
+    ruff(&py, &dir);
 }
