@@ -16,14 +16,29 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Every bundled example, then the specs in `tests/python/specs` whose
+/// input names clash with the names exported code uses for itself.
 fn examples() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
+    let mut all = Vec::new();
+    for dir in ["examples", "tests/python/specs"] {
+        let mut v: Vec<PathBuf> =
+            std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "loss"))
+                .collect();
+        v.sort();
+        all.extend(v);
+    }
+    all
+}
+
+/// The spec's path as the header of an exported file names it.
+fn origin(path: &Path) -> String {
+    path.strip_prefix(env!("CARGO_MANIFEST_DIR"))
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "loss"))
-        .collect();
-    v.sort();
-    v
+        .display()
+        .to_string()
 }
 
 fn python() -> Option<String> {
@@ -191,7 +206,7 @@ fn exported_numpy_and_jax_agree_with_lossc_on_every_example() {
             .map(|p| p.name.clone())
             .collect();
         for (target, flavor) in [(Target::Numpy, "numpy"), (Target::Jax, "jax")] {
-            let code = export(&loss, target, &format!("examples/{stem}.loss")).unwrap();
+            let code = export(&loss, target, &origin(&path)).unwrap();
             let file = dir.join(format!("{stem}_{flavor}.py"));
             std::fs::write(&file, &code).unwrap();
             let out = dir.join(format!("{stem}_{flavor}_out.npz"));
@@ -276,7 +291,7 @@ fn exported_files_pass_ruff() {
             (Target::XgBoost, "xgboost"),
         ] {
             // A spec a booster cannot serve is refused (tested above).
-            if let Ok(code) = export(&loss, target, &format!("examples/{stem}.loss")) {
+            if let Ok(code) = export(&loss, target, &origin(&path)) {
                 std::fs::write(dir.join(format!("{stem}_{flavor}.py")), code).unwrap();
             }
         }
@@ -295,7 +310,7 @@ fn exported_files_are_snapshotted() {
             (Target::PyTorch, "pytorch"),
             (Target::Latex, "latex"),
         ] {
-            let code = export(&loss, target, &format!("examples/{stem}.loss")).unwrap();
+            let code = export(&loss, target, &origin(&path)).unwrap();
             insta::assert_snapshot!(format!("export_{flavor}__{stem}"), code);
         }
         // XGBoost's file differs from LightGBM's only in the calling
@@ -306,7 +321,7 @@ fn exported_files_are_snapshotted() {
             &[(Target::LightGbm, "lightgbm")]
         };
         for (target, lib) in libs {
-            if let Ok(code) = export(&loss, *target, &format!("examples/{stem}.loss")) {
+            if let Ok(code) = export(&loss, *target, &origin(&path)) {
                 insta::assert_snapshot!(format!("export_{lib}__{stem}"), code);
             }
         }
@@ -423,6 +438,7 @@ const NOT_BOOSTABLE: &[&str] = &[
     "multilabel",
     "pairwise_hinge_ranking",
     "triplet",
+    "size_clash",
 ];
 
 /// How the exported objective maps a raw score to the pred, its first and
@@ -476,9 +492,11 @@ class Data:
     def get_weight(self):
         return self.weight
 
-# One job per line: module path, input npz, output npz, data names, label name.
+# One job per line: module path, input npz, output npz, data names, their Python
+# names, label name, library.
 for line in open(sys.argv[1]).read().splitlines():
-    path, inp, out, names, label, lib = line.split("|")
+    path, inp, out, names, pynames, label, lib = line.split("|")
+    pynames = pynames.split(",") if pynames else []
     names = names.split(",") if names else []
     spec = importlib.util.spec_from_file_location("booster", path)
     mod = importlib.util.module_from_spec(spec)
@@ -489,7 +507,8 @@ for line in open(sys.argv[1]).read().splitlines():
     h = 1e-6 * (1.0 + np.abs(s))
     fd = (mod.per_example(*[a[n] for n in names], s + h)[1]
           - mod.per_example(*[a[n] for n in names], s - h)[1]) / (2 * h)
-    extra = {n: a[n] for n in names if n != label}
+    # Keyword arguments take the Python names (a clashing `n` is `n_`).
+    extra = {k: a[n] for n, k in zip(names, pynames) if n != label}
     w = a["weight"]
     data = Data(a[label], w if lib == "lightgbm" else w)
     g_obj, h_obj = mod.objective(**extra)(s, data)
@@ -513,7 +532,7 @@ fn booster_objectives_match_lossc_on_every_example_they_serve() {
     for path in examples() {
         let loss = Loss::from_file(&path).unwrap();
         let stem = path.file_stem().unwrap().to_string_lossy().to_string();
-        let origin = format!("examples/{stem}.loss");
+        let origin = origin(&path);
         let code = match export(&loss, Target::LightGbm, &origin) {
             Ok(code) => code,
             Err(e) => {
@@ -564,11 +583,16 @@ fn booster_objectives_match_lossc_on_every_example_they_serve() {
             std::fs::write(&file, code).unwrap();
             let out = dir.join(format!("{stem}_{lib}_out.npz"));
             jobs.push_str(&format!(
-                "{}|{}|{}|{}|{label}|{lib}\n",
+                "{}|{}|{}|{}|{}|{label}|{lib}\n",
                 file.display(),
                 inp.display(),
                 out.display(),
-                names.join(",")
+                names.join(","),
+                names
+                    .iter()
+                    .map(|n| lossc::export::py_name(n))
+                    .collect::<Vec<_>>()
+                    .join(",")
             ));
             checks.push((stem.clone(), out, None));
         }
@@ -887,7 +911,7 @@ fn exported_pytorch_agrees_with_lossc_on_every_example() {
     let mut checks = Vec::new();
     for path in examples() {
         let (loss, stem, arrays, inp) = example_case(&dir, &path);
-        let code = export(&loss, Target::PyTorch, &format!("examples/{stem}.loss")).unwrap();
+        let code = export(&loss, Target::PyTorch, &origin(&path)).unwrap();
         let class = code
             .lines()
             .find_map(|l| {

@@ -58,9 +58,102 @@ const PY_KEYWORDS: &[&str] = &[
     "with", "yield",
 ];
 
-/// A spec name as a Python identifier: a keyword gets a trailing `_`.
+/// Names the generated code itself uses: its locals (`n`, `value`, the
+/// booster's `score` and `weight`, torch's `dtype` and `device`), the
+/// modules, the Python builtins it calls and `nn.Module`'s attributes. An
+/// input named like one would be overwritten or shadow it, silently.
+const GENERATED: &[&str] = &[
+    "n",
+    "value",
+    "loss",
+    "grad",
+    "hess",
+    "grads",
+    "score",
+    "weight",
+    "data",
+    "label",
+    "dtype",
+    "device",
+    "out_dtype",
+    "ctx",
+    "g",
+    "f",
+    "fwd",
+    "bwd",
+    "res",
+    "np",
+    "jnp",
+    "jax",
+    "torch",
+    "functools",
+    "w",
+    "c",
+    "lo",
+    "hi",
+    "mid",
+    "total",
+    "column",
+    "name",
+    "first",
+    "preds",
+    "train_data",
+    "eval_data",
+    "predt",
+    "dtrain",
+    "dmatrix",
+    "fobj",
+    "feval",
+    "min_hessian",
+    "self",
+    "float",
+    "int",
+    "abs",
+    "max",
+    "min",
+    "range",
+    "len",
+    "super",
+    "training",
+    "train",
+    "eval",
+    "forward",
+    "to",
+    "cuda",
+    "cpu",
+    "half",
+    "double",
+    "type",
+    "apply",
+    "parameters",
+    "buffers",
+    "children",
+    "modules",
+    "state_dict",
+    "extra_repr",
+    "zero_grad",
+    "value_and_grad",
+    "per_example",
+    "objective",
+    "metric",
+    "init_score",
+];
+
+/// A spec name as a Python identifier: a keyword, a name the generated code
+/// uses, or one shaped like its temporaries (`t3`, `R0`, `grad_z`) gets a
+/// trailing `_`.
 pub fn py_name(s: &str) -> String {
-    if PY_KEYWORDS.contains(&s) {
+    let numbered = |p: &str| {
+        s.strip_prefix(p)
+            .is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()))
+    };
+    if PY_KEYWORDS.contains(&s)
+        || GENERATED.contains(&s)
+        || numbered("t")
+        || numbered("R")
+        || s.starts_with("grad_")
+        || s.starts_with('_')
+    {
         format!("{s}_")
     } else {
         s.to_string()
@@ -77,7 +170,12 @@ fn dom_text(v: &crate::sema::Variable) -> String {
     } else {
         ""
     };
-    format!("{} : {}, shape {shape}{cls}", v.name, v.type_text)
+    // The argument's name, and the spec's where the two differ.
+    let name = match py_name(&v.name) {
+        p if p == v.name => p,
+        p => format!("{p} (`{}` in the spec)", v.name),
+    };
+    format!("{name} : {}, shape {shape}{cls}", v.type_text)
 }
 
 /// Generates the source for `target`.

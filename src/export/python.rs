@@ -144,7 +144,7 @@ impl<'a> Emitter<'a> {
             Some(IdxRange::Batch) | None if idx == "i" => "n".into(),
             Some(IdxRange::Batch) => "n".into(),
             Some(IdxRange::Feature(Size::Lit(k))) => k.to_string(),
-            Some(IdxRange::Feature(Size::Name(s))) => s.clone(),
+            Some(IdxRange::Feature(Size::Name(s))) => super::py_name(s),
             None => "n".into(),
         }
     }
@@ -244,7 +244,12 @@ impl<'a> Emitter<'a> {
                     code: self.input_name(&name),
                     idx: vec!["i".into()],
                 },
-                SymKind::Param | SymKind::Reduced | SymKind::Size => Val {
+                // R0, R1, ... are the file's own names, not the spec's.
+                SymKind::Reduced => Val {
+                    code: name.clone(),
+                    idx: vec![],
+                },
+                SymKind::Param | SymKind::Size => Val {
                     code: super::py_name(&name),
                     idx: vec![],
                 },
@@ -599,8 +604,9 @@ impl<'a> Emitter<'a> {
         let mut out: BTreeMap<String, String> = BTreeMap::new();
         for v in self.checked.data.iter().chain(&self.checked.preds) {
             if let Shape::Vector(Size::Name(s)) = &v.shape {
+                let s = super::py_name(s);
                 out.entry(s.clone())
-                    .or_insert_with(|| format!("{s} = {}.shape[1]", v.name));
+                    .or_insert_with(|| format!("{s} = {}.shape[1]", self.input_name(&v.name)));
             }
         }
         out.into_values().collect()
@@ -614,7 +620,7 @@ impl<'a> Emitter<'a> {
             Some(c) => {
                 let len = match &self.checked.preds[k].shape {
                     Shape::Vector(Size::Lit(l)) => l.to_string(),
-                    Shape::Vector(Size::Name(s)) => s.clone(),
+                    Shape::Vector(Size::Name(s)) => super::py_name(s),
                     Shape::Scalar => "1".into(),
                 };
                 self.lengths.insert(c.clone(), len);
