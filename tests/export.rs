@@ -329,6 +329,33 @@ fn exported_files_are_snapshotted() {
 }
 
 #[test]
+fn a_rename_that_would_collide_is_refused() {
+    let src = "loss clash\ntask regression\ndata y : real\ndata n : real\npred p : real\nparam n_ = 3 in [0, 10]\nminimize mean(n_ * n * (y - p)^2)\n";
+    let loss = Loss::from_named_source("spec.loss", src).unwrap();
+    for target in [
+        Target::Numpy,
+        Target::Jax,
+        Target::PyTorch,
+        Target::LightGbm,
+    ] {
+        let e = export(&loss, target, "spec.loss").unwrap_err();
+        assert!(e.to_string().contains("E0092"), "{e}");
+    }
+    // LaTeX has no Python names to clash.
+    assert!(export(&loss, Target::Latex, "spec.loss").is_ok());
+    let e = export(&loss, Target::Numpy, "spec.loss").unwrap_err();
+    insta::assert_snapshot!(e.render(lossc::Color::Never), @"
+    error[E0092]: `n` is renamed `n_` in exported Python (the generated code uses `n` itself, or it is a Python keyword), which is the name of `n_`
+      ┌─ spec.loss:4:6
+      │
+    4 │ data n : real
+      │      ^ becomes `n_`
+      │
+      = hint: rename `n` or `n_` in the spec
+    ");
+}
+
+#[test]
 fn booster_exports_refuse_what_a_booster_cannot_fit() {
     let refuse = |spec: &str| {
         // cargo runs tests in the package's directory: paths stay relative.
@@ -438,6 +465,7 @@ const NOT_BOOSTABLE: &[&str] = &[
     "multilabel",
     "pairwise_hinge_ranking",
     "triplet",
+    "scaled_dot",
     "size_clash",
 ];
 
@@ -515,10 +543,12 @@ for line in open(sys.argv[1]).read().splitlines():
     m = mod.metric(**extra)(s, data)
     data_nw = Data(a[label], None if lib == "lightgbm" else np.empty(0))
     m_nw = mod.metric(**extra)(s, data_nw)
+    # Columns given per data set, as a dict keyed by the data set object.
+    m_dict = mod.metric(**{k: {data: v} for k, v in extra.items()})(s, data)
     init = mod.init_score(*[a[n] for n in names])
     g_init = mod.per_example(*[a[n] for n in names], np.full(s.shape, init))[1].sum()
     np.savez(out, loss=loss, grad=grad, hess=hess, fd=fd, g_obj=g_obj, h_obj=h_obj,
-             metric=m[1], metric_nw=m_nw[1], init_grad=g_init)
+             metric=m[1], metric_nw=m_nw[1], metric_dict=m_dict[1], init_grad=g_init)
 "#;
 
 #[test]
@@ -602,7 +632,8 @@ fn booster_objectives_match_lossc_on_every_example_they_serve() {
                 *a = score.mapv(|s| link(&pred.dom, s).0);
             }
         }
-        let want = expected(&loss, &arrays, &score, &weight);
+        let mut want = expected(&loss, &arrays, &score, &weight);
+        want.flat = code.contains("np.where(hess == 0.0, 1.0");
         let k = checks.len();
         for check in &mut checks[k - 2..] {
             check.2 = Some(want.clone());
@@ -636,6 +667,8 @@ struct Expected {
     grad: Vec<f64>,
     hess: Option<Vec<f64>>,
     weight: Vec<f64>,
+    /// The objective turns a zero Hessian into 1 (a locally linear loss).
+    flat: bool,
 }
 
 fn expected(
@@ -666,6 +699,7 @@ fn expected(
         grad,
         hess,
         weight: weight.iter().copied().collect(),
+        flat: false,
     }
 }
 
@@ -706,7 +740,7 @@ impl Expected {
         let hw: Vec<f64> = hess
             .iter()
             .zip(w)
-            .map(|(h, w)| if *h == 0.0 { 1.0 } else { h.max(1e-6) } * w)
+            .map(|(h, w)| if self.flat && *h == 0.0 { 1.0 } else { h.max(1e-6) } * w)
             .collect();
         check("objective() gradient", &v("g_obj"), &gw, 1e-12);
         check("objective() Hessian", &v("h_obj"), &hw, 1e-12);
@@ -717,6 +751,12 @@ impl Expected {
             1e-12,
         );
         check("metric() unweighted", &v("metric_nw"), &[self.value], 1e-10);
+        check(
+            "metric() with per-data-set columns",
+            &v("metric_dict"),
+            &v("metric"),
+            0.0,
+        );
         // The best constant score zeroes the summed gradient (to within one
         // example's step, where the loss is piecewise linear and its
         // gradient jumps).

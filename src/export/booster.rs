@@ -237,6 +237,10 @@ pub fn export(loss: &Loss, lib: Library, origin: &str) -> Result<String, crate::
         }
     };
 
+    // Where the loss is locally linear its Hessian is a literal 0 in the
+    // derivation: the whole of it (MAE) or a branch (Huber's tails). Only
+    // then is a zero Hessian a gradient step; elsewhere a 0 is underflow.
+    let flat = has_flat_region(&d.graph, h);
     let fragile =
         divides_by_sigmoid(&d.graph, d.preds[0].per_sample) || divides_by_sigmoid(&d.graph, h);
     let mut notes = vec![
@@ -258,7 +262,7 @@ pub fn export(loss: &Loss, lib: Library, origin: &str) -> Result<String, crate::
                 String::new()
             } else {
                 format!(
-                    " The other data inputs ({}) are keyword arrays of objective() and metric(), one value per row of the data set they are used with.",
+                    " The other data inputs ({}) are keyword arguments of objective() and metric(): an array with one value per row of the data set, or a dict from each data set (the Dataset or DMatrix object) to its array, for a metric evaluated on several.",
                     extra.join(", ")
                 )
             }
@@ -271,12 +275,16 @@ pub fn export(loss: &Loss, lib: Library, origin: &str) -> Result<String, crate::
         ));
     }
     notes.push(
-        "per_example() returns the exact Hessian. A booster divides by it, so objective() passes on a usable one: where the loss is locally linear (Hessian exactly 0: Huber's tails, MAE, hinge) it returns 1, a gradient step, as the libraries' own Huber and L1 objectives do; where the loss is non-convex (Hessian below min_hessian) it returns min_hessian."
-            .to_string(),
+        if flat {
+            "per_example() returns the exact Hessian. A booster divides by it, so objective() passes on a usable one: where this loss is locally linear (its Hessian is exactly 0 there) it returns 1, a gradient step, as the libraries' own Huber and L1 objectives do; elsewhere it returns the Hessian, at least min_hessian."
+        } else {
+            "per_example() returns the exact Hessian. A booster divides by it, so objective() returns it at least min_hessian (where the loss is non-convex, or the Hessian underflows at a saturated score)."
+        }
+        .to_string(),
     );
     notes.push(match lib {
         Library::LightGbm => "Use: train_set = lightgbm.Dataset(X, label, init_score=np.full(len(label), init_score(label))); booster = lightgbm.train({\"objective\": objective(), ...}, train_set, feval=metric(), valid_sets=[...]); the raw score of new rows is init_score(label) + booster.predict(X_new).".to_string(),
-        Library::XgBoost => "Use: dtrain = xgboost.DMatrix(X, label, base_margin=np.full(len(label), init_score(label))); booster = xgboost.train({\"disable_default_eval_metric\": 1, ...}, dtrain, obj=objective(), custom_metric=metric(), evals=[...]); the raw score of new rows is init_score(label) + booster.predict(xgboost.DMatrix(X_new), output_margin=True).".to_string(),
+        Library::XgBoost => "Use: init = init_score(label); dtrain = xgboost.DMatrix(X, label, base_margin=np.full(len(label), init)); booster = xgboost.train({\"disable_default_eval_metric\": 1, ...}, dtrain, obj=objective(), custom_metric=metric(), evals=[...]); the raw score of new rows is booster.predict(xgboost.DMatrix(X_new, base_margin=np.full(len(X_new), init)), output_margin=True) (without base_margin XGBoost adds its base_score, 0.5, instead).".to_string(),
     });
     let mut o = header(loss, libname, origin, &notes);
     let _ = writeln!(o, "\"\"\"\n\nimport numpy as np\n");
@@ -355,7 +363,7 @@ pub fn export(loss: &Loss, lib: Library, origin: &str) -> Result<String, crate::
             if v.name == label.name {
                 "data.get_label()".to_string()
             } else {
-                format!("_rows({}, score, \"{}\")", py_name(&v.name), v.name)
+                format!("_rows({}, data, score, \"{}\")", py_name(&v.name), v.name)
             }
         })
         .collect();
@@ -365,7 +373,7 @@ pub fn export(loss: &Loss, lib: Library, origin: &str) -> Result<String, crate::
     if !extra.is_empty() {
         let _ = writeln!(
             o,
-            "\n\ndef _rows(column, score, name):\n    column = np.asarray(column, dtype=float)\n    if column.shape[0] != score.shape[0]:\n        raise ValueError(\n            f\"{{name}} has {{column.shape[0]}} rows but the data set has {{score.shape[0]}}; \"\n            \"make one objective() or metric() per data set\"\n        )\n    return column\n"
+            "\n\ndef _rows(column, data, score, name):\n    if isinstance(column, dict):\n        if data not in column:\n            raise ValueError(f\"{{name}} has no array for this data set\")\n        column = column[data]\n    column = np.asarray(column, dtype=float)\n    if column.shape[0] != score.shape[0]:\n        raise ValueError(\n            f\"{{name}} has {{column.shape[0]}} rows but the data set has {{score.shape[0]}}; \"\n            f\"give {{name}}={{{{data_set: array, ...}}}} to use one metric() on several\"\n        )\n    return column\n"
         );
     }
     let _ = writeln!(o, "\ndef _evaluate(data, score{}):", {
@@ -417,10 +425,12 @@ pub fn export(loss: &Loss, lib: Library, origin: &str) -> Result<String, crate::
         o,
         "        _, grad, hess, weight = _evaluate({data_name}, {score_name}{fwd})"
     );
-    let _ = writeln!(
-        o,
-        "        hess = np.where(hess == 0.0, 1.0, np.maximum(hess, min_hessian))"
-    );
+    let rule = if flat {
+        "np.where(hess == 0.0, 1.0, np.maximum(hess, min_hessian))"
+    } else {
+        "np.maximum(hess, min_hessian)"
+    };
+    let _ = writeln!(o, "        hess = {rule}");
     let _ = writeln!(
         o,
         "        if weight is not None:\n            grad, hess = grad * weight, hess * weight"
@@ -450,7 +460,7 @@ pub fn export(loss: &Loss, lib: Library, origin: &str) -> Result<String, crate::
 /// means of per-example terms has a per-example Hessian. `a`, `b` may be
 /// any expression of params and numbers. Anything else is left as it is.
 fn merge_means(g: &mut Graph, o: Objective) -> Objective {
-    if o.reductions.len() < 2 || o.reductions.iter().any(|r| r.kind != o.reductions[0].kind) {
+    if o.reductions.iter().any(|r| r.kind != o.reductions[0].kind) {
         return o;
     }
     let kind = o.reductions[0].kind;
@@ -459,8 +469,19 @@ fn merge_means(g: &mut Graph, o: Objective) -> Objective {
         Node::Add(xs) => xs.clone(),
         _ => vec![o.outer],
     };
-    let constant =
-        |g: &Graph, id: Id| matches!(g.node(id), Node::Num(_) | Node::Sym(SymKind::Param, _));
+    // The same for every row: numbers, params and sizes, however combined.
+    let constant = |g: &Graph, id: Id| {
+        g.reachable(id).into_iter().all(|x| {
+            !matches!(
+                g.node(x),
+                Node::Sym(SymKind::Data | SymKind::Pred | SymKind::Reduced, _)
+                    | Node::Elem { .. }
+                    | Node::Idx(_)
+                    | Node::Row
+                    | Node::Reduce { .. }
+            )
+        })
+    };
     let mut parts = Vec::new();
     for t in terms {
         let factors = match g.node(t) {
@@ -509,4 +530,14 @@ fn divides_by_sigmoid(g: &Graph, id: Id) -> bool {
         Node::Pow(b, e) => g.as_num(*e).is_some_and(|k| k < 0.0) && has_sigmoid(*b),
         _ => false,
     })
+}
+
+/// Whether the Hessian is the literal 0 on a region: all of it, or a
+/// branch of a condition (the derivation of a piecewise-linear piece).
+fn has_flat_region(g: &Graph, h: Id) -> bool {
+    g.as_num(h) == Some(0.0)
+        || g.reachable(h).into_iter().any(|x| match g.node(x) {
+            Node::Select(_, a, b) => g.as_num(*a) == Some(0.0) || g.as_num(*b) == Some(0.0),
+            _ => false,
+        })
 }

@@ -178,10 +178,59 @@ fn dom_text(v: &crate::sema::Variable) -> String {
     format!("{name} : {}, shape {shape}{cls}", v.type_text)
 }
 
+/// E0092: renaming a spec name for Python (`n` -> `n_`) would make it
+/// another spec name; the generated code would confuse the two.
+fn check_renames(loss: &Loss) -> Result<(), crate::Error> {
+    let c = loss.checked();
+    let mut names: Vec<(&str, Option<crate::span::Span>)> = Vec::new();
+    names.extend(
+        c.data
+            .iter()
+            .chain(&c.preds)
+            .map(|v| (v.name.as_str(), Some(v.span))),
+    );
+    names.extend(c.params.iter().map(|p| (p.name.as_str(), Some(p.span))));
+    names.extend(c.sizes.keys().map(|s| (s.as_str(), None)));
+    for (a, span) in &names {
+        let renamed = py_name(a);
+        if renamed == *a {
+            continue;
+        }
+        if let Some((b, other)) = names
+            .iter()
+            .find(|(b, _)| *b != *a && py_name(b) == renamed || *b == renamed)
+        {
+            // A size has no declaration of its own: point at the other name.
+            let (at, label) = match (span, other) {
+                (Some(s), _) => (*s, format!("becomes `{renamed}`")),
+                (None, Some(o)) => (*o, format!("size `{a}` would become this name")),
+                (None, None) => (c.spec.span, format!("`{a}` becomes `{renamed}`")),
+            };
+            let d = crate::Diagnostic::error(
+                "E0092",
+                at,
+                format!(
+                    "`{a}` is renamed `{renamed}` in exported Python (the generated code uses `{a}` itself, or it is a Python keyword), which is the name of `{b}`"
+                ),
+            )
+            .with_label(label)
+            .with_hint(format!("rename `{a}` or `{b}` in the spec"));
+            return Err(crate::Error::Spec(Box::new(crate::Report {
+                file: loss.source().clone(),
+                diagnostics: vec![d],
+            })));
+        }
+    }
+    Ok(())
+}
+
 /// Generates the source for `target`.
 pub fn export(loss: &Loss, target: Target, origin: &str) -> Result<String, crate::Error> {
     let d = loss.derive()?;
     let c = loss.checked();
+    if target != Target::Latex {
+        check_renames(loss)?;
+    }
     match target {
         Target::Latex => return Ok(latex(loss, &d)),
         Target::LightGbm => return booster::export(loss, booster::Library::LightGbm, origin),

@@ -249,7 +249,17 @@ impl<'a> Emitter<'a> {
                     code: name.clone(),
                     idx: vec![],
                 },
-                SymKind::Param | SymKind::Size => Val {
+                SymKind::Param => Val {
+                    code: super::py_name(&name),
+                    idx: vec![],
+                },
+                // A size is a Python int (it also sizes arrays); in
+                // arithmetic torch needs it as a tensor (`sqrt(D)`).
+                SymKind::Size if self.torch() => {
+                    let code = format!("{}.new_tensor({})", self.like, super::py_name(&name));
+                    self.bind(code, vec![])
+                }
+                SymKind::Size => Val {
                     code: super::py_name(&name),
                     idx: vec![],
                 },

@@ -96,10 +96,10 @@ def main():
         evals_result=history,
         verbose_eval=False,
     )
-    test = xgboost.DMatrix(xt)
+    test = xgboost.DMatrix(xt, base_margin=np.full(len(yt), init))
     out["xgboost"] = compare(
-        plain.predict(test, output_margin=True),
-        init + custom.predict(test, output_margin=True),
+        plain.predict(xgboost.DMatrix(xt), output_margin=True),
+        custom.predict(test, output_margin=True),
         yt,
     )
     curve = history["train"]["moderation"]
