@@ -209,33 +209,143 @@ fn generated_kernels_report_the_same_input_errors_as_the_interpreter() {
             40_000
         };
         let c = loss.checked();
+        // Every vector 40 wide too, so that generated loops over components
+        // run (narrower ones run on the interpreter); the bad value in the
+        // first and in the last component of its row.
+        let names: Vec<String> = c.sizes.keys().cloned().collect();
+        let wide: Vec<(&str, usize)> = names.iter().map(|k| (k.as_str(), 40)).collect();
+        let layouts: Vec<(bool, bool)> = if wide.is_empty() {
+            vec![(false, false)]
+        } else {
+            vec![(false, false), (true, false), (true, true)]
+        };
         for v in c.data.iter().chain(&c.preds) {
             for bad in outside(&v.dom) {
-                let mut arrays = arrays::<f32>(&loss, n);
-                let a = &mut arrays.iter_mut().find(|(k, _)| *k == v.name).unwrap().1;
-                let row = n - 3;
-                let at = a.len() / n * row;
-                a.as_slice_mut().unwrap()[at] = bad as f32;
-                let mut inputs = Inputs::new();
-                for (name, a) in &arrays {
-                    inputs.insert(name.clone(), a.view());
+                for &(is_wide, last) in &layouts {
+                    let mut arrays = if is_wide {
+                        arrays_sized::<f32>(&loss, n, &wide)
+                    } else {
+                        arrays::<f32>(&loss, n)
+                    };
+                    let a = &mut arrays.iter_mut().find(|(k, _)| *k == v.name).unwrap().1;
+                    let row = n - 3;
+                    let width = a.len() / n;
+                    let at = width * row + if last { width - 1 } else { 0 };
+                    a.as_slice_mut().unwrap()[at] = bad as f32;
+                    let mut inputs = Inputs::new();
+                    for (name, a) in &arrays {
+                        inputs.insert(name.clone(), a.view());
+                    }
+                    let want = interp.eval(&inputs).err().map(|e| e.to_string());
+                    let got = generated.eval(&inputs).err().map(|e| e.to_string());
+                    assert!(
+                        want.is_some(),
+                        "{stem}: {} = {bad} at row {row} accepted",
+                        v.name
+                    );
+                    assert!(
+                        want.as_deref()
+                            .is_some_and(|w| w.contains(&format!("row {row}"))),
+                        "{stem}: {want:?}"
+                    );
+                    assert_eq!(
+                        got, want,
+                        "{stem}: {} = {bad} (wide {is_wide}, last {last})",
+                        v.name
+                    );
+                    cases += 1;
                 }
-                let want = interp.eval(&inputs).err().map(|e| e.to_string());
-                let got = generated.eval(&inputs).err().map(|e| e.to_string());
-                assert!(
-                    want.is_some(),
-                    "{stem}: {} = {bad} at row {row} accepted",
-                    v.name
-                );
-                assert!(
-                    want.as_deref()
-                        .is_some_and(|w| w.contains(&format!("row {row}"))),
-                    "{stem}: {want:?}"
-                );
-                assert_eq!(got, want, "{stem}: {} = {bad}", v.name);
-                cases += 1;
             }
         }
     }
     assert!(cases > 100, "{cases} cases");
+}
+
+/// Random in-domain arrays with the size names given.
+fn arrays_sized<T: Float>(
+    loss: &Loss,
+    n: usize,
+    sizes: &[(&str, usize)],
+) -> Vec<(String, ArrayD<T>)> {
+    let sizes = sizes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let batch = lossc::grad::random_batch_sized(loss.checked(), n, sizes, &mut Rng::new(9));
+    let c = loss.checked();
+    c.data
+        .iter()
+        .chain(&c.preds)
+        .map(|v| {
+            let rows = &batch.values[&v.name];
+            let flat: Vec<T> = rows.iter().flatten().map(|x| T::of(*x)).collect();
+            let shape = match v.shape {
+                Shape::Scalar => vec![n],
+                Shape::Vector(_) => vec![n, rows[0].len()],
+            };
+            (
+                v.name.clone(),
+                ArrayD::from_shape_vec(IxDyn(&shape), flat).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn loop_kernels_agree_for_every_vector_width_and_thread_count() {
+    // Generated loops over components: widths that are not, are, and are
+    // just past a multiple of the eight lanes, one component, and 1000; a
+    // row count that leaves a short last block; results identical with one
+    // and two threads.
+    for (stem, size) in [
+        ("cce_logits", "C"),
+        ("multilabel", "L"),
+        ("triplet", "D"),
+        ("contrastive", "D"),
+    ] {
+        let loss = Loss::from_file(format!("examples/{stem}.loss")).unwrap();
+        for width in [1usize, 7, 8, 9, 31, 32, 33, 100, 1000] {
+            let n = if width == 1000 { 300 } else { 16_384 + 37 };
+            let arrays = arrays_sized::<f64>(&loss, n, &[(size, width)]);
+            let mut inputs = Inputs::new();
+            for (name, a) in &arrays {
+                inputs.insert(name.clone(), a.view());
+            }
+            let reference = loss.compile::<f64>().unwrap().eval(&inputs).unwrap();
+            let mut bits = Vec::new();
+            for threads in [1, 2] {
+                let ev = loss
+                    .compile::<f64>()
+                    .unwrap()
+                    .with_kernel(kernel(stem))
+                    .unwrap()
+                    .with_threads(threads)
+                    .unwrap();
+                let out = ev.eval(&inputs).unwrap();
+                let close =
+                    |x: f64, y: f64, scale: f64| (x - y).abs() <= 1e-13 * y.abs().max(scale);
+                assert!(
+                    close(out.loss(), reference.loss(), 1e-30),
+                    "{stem} {size}={width}: loss {} vs {}",
+                    out.loss(),
+                    reference.loss()
+                );
+                let mut all = vec![out.loss().to_bits()];
+                for (name, want) in reference.grads() {
+                    let got = out.grad(name);
+                    assert_eq!(got.shape(), want.shape());
+                    let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                    for (x, y) in got.iter().zip(want.iter()) {
+                        assert!(
+                            close(*x, *y, scale),
+                            "{stem} {size}={width} d/d{name}: {x} vs {y}"
+                        );
+                    }
+                    all.extend(got.iter().map(|x| x.to_bits()));
+                }
+                bits.push(all);
+            }
+            assert!(
+                bits[0] == bits[1],
+                "{stem} {size}={width}: 1 and 2 threads differ"
+            );
+        }
+    }
 }

@@ -23,14 +23,22 @@
 //! let eval = loss.compile::<f32>()?.with_kernel(focal_kernel::focal_logits::kernel())?;
 //! ```
 
-use super::plan::{BFn, CompSrc, Item, Op, Plan, RowSrc, UFn};
-use crate::ir::Func;
+use super::plan::{BFn, CompSrc, Fold, Item, LoopKind, Op, Pass, Plan, Range, Reg, RowSrc, UFn};
+use crate::ir::{Func, RedOp};
 use crate::sema::types::Dom;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 /// Rows per chunk of a generated loop: per-row losses wait in a stack
 /// buffer of this length before they are summed.
 const CHUNK: usize = 512;
+
+/// Vectors narrower than this (in every loop of a pass) run on the
+/// interpreter rather than in generated loops over their components
+/// (measured: at C = 10 the interpreter's rows-innermost layout is 1.3-1.8x
+/// faster than a generated loop per row; at C = 1000 the generated loops
+/// are 2.5-3x faster).
+const NARROW: usize = 32;
 
 /// A 64-bit FNV-1a hash of the plan's text and its inputs' domains: a
 /// generated kernel is only accepted by an evaluator with the same plan.
@@ -88,7 +96,7 @@ pub(crate) fn rust_module(plan: &Plan, module: &str, origin: &str) -> String {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            if flat(p) {
+            if flat(p) || looped(p) {
                 format!("Some(pass{i}::<T>)")
             } else {
                 "None".to_string()
@@ -108,13 +116,17 @@ pub(crate) fn rust_module(plan: &Plan, module: &str, origin: &str) -> String {
     for (i, pass) in plan.passes.iter().enumerate() {
         if flat(pass) {
             pass_fn(plan, pass, i, &mut s);
+        } else if looped(pass) {
+            loop_pass_fn(plan, pass, i, &mut s);
         }
     }
     s.push_str("}\n");
     s
 }
 
-fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) {
+/// The pass function's signature, its dispatch between the AVX2+FMA and
+/// the baseline build of its body, and the body's first lines.
+fn pass_header(index: usize, s: &mut String) {
     let sig = "b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool";
     let _ = write!(
         s,
@@ -140,6 +152,10 @@ fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) 
             let n = b.rows();
 "
     );
+}
+
+fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) {
+    pass_header(index, s);
     let items: Vec<&Op> = pass.scopes[0]
         .items
         .iter()
@@ -220,7 +236,7 @@ fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) 
         if let Some(out) = super::plan::op_writes(op)
             && !rowdep(out)
         {
-            let _ = writeln!(s, "            let v{out}: T = {};", expr(op));
+            let _ = writeln!(s, "            let v{out}: T = {};", expr(op, &flat_leaf));
         }
     }
     for (k, _) in pass.sums.iter().enumerate() {
@@ -270,7 +286,11 @@ fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) 
                 if let Some(out) = super::plan::op_writes(op)
                     && rowdep(out)
                 {
-                    let _ = writeln!(s, "                    let v{out}: T = {};", expr(op));
+                    let _ = writeln!(
+                        s,
+                        "                    let v{out}: T = {};",
+                        expr(op, &flat_leaf)
+                    );
                     if let Op::Load { slot, .. } = op
                         && checked
                         && let Some(test) =
@@ -331,15 +351,24 @@ fn check_expr(dom: &Dom, v: &str) -> Option<String> {
     }
 }
 
-/// The Rust expression computing an instruction from its operands.
-fn expr(op: &Op) -> String {
+/// How a flat pass reads its leaves: the row is `r0 + l`.
+fn flat_leaf(op: &Op) -> String {
+    match op {
+        Op::CurRow { .. } => "math::index::<T>(r0 + l)".into(),
+        Op::Load { slot, .. } => format!("x{slot}[l]"),
+        Op::TableLoad { table, .. } => format!("t{table}[l]"),
+        _ => unreachable!("not in a flat pass"),
+    }
+}
+
+/// The Rust expression computing an instruction from its operands; `leaf`
+/// writes the reads of rows, components and indices.
+fn expr(op: &Op, leaf: &dyn Fn(&Op) -> String) -> String {
     let v = |r: &u32| format!("v{r}");
     match op {
         Op::Const { v: x, .. } => format!("T::of({x:?})"),
         Op::Uniform { u, .. } => format!("b.uniform({u})"),
-        Op::CurRow { .. } => "T::of((r0 + l) as f64)".into(),
-        Op::Load { slot, .. } => format!("x{slot}[l]"),
-        Op::TableLoad { table, .. } => format!("t{table}[l]"),
+        Op::CurRow { .. } | Op::Load { .. } | Op::TableLoad { .. } | Op::Iota { .. } => leaf(op),
         Op::Un { f, a, .. } => {
             let a = v(a);
             match f {
@@ -393,6 +422,621 @@ fn expr(op: &Op) -> String {
             }
         }
         Op::Sel { c, a, b, .. } => format!("math::sel({} != T::ZERO, {}, {})", v(c), v(a), v(b)),
-        Op::Iota { .. } | Op::Store { .. } => unreachable!("not in a flat pass"),
+        Op::Store { .. } => unreachable!("a store is a statement"),
     }
+}
+
+/// Whether a pass can be generated as loops over a vector's components:
+/// it reads only its own rows, and no loop runs inside another (a row's
+/// loops then each become one loop over the components, vectorised along
+/// them).
+fn looped(pass: &Pass) -> bool {
+    !pass.coupled
+        && pass.scopes.iter().enumerate().all(|(i, sc)| {
+            (i == 0 || matches!(sc.range, Some(Range::Feature(_))))
+                && sc.items.iter().all(|item| match item {
+                    Item::Loop { .. } => i == 0,
+                    Item::Op(Op::Load { row, .. } | Op::TableLoad { row, .. }) => {
+                        matches!(row, RowSrc::Cur)
+                    }
+                    Item::Op(Op::Iota { scope, .. }) => *scope as usize == i,
+                    Item::Op(Op::Store { scope, .. }) => scope.map_or(i == 0, |s| s as usize == i),
+                    Item::Op(_) => true,
+                })
+        })
+}
+
+/// Each register's defining instruction and the scope it is in.
+fn definitions(pass: &Pass) -> BTreeMap<Reg, (&Op, u16)> {
+    let mut def = BTreeMap::new();
+    for (si, sc) in pass.scopes.iter().enumerate() {
+        for item in &sc.items {
+            if let Item::Op(op) = item
+                && let Some(out) = super::plan::op_writes(op)
+            {
+                def.insert(out, (op, si as u16));
+            }
+        }
+    }
+    def
+}
+
+/// Whether register `a`, read in loop `la`, computes what `b` computes in
+/// loop `lb` at the same component.
+fn same_at(def: &BTreeMap<Reg, (&Op, u16)>, a: Reg, la: u16, b: Reg, lb: u16) -> bool {
+    if a == b {
+        return true;
+    }
+    let (Some(&(x, _)), Some(&(y, _))) = (def.get(&a), def.get(&b)) else {
+        return false;
+    };
+    let same = |p: Reg, q: Reg| same_at(def, p, la, q, lb);
+    match (x, y) {
+        (Op::Const { v: p, .. }, Op::Const { v: q, .. }) => p.to_bits() == q.to_bits(),
+        (Op::Uniform { u: p, .. }, Op::Uniform { u: q, .. }) => p == q,
+        (Op::Iota { scope: p, .. }, Op::Iota { scope: q, .. }) => *p == la && *q == lb,
+        (Op::CurRow { .. }, Op::CurRow { .. }) => true,
+        (
+            Op::TableLoad {
+                table: p,
+                row: RowSrc::Cur,
+                ..
+            },
+            Op::TableLoad {
+                table: q,
+                row: RowSrc::Cur,
+                ..
+            },
+        ) => p == q,
+        (
+            Op::Load {
+                slot: p,
+                row: RowSrc::Cur,
+                comp: cp,
+                ..
+            },
+            Op::Load {
+                slot: q,
+                row: RowSrc::Cur,
+                comp: cq,
+                ..
+            },
+        ) => {
+            p == q
+                && match (cp, cq) {
+                    (CompSrc::None, CompSrc::None) => true,
+                    (CompSrc::Loop(i), CompSrc::Loop(j)) => *i == la && *j == lb,
+                    (CompSrc::Reg(i), CompSrc::Reg(j)) => same(*i, *j),
+                    _ => false,
+                }
+        }
+        (Op::Un { f: p, a: i, .. }, Op::Un { f: q, a: j, .. }) => p == q && same(*i, *j),
+        (Op::Powi { n: p, a: i, .. }, Op::Powi { n: q, a: j, .. }) => p == q && same(*i, *j),
+        (
+            Op::Bin {
+                f: p, a: i, b: k, ..
+            },
+            Op::Bin {
+                f: q, a: j, b: l, ..
+            },
+        ) => p == q && same(*i, *j) && same(*k, *l),
+        (
+            Op::Sel {
+                c: p, a: i, b: k, ..
+            },
+            Op::Sel {
+                c: q, a: j, b: l, ..
+            },
+        ) => same(*p, *q) && same(*i, *j) && same(*k, *l),
+        _ => false,
+    }
+}
+
+/// The softmaxes of a pass: `exp(x - logsumexp(x))` in a loop over the
+/// components whose `logsumexp` the pass computed over the same range. The
+/// logsumexp loop keeps `exp(x - max)` per component, so the softmax is a
+/// product, `exp(x - max) / sum`: one `exp` per component in all, as in a
+/// hand-written softmax. Maps the `exp` register to the logsumexp loop's
+/// scope and accumulator.
+fn softmaxes(pass: &Pass) -> BTreeMap<Reg, (u16, Reg)> {
+    let def = definitions(pass);
+    // Logsumexp loops without a filter: accumulator -> (scope, body).
+    let mut lse = BTreeMap::new();
+    for item in &pass.scopes[0].items {
+        if let Item::Loop {
+            scope,
+            kind:
+                LoopKind::Reduce {
+                    op: RedOp::LogSumExp,
+                    acc,
+                    fold: Fold::Reg(body),
+                    filter: None,
+                    ..
+                },
+        } = item
+        {
+            lse.insert(*acc, (*scope, *body));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (&r, &(op, st)) in &def {
+        let Op::Un {
+            f: UFn::F(Func::Exp),
+            a,
+            ..
+        } = op
+        else {
+            continue;
+        };
+        if st == 0 {
+            continue;
+        }
+        // x - lse, as `x + (-lse)` or `x - lse`.
+        let split = match def.get(a) {
+            Some((
+                Op::Bin {
+                    f: BFn::Sub,
+                    a: x,
+                    b: l,
+                    ..
+                },
+                _,
+            )) => vec![(*x, *l)],
+            Some((
+                Op::Bin {
+                    f: BFn::Add,
+                    a: p,
+                    b: q,
+                    ..
+                },
+                _,
+            )) => [(*p, *q), (*q, *p)]
+                .into_iter()
+                .filter_map(|(x, n)| match def.get(&n) {
+                    Some((
+                        Op::Un {
+                            f: UFn::Neg, a: l, ..
+                        },
+                        _,
+                    )) => Some((x, *l)),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (x, l) in split {
+            if let Some(&(ls, body)) = lse.get(&l)
+                && pass.scopes[ls as usize].range == pass.scopes[st as usize].range
+                && same_at(&def, x, st, body, ls)
+            {
+                out.insert(r, (ls, l));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// A pass with loops over components, generated row by row: the row's
+/// scalars are locals, each loop over components is one Rust loop over
+/// them (its values in a per-row buffer of this worker's scratch, then
+/// reduced eight lanes at a time), and the row's gradient components are
+/// written in that loop.
+fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
+    pass_header(index, s);
+    let soft = softmaxes(pass);
+    let cached: std::collections::BTreeSet<u16> = soft.values().map(|&(ls, _)| ls).collect();
+    // What the pass reads.
+    let mut slots = BTreeSet::new();
+    let mut tables_in = BTreeSet::new();
+    // Input slots whose every value is read in a loop over all components
+    // (or, for a scalar, read at all): those can be tested as they are read.
+    let mut covered = BTreeSet::new();
+    for (si, sc) in pass.scopes.iter().enumerate() {
+        for item in &sc.items {
+            match item {
+                Item::Op(Op::Load { slot, comp, .. }) => {
+                    slots.insert(*slot);
+                    let full = match comp {
+                        CompSrc::None => plan.inputs[*slot as usize].size.is_none(),
+                        CompSrc::Loop(l) => {
+                            *l as usize == si
+                                && plan.inputs[*slot as usize].size.is_some_and(|z| {
+                                    pass.scopes[si].range == Some(Range::Feature(z))
+                                })
+                        }
+                        CompSrc::Reg(_) => false,
+                    };
+                    if full {
+                        covered.insert(*slot);
+                    }
+                }
+                Item::Op(Op::TableLoad { table, .. }) => {
+                    tables_in.insert(*table);
+                }
+                _ => {}
+            }
+        }
+    }
+    for slot in &slots {
+        let _ = writeln!(
+            s,
+            "            // `{}`\n            let w{slot} = b.width({slot});\n            let x{slot} = unsafe {{ std::slice::from_raw_parts(b.input({slot}), n * w{slot}) }};",
+            plan.inputs[*slot as usize].name
+        );
+    }
+    for t in &tables_in {
+        let _ = writeln!(
+            s,
+            "            let t{t} = unsafe {{ std::slice::from_raw_parts(b.table({t}), n) }};"
+        );
+    }
+    // Outputs from row b0 on, `ow` values per row.
+    let mut outs = BTreeSet::new();
+    for sc in &pass.scopes {
+        for item in &sc.items {
+            if let Item::Op(Op::Store {
+                output, hessian, ..
+            }) = item
+            {
+                outs.insert((*hessian, *output));
+            }
+        }
+    }
+    for (hessian, output) in &outs {
+        let (v, get, decl) = if *hessian {
+            ("h", "hessian", &plan.hessians[*output as usize])
+        } else {
+            ("g", "grad", &plan.grads[*output as usize])
+        };
+        let _ = writeln!(
+            s,
+            "            let {v}w{output} = b.width({});\n            // SAFETY: each block writes only its own rows.\n            let {v}{output} = unsafe {{ std::slice::from_raw_parts_mut(b.{get}({output}).add(b0 * {v}w{output}), (b1 - b0) * {v}w{output}) }};",
+            decl.slot
+        );
+    }
+    for (_, t) in &pass.tables {
+        let _ = writeln!(
+            s,
+            "            let to{t} = unsafe {{ std::slice::from_raw_parts_mut(b.table_out({t}).add(b0), b1 - b0) }};"
+        );
+    }
+    let _ = writeln!(s, "            let scale = b.scale();");
+    // Loop extents, and a scratch buffer per reducing loop.
+    let mut reducing = Vec::new();
+    for item in &pass.scopes[0].items {
+        if let Item::Loop { scope, kind } = item {
+            let Some(Range::Feature(z)) = pass.scopes[*scope as usize].range else {
+                unreachable!("looped passes loop over components");
+            };
+            let _ = writeln!(s, "            let e{scope} = b.size({z});");
+            if matches!(kind, LoopKind::Reduce { .. }) {
+                reducing.push(*scope);
+            }
+        }
+    }
+    // Narrow vectors run on the interpreter, whose registers put rows
+    // innermost: a loop per row over a handful of components costs more in
+    // per-row overhead than it saves.
+    let widths: Vec<String> = pass.scopes[0]
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Loop { scope, .. } => Some(format!("e{scope}")),
+            Item::Op(_) => None,
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "            if {} < {NARROW} {{\n                return b.interpret(b0, b1, sums);\n            }}",
+        widths
+            .iter()
+            .skip(1)
+            .fold(widths[0].clone(), |a, w| format!("{a}.max({w})"))
+    );
+    // Values a block cannot test as it reads them (label sets, classes,
+    // rows, components read only by index) are tested before any is read:
+    // an index is only used once known to be valid.
+    let checked = plan.checks_per_block();
+    let _ = writeln!(s, "            let mut ok = true;");
+    let inline = |slot: u16| {
+        covered.contains(&slot) && check_expr(&plan.inputs[slot as usize].dom, "v").is_some()
+    };
+    // Each inline-tested input is tested at its first full read only.
+    let mut test_at: BTreeMap<u16, Reg> = BTreeMap::new();
+    for item in &pass.scopes[0].items {
+        let ops: Vec<&Op> = match item {
+            Item::Op(op) => vec![op],
+            Item::Loop { scope, .. } => pass.scopes[*scope as usize]
+                .items
+                .iter()
+                .filter_map(|i| match i {
+                    Item::Op(op) => Some(op),
+                    Item::Loop { .. } => None,
+                })
+                .collect(),
+        };
+        for op in ops {
+            if let Op::Load {
+                out,
+                slot,
+                comp: CompSrc::None | CompSrc::Loop(_),
+                ..
+            } = op
+                && covered.contains(slot)
+            {
+                test_at.entry(*slot).or_insert(*out);
+            }
+        }
+    }
+    if checked {
+        for slot in 0..plan.inputs.len() as u16 {
+            if !inline(slot) {
+                let _ = writeln!(
+                    s,
+                    "            ok &= b.valid({slot}, b0, b1); // `{}`",
+                    plan.inputs[slot as usize].name
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "            if !ok {{\n                return false;\n            }}"
+        );
+    }
+    if !reducing.is_empty() {
+        let total: Vec<String> = reducing.iter().map(|l| format!("e{l}")).collect();
+        let _ = writeln!(
+            s,
+            "            let mut scratch = b.scratch({});\n            let rest: &mut [T] = &mut scratch;",
+            total.join(" + ")
+        );
+        for l in &reducing {
+            let _ = writeln!(s, "            let (k{l}, rest) = rest.split_at_mut(e{l});");
+        }
+    }
+    for (k, _) in pass.sums.iter().enumerate() {
+        let _ = writeln!(s, "            let mut s{k} = [T::ZERO; L];");
+    }
+    let _ = writeln!(
+        s,
+        "            let mut r0 = b0;\n            while r0 < b1 {{\n                let len = L.min(b1 - r0);\n                for l in 0..len {{\n                    let r = r0 + l;"
+    );
+    for slot in &slots {
+        if plan.inputs[*slot as usize].size.is_some() {
+            let _ = writeln!(
+                s,
+                "                    let xr{slot} = &x{slot}[r * w{slot}..(r + 1) * w{slot}];"
+            );
+        }
+    }
+    let leaf = |op: &Op| -> String {
+        match op {
+            Op::CurRow { .. } => "math::index::<T>(r)".into(),
+            Op::Iota { .. } => "math::index::<T>(c)".into(),
+            Op::TableLoad { table, .. } => format!("t{table}[r]"),
+            Op::Load { slot, comp, .. } => match comp {
+                CompSrc::None => format!("x{slot}[r]"),
+                CompSrc::Loop(_) => format!("xr{slot}[c]"),
+                CompSrc::Reg(i) => format!("math::gather(xr{slot}, v{i})"),
+            },
+            _ => unreachable!("not a leaf"),
+        }
+    };
+    // One instruction as a `let`, with its inline domain test.
+    let op_line = |op: &Op, pad: &str, s: &mut String| {
+        let Some(out) = super::plan::op_writes(op) else {
+            return;
+        };
+        if let Some(&(ls, acc)) = soft.get(&out) {
+            let _ = writeln!(s, "{pad}let v{out}: T = k{ls}[c] * inv{acc};");
+            return;
+        }
+        let _ = writeln!(s, "{pad}let v{out}: T = {};", expr(op, &leaf));
+        if let Op::Load { slot, .. } = op
+            && checked
+            && inline(*slot)
+            && test_at.get(slot) == Some(&out)
+            && let Some(test) = check_expr(&plan.inputs[*slot as usize].dom, &format!("v{out}"))
+        {
+            let _ = writeln!(s, "{pad}ok &= {test};");
+        }
+    };
+    let store_line = |op: &Op, row: &str, pad: &str, s: &mut String| {
+        if let Op::Store {
+            reg,
+            output,
+            hessian,
+            ..
+        } = op
+        {
+            let v = if *hessian { "h" } else { "g" };
+            let _ = writeln!(s, "{pad}{v}{output}[{row}] = v{reg} * scale;");
+        }
+    };
+    let pad = "                    ";
+    let inner = "                        ";
+    for item in &pass.scopes[0].items {
+        match item {
+            Item::Op(
+                op @ Op::Store {
+                    output, hessian, ..
+                },
+            ) => {
+                let v = if *hessian { "h" } else { "g" };
+                let _ = writeln!(s, "{pad}// a scalar pred's gradient");
+                store_line(op, &format!("(r - b0) * {v}w{output}"), pad, s);
+            }
+            Item::Op(op) => op_line(op, pad, s),
+            Item::Loop { scope, kind } => {
+                let sc = &pass.scopes[*scope as usize];
+                let e = format!("e{scope}");
+                // Bounds known once per row, so the loop has no checks.
+                for slot in &slots {
+                    let reads = sc.items.iter().any(|i| {
+                        matches!(i, Item::Op(Op::Load { slot: q, comp: CompSrc::Loop(_), .. }) if q == slot)
+                    });
+                    if reads {
+                        let _ = writeln!(s, "{pad}let xr{slot} = &xr{slot}[..{e}];");
+                    }
+                }
+                let stores: BTreeSet<(bool, u16)> = sc
+                    .items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Item::Op(Op::Store {
+                            output, hessian, ..
+                        }) => Some((*hessian, *output)),
+                        _ => None,
+                    })
+                    .collect();
+                for (hessian, output) in &stores {
+                    let v = if *hessian { "h" } else { "g" };
+                    let _ = writeln!(
+                        s,
+                        "{pad}let {v}r{output} = &mut {v}{output}[(r - b0) * {v}w{output}..][..{e}];"
+                    );
+                }
+                let mut count = false;
+                if let LoopKind::Reduce {
+                    op: RedOp::Mean,
+                    filter: Some(_),
+                    ..
+                } = kind
+                {
+                    let _ = writeln!(s, "{pad}let mut cnt{scope} = 0usize;");
+                    count = true;
+                }
+                let _ = writeln!(s, "{pad}for c in 0..{e} {{");
+                for it in &sc.items {
+                    match it {
+                        Item::Op(
+                            op @ Op::Store {
+                                output, hessian, ..
+                            },
+                        ) => {
+                            let v = if *hessian { "h" } else { "g" };
+                            let mut line = String::new();
+                            store_line(op, "c", inner, &mut line);
+                            s.push_str(&line.replacen(
+                                &format!("{v}{output}["),
+                                &format!("{v}r{output}["),
+                                1,
+                            ));
+                        }
+                        Item::Op(op) => op_line(op, inner, s),
+                        Item::Loop { .. } => unreachable!("no loop in a loop"),
+                    }
+                }
+                if let LoopKind::Reduce {
+                    op, fold, filter, ..
+                } = kind
+                {
+                    let val = match fold {
+                        Fold::Reg(r) => format!("v{r}"),
+                        Fold::Prod(a, b) => format!("v{a} * v{b}"),
+                    };
+                    let val = match filter {
+                        None => val,
+                        Some(f) => {
+                            let skip = match op {
+                                RedOp::Sum | RedOp::Mean => "T::ZERO",
+                                RedOp::Max | RedOp::Min => "T::of(f64::NAN)",
+                                RedOp::LogSumExp => "T::of(f64::NEG_INFINITY)",
+                            };
+                            if count {
+                                let _ = writeln!(
+                                    s,
+                                    "{inner}cnt{scope} += usize::from(v{f} != T::ZERO);"
+                                );
+                            }
+                            format!("math::sel(v{f} != T::ZERO, {val}, {skip})")
+                        }
+                    };
+                    let _ = writeln!(s, "{inner}k{scope}[c] = {val};");
+                }
+                let _ = writeln!(s, "{pad}}}");
+                if let LoopKind::Reduce { op, acc, .. } = kind {
+                    let k = format!("k{scope}");
+                    match op {
+                        RedOp::Sum => {
+                            let _ =
+                                writeln!(s, "{pad}let v{acc}: T = T::of(math::sum_lanes({k}));");
+                        }
+                        RedOp::Mean => {
+                            let n = if count {
+                                format!("cnt{scope}")
+                            } else {
+                                e.clone()
+                            };
+                            let _ = writeln!(
+                                s,
+                                "{pad}let v{acc}: T = T::of(math::sum_lanes({k})) / T::of({n} as f64);"
+                            );
+                        }
+                        RedOp::Max => {
+                            let _ = writeln!(
+                                s,
+                                "{pad}let v{acc}: T = math::max_lanes({k}, T::of(f64::NAN));"
+                            );
+                        }
+                        RedOp::Min => {
+                            let _ = writeln!(
+                                s,
+                                "{pad}let v{acc}: T = math::min_lanes({k}, T::of(f64::NAN));"
+                            );
+                        }
+                        RedOp::LogSumExp => {
+                            // Shifted by the maximum; a row without a finite
+                            // maximum is that maximum (as the interpreter).
+                            // The exps stay in the buffer: a softmax of the
+                            // same values is then `exp / sum` (and without a
+                            // finite maximum, exp(x - lse) itself).
+                            let keep = cached.contains(scope);
+                            let _ = writeln!(
+                                s,
+                                "{pad}let m{acc} = math::max_lanes({k}, T::of(f64::NEG_INFINITY));\n\
+                                 {pad}let (v{acc}, sum{acc}): (T, T) = if m{acc} > T::of(f64::NEG_INFINITY) && m{acc} < T::of(f64::INFINITY) {{\n\
+                                 {pad}    for x in {k}.iter_mut() {{\n\
+                                 {pad}        *x = (*x - m{acc}).exp::<F>();\n\
+                                 {pad}    }}\n\
+                                 {pad}    let t = T::of(math::sum_lanes({k}));\n\
+                                 {pad}    (m{acc} + t.ln::<F>(), t)\n\
+                                 {pad}}} else {{"
+                            );
+                            if keep {
+                                let _ = writeln!(
+                                    s,
+                                    "{pad}    for x in {k}.iter_mut() {{\n\
+                                     {pad}        *x = (*x - m{acc}).exp::<F>();\n\
+                                     {pad}    }}"
+                                );
+                            }
+                            let _ = writeln!(s, "{pad}    (m{acc}, T::ONE)\n{pad}}};");
+                            if keep {
+                                let _ = writeln!(s, "{pad}let inv{acc}: T = T::ONE / sum{acc};");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (k, (reg, _)) in pass.sums.iter().enumerate() {
+        let _ = writeln!(s, "{pad}s{k}[l] = v{reg};");
+    }
+    for (reg, t) in &pass.tables {
+        let _ = writeln!(s, "{pad}to{t}[r - b0] = v{reg};");
+    }
+    let _ = writeln!(s, "                }}");
+    for (k, (_, slot)) in pass.sums.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "                sums[{slot}] += math::sum_lanes(&s{k}[..len]);"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "                r0 += len;\n            }}\n            ok\n        }}\n    }}"
+    );
 }

@@ -416,6 +416,56 @@ pub fn sum_lanes<T: Float>(v: &[T]) -> f64 {
     t
 }
 
+/// The largest of `init` and the values, ignoring NaNs (as `f64::max`):
+/// eight running maxima (so the loop vectorises), then one.
+#[inline(always)]
+pub fn max_lanes<T: Float>(v: &[T], init: T) -> T {
+    let mut lanes = [init; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for k in 0..8 {
+            lanes[k] = lanes[k].max(c[k]);
+        }
+    }
+    let m = lanes.iter().fold(init, |a, &b| a.max(b));
+    chunks.remainder().iter().fold(m, |a, &b| a.max(b))
+}
+
+/// The smallest of `init` and the values, ignoring NaNs (as `f64::min`).
+#[inline(always)]
+pub fn min_lanes<T: Float>(v: &[T], init: T) -> T {
+    let mut lanes = [init; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for k in 0..8 {
+            lanes[k] = lanes[k].min(c[k]);
+        }
+    }
+    let m = lanes.iter().fold(init, |a, &b| a.min(b));
+    chunks.remainder().iter().fold(m, |a, &b| a.min(b))
+}
+
+/// A component or row number as a value. Through `i32`, which converts to
+/// floating point in one vector instruction (a 64-bit integer does not
+/// before AVX-512, and would make a loop over components scalar); every
+/// index the evaluator uses is far below 2^31.
+#[inline(always)]
+pub fn index<T: Float>(i: usize) -> T {
+    T::of(i as i32 as f64)
+}
+
+/// `row[i]` for an index-valued `i` (a class label), NaN when `i` is not a
+/// component number of the row, as the interpreter reads it.
+#[inline(always)]
+pub fn gather<T: Float>(row: &[T], i: T) -> T {
+    let f = i.f64();
+    if f >= 0.0 && f.fract() == 0.0 && (f as usize) < row.len() {
+        row[f as usize]
+    } else {
+        T::of(f64::NAN)
+    }
+}
+
 /// NaN test without the inherent method (not in the trait's bounds).
 trait IsNan {
     fn nan(self) -> bool;

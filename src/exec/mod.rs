@@ -190,6 +190,27 @@ pub struct Block<'a, T> {
     rows: usize,
     plan: &'a Plan,
     lens: &'a [usize],
+    scratch: &'a [Mutex<run::Scratch<T>>],
+}
+
+/// A worker's scratch buffer for generated code (see [`Block::scratch`]):
+/// held, and not shared, until dropped.
+pub struct ScratchBuf<'a, T> {
+    guard: std::sync::MutexGuard<'a, run::Scratch<T>>,
+    len: usize,
+}
+
+impl<T> std::ops::Deref for ScratchBuf<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.guard.kernel[..self.len]
+    }
+}
+
+impl<T> std::ops::DerefMut for ScratchBuf<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.guard.kernel[..self.len]
+    }
 }
 
 impl<T: Float> Block<'_, T> {
@@ -200,6 +221,50 @@ impl<T: Float> Block<'_, T> {
     /// Input `slot`'s data (row-major, `rows` times its width values).
     pub fn input(&self, slot: usize) -> *const T {
         self.cx.inputs[slot].ptr
+    }
+    /// Input `slot`'s values per row: 1 for a scalar, the length of its
+    /// size for a vector (gradients of a pred have the same width).
+    pub fn width(&self, slot: usize) -> usize {
+        self.cx.inputs[slot].width
+    }
+    /// The length of size slot `s` in this evaluation (a loop's extent).
+    pub fn size(&self, s: usize) -> usize {
+        self.lens[s]
+    }
+    /// Runs rows `[b0, b1)` on the interpreter, as the evaluator does for a
+    /// pass without generated code (testing the block's inputs first when
+    /// values are tested block by block); returns whether they were valid.
+    /// Generated loops over a vector's components call it for narrow
+    /// vectors, where the interpreter's layout (rows innermost) is faster
+    /// than a loop per row.
+    pub fn interpret(&self, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
+        let b1 = b1.min(self.rows);
+        let b0 = b0.min(b1);
+        if self.plan.checks_per_block() {
+            let ok = self.plan.inputs.iter().zip(self.cx.inputs).all(|(d, x)| {
+                let c = check::Check::new(&d.dom, &self.plan.sizes, self.lens);
+                // SAFETY: each input has `rows` rows of `width` values.
+                unsafe { check::block_ok(&d.dom, c, x.ptr, x.width, b0, b1) }
+            });
+            if !ok {
+                return false;
+            }
+        }
+        let w = rayon::current_thread_index().unwrap_or(0) % self.scratch.len().max(1);
+        let mut s = self.scratch[w].lock().unwrap_or_else(|p| p.into_inner());
+        run::run_block(self.cx, &mut s, b0, b1, sums);
+        true
+    }
+    /// `len` values of this worker's scratch, kept between evaluations (so
+    /// that a repeated evaluation allocates nothing): per-row buffers of
+    /// generated loops over a vector's components.
+    pub fn scratch(&self, len: usize) -> ScratchBuf<'_, T> {
+        let w = rayon::current_thread_index().unwrap_or(0) % self.scratch.len().max(1);
+        let mut guard = self.scratch[w].lock().unwrap_or_else(|p| p.into_inner());
+        if guard.kernel.len() < len {
+            guard.kernel.resize(len, T::ZERO);
+        }
+        ScratchBuf { guard, len }
     }
     /// Table `t` (one value per row), filled by an earlier pass.
     pub fn table(&self, t: usize) -> *const T {
@@ -655,33 +720,20 @@ impl<T: Float> Evaluator<T> {
                 rows,
                 plan,
                 lens: sizes,
+                scratch,
             };
-            let fused = self.fused_checks();
             let invalid = AtomicBool::new(false);
             let work = |b: usize, part: &mut [f64]| {
                 let b0 = b * block;
                 let b1 = (b0 + block).min(rows);
-                if let Some(f) = generated {
-                    // Generated code tests values as it reads them.
-                    if !f(&blk, b0, b1, part) {
-                        invalid.store(true, Ordering::Relaxed);
-                    }
-                    return;
+                // Generated code tests values as it reads them.
+                let ok = match generated {
+                    Some(f) => f(&blk, b0, b1, part),
+                    None => blk.interpret(b0, b1, part),
+                };
+                if !ok {
+                    invalid.store(true, Ordering::Relaxed);
                 }
-                if fused {
-                    let ok = plan.inputs.iter().zip(cx.inputs).all(|(d, x)| {
-                        let c = check::Check::new(&d.dom, &plan.sizes, sizes);
-                        // SAFETY: each input has `rows` rows of `width` values.
-                        unsafe { check::block_ok(&d.dom, c, x.ptr, x.width, b0, b1) }
-                    });
-                    if !ok {
-                        invalid.store(true, Ordering::Relaxed);
-                        return;
-                    }
-                }
-                let w = rayon::current_thread_index().unwrap_or(0) % scratch.len();
-                let mut s = scratch[w].lock().unwrap_or_else(|p| p.into_inner());
-                run::run_block(&cx, &mut s, b0, b1, part);
             };
             if threads == 1 || nblocks == 1 {
                 for (b, part) in partials.chunks_mut(width).enumerate() {

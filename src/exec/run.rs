@@ -239,6 +239,8 @@ unsafe impl<T: Sync> Sync for Ctx<'_, T> {}
 #[derive(Default)]
 pub(crate) struct Scratch<T> {
     pub arena: Vec<T>,
+    /// Generated code's per-row buffers (see `Block::scratch`).
+    pub kernel: Vec<T>,
     /// Where each register's data starts (its buffer, or an input read in
     /// place).
     ptr: Vec<*const T>,
