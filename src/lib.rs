@@ -324,8 +324,8 @@ impl Loss {
 
     /// Rust source of a fused evaluator for this spec (the second backend):
     /// a module `module` whose `kernel::<T>()` is given to
-    /// [`Evaluator::with_kernel`]. Passes with loops (vector preds, batch
-    /// coupling) are left to the interpreter.
+    /// [`Evaluator::with_kernel`]. Batch-coupled passes (`@j`), and loops
+    /// inside loops, are left to the interpreter.
     pub fn codegen(&self, module: &str) -> Result<String, Error> {
         let ev = self.compile::<f64>()?;
         Ok(ev.rust_source(module, self.file.name()))

@@ -128,7 +128,7 @@ enum Command {
     },
     /// Generate Rust source for a fused evaluator of the spec (the second
     /// backend): a module whose `kernel::<T>()` is passed to
-    /// `Evaluator::with_kernel`. Passes with loops stay on the interpreter.
+    /// `Evaluator::with_kernel`. Batch-coupled passes stay on the interpreter.
     Codegen {
         /// The `.loss` file.
         #[arg(value_name = "SPEC")]

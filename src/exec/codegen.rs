@@ -6,13 +6,27 @@
 //! rows that traffic, not arithmetic, sets the speed. Generated code has one
 //! loop per pass in which every intermediate is a local variable, which the
 //! Rust compiler keeps in vector registers: the hand-written loop, written
-//! by lossc. It is used through the same API (`Evaluator::with_kernel`), and
-//! only for passes without loops (every spec whose preds and data are
-//! scalars per row); other passes keep running on the interpreter. A
-//! single-pass kernel also tests every value it reads against its domain
+//! by lossc. It is used through the same API (`Evaluator::with_kernel`), for
+//! two kinds of pass; others (batch-coupled ones, loops inside loops) keep
+//! running on the interpreter:
+//!
+//! - **flat** passes (every input a scalar per row): one loop over rows,
+//!   vectorised along them;
+//! - **looped** passes (a row's vectors reduced or written over their
+//!   components, as in softmax cross-entropy): a loop over rows, and inside
+//!   it one loop per reduction or gradient, vectorised along the components.
+//!   A reduction's values go to a per-row buffer (the worker's scratch) and
+//!   are folded eight lanes at a time; a softmax `exp(x - logsumexp(x))`
+//!   reuses the exps its logsumexp kept, so each logit costs one `exp`, as
+//!   in a hand-written softmax. Vectors narrower than `NARROW` (32) are handed
+//!   back to the interpreter block by block.
+//!
+//! A single-pass kernel also tests every value it reads against its domain
 //! (a compare or two per value, in registers), so input validation costs
 //! no second read of the inputs; the evaluator reports the first bad value
-//! when a block fails.
+//! when a block fails. Values it cannot test as it reads them (label sets,
+//! class indices, whole rows, components read only by index) are tested
+//! for the block before any is used.
 //!
 //! ```text
 //! lossc codegen examples/focal_logits.loss > src/focal_kernel.rs

@@ -490,10 +490,11 @@ impl<T> Default for State<T> {
 unsafe impl<T: Send> Send for State<T> {}
 unsafe impl<T: Sync> Sync for State<T> {}
 
-/// Rows per parallel block of a pass without batch coupling: large enough
-/// to amortise scheduling, small enough to balance two to a few dozen
-/// threads at a million rows.
-const BLOCK_ROWS: usize = 16 * 1024;
+/// Values per parallel block of a pass without batch coupling (rows times
+/// the widest input's width, rounded up to whole chunks): large enough to
+/// amortise scheduling, small enough to balance two to a few dozen threads
+/// at a million scalar rows or a hundred thousand rows of 1000 logits.
+const BLOCK_VALUES: usize = 16 * 1024;
 
 impl<T: Float> Evaluator<T> {
     pub(crate) fn new(
@@ -704,10 +705,12 @@ impl<T: Float> Evaluator<T> {
                 uniforms,
                 sinks: &sinks,
             };
+            // Fixed by the shapes alone, so the same whatever the threads.
             let block = if pass.coupled {
                 layout.chunk
             } else {
-                BLOCK_ROWS.div_ceil(layout.chunk) * layout.chunk
+                let widest = data.iter().map(|x| x.width).max().unwrap_or(1).max(1);
+                (BLOCK_VALUES / widest).div_ceil(layout.chunk).max(1) * layout.chunk
             };
             let nblocks = rows.div_ceil(block);
             let width = nsum.max(1);
