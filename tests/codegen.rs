@@ -3,7 +3,7 @@
 //! benchmarks), must match what lossc generates today, and must evaluate to
 //! the same loss and gradients as the reference.
 
-use lossc::grad::{Rng, random_batch};
+use lossc::grad::{Batch, Rng, random_batch};
 use lossc::sema::types::{Dom, Shape};
 use lossc::{Float, Inputs, Kernel, Loss};
 use ndarray::{ArrayD, IxDyn};
@@ -68,7 +68,11 @@ fn kernel<T: Float>(name: &str) -> Kernel<T> {
 
 /// Random in-domain arrays for every input of `loss`.
 fn arrays<T: Float>(loss: &Loss, n: usize) -> Vec<(String, ArrayD<T>)> {
-    let batch = random_batch(loss.checked(), n, &mut Rng::new(4));
+    as_arrays(loss, &random_batch(loss.checked(), n, &mut Rng::new(4)), n)
+}
+
+/// A batch's columns as arrays: `[n]` for a scalar, `[n, width]` for a vector.
+fn as_arrays<T: Float>(loss: &Loss, batch: &Batch, n: usize) -> Vec<(String, ArrayD<T>)> {
     let c = loss.checked();
     c.data
         .iter()
@@ -269,23 +273,7 @@ fn arrays_sized<T: Float>(
 ) -> Vec<(String, ArrayD<T>)> {
     let sizes = sizes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     let batch = lossc::grad::random_batch_sized(loss.checked(), n, sizes, &mut Rng::new(9));
-    let c = loss.checked();
-    c.data
-        .iter()
-        .chain(&c.preds)
-        .map(|v| {
-            let rows = &batch.values[&v.name];
-            let flat: Vec<T> = rows.iter().flatten().map(|x| T::of(*x)).collect();
-            let shape = match v.shape {
-                Shape::Scalar => vec![n],
-                Shape::Vector(_) => vec![n, rows[0].len()],
-            };
-            (
-                v.name.clone(),
-                ArrayD::from_shape_vec(IxDyn(&shape), flat).unwrap(),
-            )
-        })
-        .collect()
+    as_arrays(loss, &batch, n)
 }
 
 #[test]

@@ -316,11 +316,18 @@ fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) 
             }
         }
     }
+    pass_footer(pass, "l", s);
+}
+
+/// The end of a row's work and of the pass: the row's contributions to the
+/// sample sums and tables (`table_row` is its index in the table slices),
+/// then each chunk's sums folded in.
+fn pass_footer(pass: &Pass, table_row: &str, s: &mut String) {
     for (k, (reg, _)) in pass.sums.iter().enumerate() {
         let _ = writeln!(s, "                    s{k}[l] = v{reg};");
     }
     for (reg, t) in &pass.tables {
-        let _ = writeln!(s, "                    to{t}[l] = v{reg};");
+        let _ = writeln!(s, "                    to{t}[{table_row}] = v{reg};");
     }
     let _ = writeln!(s, "                }}");
     for (k, (_, slot)) in pass.sums.iter().enumerate() {
@@ -368,7 +375,7 @@ fn check_expr(dom: &Dom, v: &str) -> Option<String> {
 /// How a flat pass reads its leaves: the row is `r0 + l`.
 fn flat_leaf(op: &Op) -> String {
     match op {
-        Op::CurRow { .. } => "math::index::<T>(r0 + l)".into(),
+        Op::CurRow { .. } => "T::of((r0 + l) as f64)".into(),
         Op::Load { slot, .. } => format!("x{slot}[l]"),
         Op::TableLoad { table, .. } => format!("t{table}[l]"),
         _ => unreachable!("not in a flat pass"),
@@ -826,7 +833,7 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
     }
     let leaf = |op: &Op| -> String {
         match op {
-            Op::CurRow { .. } => "math::index::<T>(r)".into(),
+            Op::CurRow { .. } => "T::of(r as f64)".into(),
             Op::Iota { .. } => "math::index::<T>(c)".into(),
             Op::TableLoad { table, .. } => format!("t{table}[r]"),
             Op::Load { slot, comp, .. } => match comp {
@@ -1036,21 +1043,5 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
             }
         }
     }
-    for (k, (reg, _)) in pass.sums.iter().enumerate() {
-        let _ = writeln!(s, "{pad}s{k}[l] = v{reg};");
-    }
-    for (reg, t) in &pass.tables {
-        let _ = writeln!(s, "{pad}to{t}[r - b0] = v{reg};");
-    }
-    let _ = writeln!(s, "                }}");
-    for (k, (_, slot)) in pass.sums.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "                sums[{slot}] += math::sum_lanes(&s{k}[..len]);"
-        );
-    }
-    let _ = writeln!(
-        s,
-        "                r0 += len;\n            }}\n            ok\n        }}\n    }}"
-    );
+    pass_footer(pass, "r - b0", s);
 }

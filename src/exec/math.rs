@@ -420,35 +420,33 @@ pub fn sum_lanes<T: Float>(v: &[T]) -> f64 {
 /// eight running maxima (so the loop vectorises), then one.
 #[inline(always)]
 pub fn max_lanes<T: Float>(v: &[T], init: T) -> T {
-    let mut lanes = [init; 8];
-    let mut chunks = v.chunks_exact(8);
-    for c in &mut chunks {
-        for k in 0..8 {
-            lanes[k] = lanes[k].max(c[k]);
-        }
-    }
-    let m = lanes.iter().fold(init, |a, &b| a.max(b));
-    chunks.remainder().iter().fold(m, |a, &b| a.max(b))
+    fold_lanes(v, init, T::max)
 }
 
 /// The smallest of `init` and the values, ignoring NaNs (as `f64::min`).
 #[inline(always)]
 pub fn min_lanes<T: Float>(v: &[T], init: T) -> T {
+    fold_lanes(v, init, T::min)
+}
+
+#[inline(always)]
+fn fold_lanes<T: Float>(v: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
     let mut lanes = [init; 8];
     let mut chunks = v.chunks_exact(8);
     for c in &mut chunks {
         for k in 0..8 {
-            lanes[k] = lanes[k].min(c[k]);
+            lanes[k] = f(lanes[k], c[k]);
         }
     }
-    let m = lanes.iter().fold(init, |a, &b| a.min(b));
-    chunks.remainder().iter().fold(m, |a, &b| a.min(b))
+    let m = lanes.iter().fold(init, |a, &b| f(a, b));
+    chunks.remainder().iter().fold(m, |a, &b| f(a, b))
 }
 
-/// A component or row number as a value. Through `i32`, which converts to
+/// A component number as a value. Through `i32`, which converts to
 /// floating point in one vector instruction (a 64-bit integer does not
-/// before AVX-512, and would make a loop over components scalar); every
-/// index the evaluator uses is far below 2^31.
+/// before AVX-512, and would make a loop over components scalar); a row
+/// of 2^31 components is beyond any input. Row numbers, which can exceed
+/// it, convert through `f64`.
 #[inline(always)]
 pub fn index<T: Float>(i: usize) -> T {
     T::of(i as i32 as f64)
