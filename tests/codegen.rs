@@ -337,3 +337,18 @@ fn loop_kernels_agree_for_every_vector_width_and_thread_count() {
         }
     }
 }
+
+#[test]
+fn a_pass_that_reads_a_vector_only_by_index_is_generated() {
+    // No loop over components, one gather: a generated per-row pass (this
+    // used to panic in the generator, which expected a loop).
+    let loss = Loss::from_source(
+        "loss gather_weight\ntask binary\ndata w : vector [C]\ndata c : class [C]\n\
+         data y : label {0, 1}\npred z : logit\nminimize mean(w[c] * bce_logits(y, z))\n",
+    )
+    .unwrap();
+    let src = loss.codegen("gather_weight").unwrap();
+    assert!(src.contains("vec![Some(pass0::<T>)]"), "{src}");
+    assert!(src.contains("math::gather(xr0, v3)"), "{src}");
+    assert!(!src.contains("b.interpret"), "{src}");
+}

@@ -747,14 +747,15 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
             Item::Op(_) => None,
         })
         .collect();
-    let _ = writeln!(
-        s,
-        "            if {} < {NARROW} {{\n                return b.interpret(b0, b1, sums);\n            }}",
-        widths
-            .iter()
-            .skip(1)
-            .fold(widths[0].clone(), |a, w| format!("{a}.max({w})"))
-    );
+    // (A pass without loops here reads a vector only by index.)
+    if let Some((first, rest)) = widths.split_first() {
+        let _ = writeln!(
+            s,
+            "            if {} < {NARROW} {{\n                return b.interpret(b0, b1, sums);\n            }}",
+            rest.iter()
+                .fold(first.clone(), |a, w| format!("{a}.max({w})"))
+        );
+    }
     // Values a block cannot test as it reads them (label sets, classes,
     // rows, components read only by index) are tested before any is read:
     // an index is only used once known to be valid.
