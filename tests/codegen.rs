@@ -11,13 +11,20 @@ use ndarray::{ArrayD, IxDyn};
 #[path = "kernels/mod.rs"]
 mod kernels;
 
+/// Every example, then the specs in `tests/kernels/specs/` that exercise
+/// what no example does (every reduction in a generated loop).
 fn examples() -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir("examples")
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "loss"))
-        .collect();
-    v.sort();
+    let specs = |dir: &str| {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "loss"))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut v = specs("examples");
+    v.extend(specs("tests/kernels/specs"));
     v
 }
 
@@ -25,7 +32,7 @@ fn examples() -> Vec<std::path::PathBuf> {
 fn committed_kernels_are_what_lossc_generates() {
     let bless = std::env::var_os("LOSSC_BLESS").is_some();
     let mut index = String::from(
-        "//! Generated kernels of every example (`LOSSC_BLESS=1 cargo test --test codegen` rewrites them).\n\n",
+        "//! Generated kernels of every example and of `specs/` (`LOSSC_BLESS=1 cargo test --test codegen` rewrites them).\n\n",
     );
     for path in examples() {
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
@@ -287,8 +294,14 @@ fn loop_kernels_agree_for_every_vector_width_and_thread_count() {
         ("multilabel", "L"),
         ("triplet", "D"),
         ("contrastive", "D"),
+        ("reductions", "C"),
     ] {
-        let loss = Loss::from_file(format!("examples/{stem}.loss")).unwrap();
+        let path = if stem == "reductions" {
+            format!("tests/kernels/specs/{stem}.loss")
+        } else {
+            format!("examples/{stem}.loss")
+        };
+        let loss = Loss::from_file(&path).unwrap();
         for width in [1usize, 7, 8, 9, 31, 32, 33, 100, 1000] {
             let n = if width == 1000 { 300 } else { 16_384 + 37 };
             let arrays = arrays_sized::<f64>(&loss, n, &[(size, width)]);

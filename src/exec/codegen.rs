@@ -110,7 +110,7 @@ pub(crate) fn rust_module(plan: &Plan, module: &str, origin: &str) -> String {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            if flat(p) || looped(p) {
+            if flat(p) || looped(plan, p) {
                 format!("Some(pass{i}::<T>)")
             } else {
                 "None".to_string()
@@ -130,7 +130,7 @@ pub(crate) fn rust_module(plan: &Plan, module: &str, origin: &str) -> String {
     for (i, pass) in plan.passes.iter().enumerate() {
         if flat(pass) {
             pass_fn(plan, pass, i, &mut s);
-        } else if looped(pass) {
+        } else if looped(plan, pass) {
             loop_pass_fn(plan, pass, i, &mut s);
         }
     }
@@ -451,12 +451,23 @@ fn expr(op: &Op, leaf: &dyn Fn(&Op) -> String) -> String {
 /// it reads only its own rows, and no loop runs inside another (a row's
 /// loops then each become one loop over the components, vectorised along
 /// them).
-fn looped(pass: &Pass) -> bool {
+fn looped(plan: &Plan, pass: &Pass) -> bool {
     !pass.coupled
         && pass.scopes.iter().enumerate().all(|(i, sc)| {
             (i == 0 || matches!(sc.range, Some(Range::Feature(_))))
                 && sc.items.iter().all(|item| match item {
                     Item::Loop { .. } => i == 0,
+                    // A component loop reads a vector over its own size (so the
+                    // loop's extent is the row's width).
+                    Item::Op(Op::Load {
+                        row,
+                        comp: CompSrc::Loop(_),
+                        slot,
+                        ..
+                    }) => {
+                        matches!(row, RowSrc::Cur)
+                            && plan.inputs[*slot as usize].size.map(Range::Feature) == sc.range
+                    }
                     Item::Op(Op::Load { row, .. } | Op::TableLoad { row, .. }) => {
                         matches!(row, RowSrc::Cur)
                     }
@@ -485,13 +496,41 @@ fn definitions(pass: &Pass) -> BTreeMap<Reg, (&Op, u16)> {
 /// Whether register `a`, read in loop `la`, computes what `b` computes in
 /// loop `lb` at the same component.
 fn same_at(def: &BTreeMap<Reg, (&Op, u16)>, a: Reg, la: u16, b: Reg, lb: u16) -> bool {
-    if a == b {
+    same_memo(def, a, la, b, lb, &mut BTreeSet::new())
+}
+
+/// `same_at`, remembering the pairs already found equal, so that shared
+/// subexpressions (`a2 = a1 + a1`, ...) are compared once, not once per path.
+fn same_memo(
+    def: &BTreeMap<Reg, (&Op, u16)>,
+    a: Reg,
+    la: u16,
+    b: Reg,
+    lb: u16,
+    seen: &mut BTreeSet<(Reg, Reg)>,
+) -> bool {
+    if a == b || seen.contains(&(a, b)) {
         return true;
     }
+    let equal = same_ops(def, a, la, b, lb, seen);
+    if equal {
+        seen.insert((a, b));
+    }
+    equal
+}
+
+fn same_ops(
+    def: &BTreeMap<Reg, (&Op, u16)>,
+    a: Reg,
+    la: u16,
+    b: Reg,
+    lb: u16,
+    seen: &mut BTreeSet<(Reg, Reg)>,
+) -> bool {
     let (Some(&(x, _)), Some(&(y, _))) = (def.get(&a), def.get(&b)) else {
         return false;
     };
-    let same = |p: Reg, q: Reg| same_at(def, p, la, q, lb);
+    let mut same = |p: Reg, q: Reg| same_memo(def, p, la, q, lb, seen);
     match (x, y) {
         (Op::Const { v: p, .. }, Op::Const { v: q, .. }) => p.to_bits() == q.to_bits(),
         (Op::Uniform { u: p, .. }, Op::Uniform { u: q, .. }) => p == q,

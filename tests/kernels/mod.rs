@@ -1,4 +1,4 @@
-//! Generated kernels of every example (`LOSSC_BLESS=1 cargo test --test codegen` rewrites them).
+//! Generated kernels of every example and of `specs/` (`LOSSC_BLESS=1 cargo test --test codegen` rewrites them).
 
 #[path = "bce.rs"]
 mod bce_file;
@@ -63,6 +63,9 @@ pub use weighted_bce_entropy_file::weighted_bce_entropy;
 #[path = "xray_triage.rs"]
 mod xray_triage_file;
 pub use xray_triage_file::xray_triage;
+#[path = "reductions.rs"]
+mod reductions_file;
+pub use reductions_file::reductions;
 
 /// The kernel of the example named `name`.
 pub fn by_name<T: lossc::Float>(name: &str) -> Option<lossc::Kernel<T>> {
@@ -88,6 +91,7 @@ pub fn by_name<T: lossc::Float>(name: &str) -> Option<lossc::Kernel<T>> {
         "triplet" => Some(triplet::kernel()),
         "weighted_bce_entropy" => Some(weighted_bce_entropy::kernel()),
         "xray_triage" => Some(xray_triage::kernel()),
+        "reductions" => Some(reductions::kernel()),
         _ => None,
     }
 }
