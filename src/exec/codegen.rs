@@ -685,33 +685,38 @@ fn softmaxes(pass: &Pass) -> BTreeMap<Reg, (u16, Reg)> {
 fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
     pass_header(index, s);
     let soft = softmaxes(pass);
-    let cached: std::collections::BTreeSet<u16> = soft.values().map(|&(ls, _)| ls).collect();
-    // What the pass reads.
+    let cached: BTreeSet<u16> = soft.values().map(|&(ls, _)| ls).collect();
+    // What the pass reads, in the order it is emitted (root instructions,
+    // each loop's in place), and each input's first full read: a scalar
+    // read at all, a vector read over its components (which `looped`
+    // makes its whole row). Inputs read fully are tested there, once, as
+    // they are read.
     let mut slots = BTreeSet::new();
     let mut tables_in = BTreeSet::new();
-    // Input slots whose every value is read in a loop over all components
-    // (or, for a scalar, read at all): those can be tested as they are read.
-    let mut covered = BTreeSet::new();
-    for (si, sc) in pass.scopes.iter().enumerate() {
-        for item in &sc.items {
-            match item {
-                Item::Op(Op::Load { slot, comp, .. }) => {
+    let mut test_at: BTreeMap<u16, Reg> = BTreeMap::new();
+    for item in &pass.scopes[0].items {
+        let ops: Vec<&Op> = match item {
+            Item::Op(op) => vec![op],
+            Item::Loop { scope, .. } => pass.scopes[*scope as usize]
+                .items
+                .iter()
+                .filter_map(|i| match i {
+                    Item::Op(op) => Some(op),
+                    Item::Loop { .. } => None,
+                })
+                .collect(),
+        };
+        for op in ops {
+            match op {
+                Op::Load {
+                    out, slot, comp, ..
+                } => {
                     slots.insert(*slot);
-                    let full = match comp {
-                        CompSrc::None => plan.inputs[*slot as usize].size.is_none(),
-                        CompSrc::Loop(l) => {
-                            *l as usize == si
-                                && plan.inputs[*slot as usize].size.is_some_and(|z| {
-                                    pass.scopes[si].range == Some(Range::Feature(z))
-                                })
-                        }
-                        CompSrc::Reg(_) => false,
-                    };
-                    if full {
-                        covered.insert(*slot);
+                    if !matches!(comp, CompSrc::Reg(_)) {
+                        test_at.entry(*slot).or_insert(*out);
                     }
                 }
-                Item::Op(Op::TableLoad { table, .. }) => {
+                Op::TableLoad { table, .. } => {
                     tables_in.insert(*table);
                 }
                 _ => {}
@@ -764,12 +769,14 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
     let _ = writeln!(s, "            let scale = b.scale();");
     // Loop extents, and a scratch buffer per reducing loop.
     let mut reducing = Vec::new();
+    let mut widths = Vec::new();
     for item in &pass.scopes[0].items {
         if let Item::Loop { scope, kind } = item {
             let Some(Range::Feature(z)) = pass.scopes[*scope as usize].range else {
                 unreachable!("looped passes loop over components");
             };
             let _ = writeln!(s, "            let e{scope} = b.size({z});");
+            widths.push(format!("e{scope}"));
             if matches!(kind, LoopKind::Reduce { .. }) {
                 reducing.push(*scope);
             }
@@ -778,14 +785,6 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
     // Narrow vectors run on the interpreter, whose registers put rows
     // innermost: a loop per row over a handful of components costs more in
     // per-row overhead than it saves.
-    let widths: Vec<String> = pass.scopes[0]
-        .items
-        .iter()
-        .filter_map(|i| match i {
-            Item::Loop { scope, .. } => Some(format!("e{scope}")),
-            Item::Op(_) => None,
-        })
-        .collect();
     // (A pass without loops here reads a vector only by index.)
     if let Some((first, rest)) = widths.split_first() {
         let _ = writeln!(
@@ -801,35 +800,8 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
     let checked = plan.checks_per_block();
     let _ = writeln!(s, "            let mut ok = true;");
     let inline = |slot: u16| {
-        covered.contains(&slot) && check_expr(&plan.inputs[slot as usize].dom, "v").is_some()
+        test_at.contains_key(&slot) && check_expr(&plan.inputs[slot as usize].dom, "v").is_some()
     };
-    // Each inline-tested input is tested at its first full read only.
-    let mut test_at: BTreeMap<u16, Reg> = BTreeMap::new();
-    for item in &pass.scopes[0].items {
-        let ops: Vec<&Op> = match item {
-            Item::Op(op) => vec![op],
-            Item::Loop { scope, .. } => pass.scopes[*scope as usize]
-                .items
-                .iter()
-                .filter_map(|i| match i {
-                    Item::Op(op) => Some(op),
-                    Item::Loop { .. } => None,
-                })
-                .collect(),
-        };
-        for op in ops {
-            if let Op::Load {
-                out,
-                slot,
-                comp: CompSrc::None | CompSrc::Loop(_),
-                ..
-            } = op
-                && covered.contains(slot)
-            {
-                test_at.entry(*slot).or_insert(*out);
-            }
-        }
-    }
     if checked {
         for slot in 0..plan.inputs.len() as u16 {
             if !inline(slot) {
@@ -903,7 +875,9 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
             let _ = writeln!(s, "{pad}ok &= {test};");
         }
     };
-    let store_line = |op: &Op, row: &str, pad: &str, s: &mut String| {
+    // A gradient (or Hessian) value into the block's output (`whole`) or
+    // into the row's slice of it (in a loop over components).
+    let store_line = |op: &Op, whole: bool, pad: &str, s: &mut String| {
         if let Op::Store {
             reg,
             output,
@@ -912,21 +886,21 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
         } = op
         {
             let v = if *hessian { "h" } else { "g" };
-            let _ = writeln!(s, "{pad}{v}{output}[{row}] = v{reg} * scale;");
+            let at = if whole {
+                format!("{v}{output}[(r - b0) * {v}w{output}]")
+            } else {
+                format!("{v}r{output}[c]")
+            };
+            let _ = writeln!(s, "{pad}{at} = v{reg} * scale;");
         }
     };
     let pad = "                    ";
     let inner = "                        ";
     for item in &pass.scopes[0].items {
         match item {
-            Item::Op(
-                op @ Op::Store {
-                    output, hessian, ..
-                },
-            ) => {
-                let v = if *hessian { "h" } else { "g" };
+            Item::Op(op @ Op::Store { .. }) => {
                 let _ = writeln!(s, "{pad}// a scalar pred's gradient");
-                store_line(op, &format!("(r - b0) * {v}w{output}"), pad, s);
+                store_line(op, true, pad, s);
             }
             Item::Op(op) => op_line(op, pad, s),
             Item::Loop { scope, kind } => {
@@ -971,20 +945,7 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
                 let _ = writeln!(s, "{pad}for c in 0..{e} {{");
                 for it in &sc.items {
                     match it {
-                        Item::Op(
-                            op @ Op::Store {
-                                output, hessian, ..
-                            },
-                        ) => {
-                            let v = if *hessian { "h" } else { "g" };
-                            let mut line = String::new();
-                            store_line(op, "c", inner, &mut line);
-                            s.push_str(&line.replacen(
-                                &format!("{v}{output}["),
-                                &format!("{v}r{output}["),
-                                1,
-                            ));
-                        }
+                        Item::Op(op @ Op::Store { .. }) => store_line(op, false, inner, s),
                         Item::Op(op) => op_line(op, inner, s),
                         Item::Loop { .. } => unreachable!("no loop in a loop"),
                     }

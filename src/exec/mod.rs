@@ -251,17 +251,19 @@ impl<T: Float> Block<'_, T> {
                 return false;
             }
         }
-        let w = rayon::current_thread_index().unwrap_or(0) % self.scratch.len().max(1);
-        let mut s = self.scratch[w].lock().unwrap_or_else(|p| p.into_inner());
-        run::run_block(self.cx, &mut s, b0, b1, sums);
+        run::run_block(self.cx, &mut self.worker(), b0, b1, sums);
         true
+    }
+    /// This worker's buffers (the evaluator keeps one set per thread).
+    fn worker(&self) -> std::sync::MutexGuard<'_, run::Scratch<T>> {
+        let w = rayon::current_thread_index().unwrap_or(0) % self.scratch.len().max(1);
+        self.scratch[w].lock().unwrap_or_else(|p| p.into_inner())
     }
     /// `len` values of this worker's scratch, kept between evaluations (so
     /// that a repeated evaluation allocates nothing): per-row buffers of
     /// generated loops over a vector's components.
     pub fn scratch(&self, len: usize) -> ScratchBuf<'_, T> {
-        let w = rayon::current_thread_index().unwrap_or(0) % self.scratch.len().max(1);
-        let mut guard = self.scratch[w].lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.worker();
         if guard.kernel.len() < len {
             guard.kernel.resize(len, T::ZERO);
         }
