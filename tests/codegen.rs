@@ -296,11 +296,10 @@ fn loop_kernels_agree_for_every_vector_width_and_thread_count() {
         ("contrastive", "D"),
         ("reductions", "C"),
     ] {
-        let path = if stem == "reductions" {
-            format!("tests/kernels/specs/{stem}.loss")
-        } else {
-            format!("examples/{stem}.loss")
-        };
+        let path = examples()
+            .into_iter()
+            .find(|p| p.file_stem().is_some_and(|f| f == stem))
+            .unwrap();
         let loss = Loss::from_file(&path).unwrap();
         for width in [1usize, 7, 8, 9, 31, 32, 33, 100, 1000] {
             let n = if width == 1000 { 300 } else { 16_384 + 37 };
