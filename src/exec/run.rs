@@ -861,6 +861,11 @@ fn load<T: Float>(ex: &mut Exec<'_, T>, out: Reg, slot: u16, row: RowSrc, comp: 
     {
         let (oj, nj) = (ex.off[j as usize], ex.ext[j as usize]);
         let (oc, nc) = (ex.off[c as usize], ex.ext[c as usize]);
+        // Whole rows are read in place.
+        if oc == 0 && nc == input.width {
+            ex.ptr[out as usize] = unsafe { input.ptr.add(oj * input.width) };
+            return;
+        }
         let o = ex.out(out);
         for t in 0..nj {
             unsafe {
@@ -870,6 +875,27 @@ fn load<T: Float>(ex: &mut Exec<'_, T>, out: Reg, slot: u16, row: RowSrc, comp: 
                     nc,
                 )
             };
+        }
+        return;
+    }
+    // The same, transposed: components outer, rows inner (a gradient that
+    // gathers another row's components for each of this row's).
+    if let (RowSrc::Loop(j), CompSrc::Loop(c)) = (row, comp)
+        && d.loops.len() == 2
+        && d.loops == [c, j]
+    {
+        let (oj, nj) = (ex.off[j as usize], ex.ext[j as usize]);
+        let (oc, nc) = (ex.off[c as usize], ex.ext[c as usize]);
+        let o = ex.out(out);
+        // Eight rows at a time: each component's eight values are written
+        // together, and the eight rows are read in step.
+        for t0 in (0..nj).step_by(8) {
+            let te = (t0 + 8).min(nj);
+            for u in 0..nc {
+                for t in t0..te {
+                    unsafe { *o.add(u * nj + t) = *input.ptr.add((oj + t) * input.width + oc + u) };
+                }
+            }
         }
         return;
     }
@@ -1031,6 +1057,10 @@ unsafe fn $name<T: Float>(
         (Fold::Prod(a, b), None) => {
             let w = Walk::new(ex, &loops, rowdep, &[a, b, acc]);
             let (qa, qb) = (ex.ptr[a as usize], ex.ptr[b as usize]);
+            if let Some(g) = Gemm::of(&w, qa, qb, pa) {
+                unsafe { g.run::<F>() };
+                return;
+            }
             w.each(4, |off, n, s| unsafe {
                 let o = pa.add(off[3]);
                 let (x, y) = (qa.add(off[1]), qb.add(off[2]));
@@ -1147,6 +1177,147 @@ unsafe fn $name<T: Float>(
     };
 }
 
+/// A product folded over a tile that is a small matrix product: for every
+/// accumulator position `a` and row `r`, `acc[a, r] += sum_t x[t, r] * y[a, t]`
+/// (a dot product over a vector's components for a tile of other rows, or a
+/// gradient gathered from a tile of rows). The walk would load and store
+/// the accumulator once per multiply-add; this keeps a block of it in
+/// registers across the whole tile, 4 positions by 2 vectors of rows, so a
+/// multiply-add costs one broadcast and half a load. Each accumulator still
+/// adds its terms in `t` order, one `madd` at a time: the bits are those of
+/// the walk.
+struct Gemm<T> {
+    /// Positions, tile length, rows.
+    dims: [usize; 3],
+    acc: *mut T,
+    /// The accumulator's stride over positions (its rows are contiguous).
+    sa: usize,
+    x: *const T,
+    /// `x`'s stride over the tile (its rows are contiguous).
+    sxt: usize,
+    y: *const T,
+    /// `y`'s strides over positions and over the tile.
+    sya: usize,
+    syt: usize,
+}
+
+impl<T: Float> Gemm<T> {
+    /// The walk's shape if it is such a product: three axes, the rows
+    /// innermost and contiguous for the accumulator and one operand, the
+    /// accumulator not moving along the tile, the other operand not moving
+    /// along the rows.
+    #[inline(always)]
+    fn of(w: &Walk, qa: *const T, qb: *const T, acc: *mut T) -> Option<Gemm<T>> {
+        if w.nd != 3 {
+            return None;
+        }
+        let [sa0, sa1, sa2] = [w.strides[1][0], w.strides[1][1], w.strides[1][2]];
+        let [sb0, sb1, sb2] = [w.strides[2][0], w.strides[2][1], w.strides[2][2]];
+        let [so0, so1, so2] = [w.strides[3][0], w.strides[3][1], w.strides[3][2]];
+        if so1 != 0 || so2 != 1 || w.dims[2] < 2 {
+            return None;
+        }
+        // (x strides over the tile and rows, y strides over positions and tile)
+        let (x, sxt, y, sya, syt) = if sa0 == 0 && sa2 == 1 && sb2 == 0 {
+            (qa, sa1, qb, sb0, sb1)
+        } else if sb0 == 0 && sb2 == 1 && sa2 == 0 {
+            (qb, sb1, qa, sa0, sa1)
+        } else {
+            return None;
+        };
+        Some(Gemm {
+            dims: [w.dims[0], w.dims[1], w.dims[2]],
+            acc,
+            sa: so0,
+            x,
+            sxt,
+            y,
+            sya,
+            syt,
+        })
+    }
+
+    /// Two vectors of rows: 16 lanes of `f32`, 8 of `f64`.
+    #[inline(always)]
+    unsafe fn run<const F: bool>(&self) {
+        if std::mem::size_of::<T>() == 4 {
+            unsafe { self.blocked::<F, 16>() }
+        } else {
+            unsafe { self.blocked::<F, 8>() }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn blocked<const F: bool, const RB: usize>(&self) {
+        const AB: usize = 4;
+        let [na, nt, nr] = self.dims;
+        let full = nr / RB * RB;
+        unsafe {
+            for r0 in (0..full).step_by(RB) {
+                let mut a0 = 0;
+                while a0 + AB <= na {
+                    let mut s = [[T::ZERO; RB]; AB];
+                    for (i, si) in s.iter_mut().enumerate() {
+                        let o = self.acc.add((a0 + i) * self.sa + r0);
+                        for (l, v) in si.iter_mut().enumerate() {
+                            *v = *o.add(l);
+                        }
+                    }
+                    for t in 0..nt {
+                        let xp = self.x.add(t * self.sxt + r0);
+                        let mut xv = [T::ZERO; RB];
+                        for (l, v) in xv.iter_mut().enumerate() {
+                            *v = *xp.add(l);
+                        }
+                        for (i, si) in s.iter_mut().enumerate() {
+                            let yv = *self.y.add((a0 + i) * self.sya + t * self.syt);
+                            for l in 0..RB {
+                                si[l] = T::madd::<F>(xv[l], yv, si[l]);
+                            }
+                        }
+                    }
+                    for (i, si) in s.iter().enumerate() {
+                        let o = self.acc.add((a0 + i) * self.sa + r0);
+                        for (l, v) in si.iter().enumerate() {
+                            *o.add(l) = *v;
+                        }
+                    }
+                    a0 += AB;
+                }
+                for a in a0..na {
+                    let o = self.acc.add(a * self.sa + r0);
+                    let mut s = [T::ZERO; RB];
+                    for (l, v) in s.iter_mut().enumerate() {
+                        *v = *o.add(l);
+                    }
+                    for t in 0..nt {
+                        let xp = self.x.add(t * self.sxt + r0);
+                        let yv = *self.y.add(a * self.sya + t * self.syt);
+                        for (l, v) in s.iter_mut().enumerate() {
+                            *v = T::madd::<F>(*xp.add(l), yv, *v);
+                        }
+                    }
+                    for (l, v) in s.iter().enumerate() {
+                        *o.add(l) = *v;
+                    }
+                }
+            }
+            // The rows left over, one at a time.
+            for a in 0..na {
+                for r in full..nr {
+                    let o = self.acc.add(a * self.sa + r);
+                    let mut v = *o;
+                    for t in 0..nt {
+                        let yv = *self.y.add(a * self.sya + t * self.syt);
+                        v = T::madd::<F>(*self.x.add(t * self.sxt + r), yv, v);
+                    }
+                    *o = v;
+                }
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn finish_acc<T: Float, const F: bool>(ex: &mut Exec<'_, T>, op: RedOp, acc: Reg, aux: Reg) {
     let (b, r) = dims(ex, acc);
@@ -1202,3 +1373,97 @@ def_op!(op_avx2, true, "avx2,fma");
 def_fold!(fold_avx2, true, "avx2,fma");
 #[cfg(target_arch = "x86_64")]
 variant!(block_avx2, scope_avx2, op_avx2, fold_avx2, true, "avx2,fma");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A walk over [positions, tile, rows] with `x` as operand `xi` (1 or 2)
+    /// and `y` as the other, strides as the fold builds them.
+    fn walk(na: usize, nt: usize, nr: usize, x_first: bool) -> Walk {
+        let mut w = Walk {
+            dims: [1; MAX_LOOPS + 2],
+            strides: [[0; MAX_LOOPS + 2]; 4],
+            nd: 3,
+        };
+        w.dims[..3].copy_from_slice(&[na, nt, nr]);
+        let x = [0, nr, 1];
+        let y = [nt, 1, 0];
+        let (s1, s2) = if x_first { (x, y) } else { (y, x) };
+        w.strides[1][..3].copy_from_slice(&s1);
+        w.strides[2][..3].copy_from_slice(&s2);
+        w.strides[3][..3].copy_from_slice(&[nr, 0, 1]);
+        w
+    }
+
+    /// The blocked product adds each accumulator's terms in the walk's
+    /// order: the same bits as one multiply-add per (position, tile, row).
+    fn same_bits<T: Float, const F: bool>() {
+        let mut rng = crate::grad::Rng::new(3);
+        for &na in &[1, 3, 4, 5, 9] {
+            for &nt in &[1, 7, 16] {
+                for &nr in &[2, 7, 8, 15, 16, 17, 33] {
+                    for x_first in [true, false] {
+                        let x: Vec<T> = (0..nt * nr).map(|_| T::of(rng.normal())).collect();
+                        let y: Vec<T> = (0..na * nt).map(|_| T::of(rng.normal())).collect();
+                        let init: Vec<T> = (0..na * nr).map(|_| T::of(rng.normal())).collect();
+                        let mut want = init.clone();
+                        for a in 0..na {
+                            for t in 0..nt {
+                                for r in 0..nr {
+                                    let o = &mut want[a * nr + r];
+                                    *o = T::madd::<F>(x[t * nr + r], y[a * nt + t], *o);
+                                }
+                            }
+                        }
+                        let mut got = init.clone();
+                        let w = walk(na, nt, nr, x_first);
+                        let (qa, qb) = if x_first {
+                            (x.as_ptr(), y.as_ptr())
+                        } else {
+                            (y.as_ptr(), x.as_ptr())
+                        };
+                        let g = Gemm::of(&w, qa, qb, got.as_mut_ptr()).expect("a product");
+                        unsafe { g.run::<F>() };
+                        let bits =
+                            |v: &[T]| v.iter().map(|e| e.f64().to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&got),
+                            bits(&want),
+                            "{na} x {nt} x {nr}, x first {x_first}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_blocked_product_has_the_bits_of_the_walk() {
+        same_bits::<f32, false>();
+        same_bits::<f64, false>();
+        same_bits::<f32, true>();
+        same_bits::<f64, true>();
+    }
+
+    #[test]
+    fn only_a_product_shaped_walk_is_blocked() {
+        let (x, y, mut acc) = ([0f64; 64], [0f64; 64], [0f64; 64]);
+        let ok = walk(4, 4, 4, true);
+        assert!(Gemm::of(&ok, x.as_ptr(), y.as_ptr(), acc.as_mut_ptr()).is_some());
+        // The accumulator moving along the tile: not a reduction over it.
+        let mut w = walk(4, 4, 4, true);
+        w.strides[3][1] = 4;
+        assert!(Gemm::of(&w, x.as_ptr(), y.as_ptr(), acc.as_mut_ptr()).is_none());
+        // Both operands moving along the rows.
+        let mut w = walk(4, 4, 4, true);
+        w.strides[2][2] = 1;
+        assert!(Gemm::of(&w, x.as_ptr(), y.as_ptr(), acc.as_mut_ptr()).is_none());
+        // A single row, or another number of axes.
+        let w = walk(4, 4, 1, true);
+        assert!(Gemm::of(&w, x.as_ptr(), y.as_ptr(), acc.as_mut_ptr()).is_none());
+        let mut w = walk(4, 4, 4, true);
+        w.nd = 2;
+        assert!(Gemm::of(&w, x.as_ptr(), y.as_ptr(), acc.as_mut_ptr()).is_none());
+    }
+}
