@@ -323,7 +323,12 @@ pub fn expm1<T: Float, const FMA: bool>(x: T) -> T {
 /// `1 / (1 + e^-x)`
 #[inline(always)]
 pub fn sigmoid<T: Float, const FMA: bool>(x: T) -> T {
-    T::ONE / (T::ONE + (-x).exp::<FMA>())
+    // From `e^-|x|`, the exponential `softplus` takes: where both are
+    // evaluated at the same `x` (a logistic loss and its gradient) the
+    // compiler computes it once.
+    let e = (-x.abs()).exp::<FMA>();
+    let d = T::ONE / (T::ONE + e);
+    sel(x >= T::ZERO, d, e * d)
 }
 
 /// `log(1 + e^x)` as `max(x, 0) + log1p(e^-|x|)`, finite for every finite x.
