@@ -42,6 +42,7 @@ pub mod diff;
 pub mod exec;
 pub mod export;
 pub mod grad;
+pub(crate) mod hash;
 pub mod io;
 pub mod ir;
 pub mod lint;

@@ -20,9 +20,10 @@
 //!    of the chunk), rows innermost, so every instruction is a vector loop.
 
 use crate::grad::Derivation;
+use crate::hash::HashMap;
 use crate::ir::{Cmp, F64, Func, Graph, Id, IdxRange, Node, RedOp, SymKind};
 use crate::sema::types::{Dom, Shape, Size};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// A node of the planner's graph.
 pub(crate) type P = u32;
@@ -834,7 +835,7 @@ pub(crate) fn plan(d: &Derivation, checked: &crate::Checked) -> Result<Plan, Pla
             .enumerate()
             .map(|(i, r)| (r.name.clone(), i))
             .collect(),
-        memo: HashMap::new(),
+        memo: HashMap::default(),
     };
     let mut reductions = Vec::new();
     for r in &d.objective.reductions {
@@ -947,7 +948,7 @@ impl Tabulator {
         let is_batch = |v: u16| v < depth && ctx[(depth - 1 - v) as usize];
         let r = if info.has_red && !info.rowdep && info.free.len() == 1 && is_batch(info.free[0]) {
             let b = info.free[0];
-            let f = g.at_current_row(p, b, &mut HashMap::new());
+            let f = g.at_current_row(p, b, &mut HashMap::default());
             let f = self.rewrite(g, f, &[]);
             let t = match self.tables.iter().position(|&x| x == f) {
                 Some(t) => t,
@@ -1162,7 +1163,7 @@ impl<'a, F: Fn(u16) -> bool> Emitter<'a, F> {
             plan,
             ready,
             pass,
-            memo: HashMap::new(),
+            memo: HashMap::default(),
             table_of,
         }
     }

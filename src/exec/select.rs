@@ -21,8 +21,8 @@
 //! when it makes the plan cheaper by a weighted operation count.
 
 use super::plan::{BFn, P, PGraph, PNode, RowRef, UFn, commutes};
+use crate::hash::{HashMap, HashSet};
 use crate::ir::{Cmp, Func};
-use std::collections::{HashMap, HashSet};
 
 /// Rewrites `roots` for the two-valued label in input `slot` (values
 /// `lo < hi`), in place, when that lowers their joint cost.
@@ -36,12 +36,12 @@ pub(crate) fn rewrite(g: &mut PGraph, slot: u16, lo: f64, hi: f64, roots: &mut [
     let cond = g.intern(PNode::Bin(BFn::Cmp(Cmp::Eq), label, hi_num));
     let before: Vec<P> = roots.iter().map(|r| **r).collect();
     let mut after = before.clone();
-    let mut spec_hi = HashMap::new();
-    let mut spec_lo = HashMap::new();
-    let mut merged = HashMap::new();
+    let mut spec_hi = HashMap::default();
+    let mut spec_lo = HashMap::default();
+    let mut merged = HashMap::default();
     let mut changed = false;
     for r in &mut after {
-        if !reads(g, *r, label, &mut HashSet::new()) {
+        if !reads(g, *r, label, &mut HashSet::default()) {
             continue;
         }
         let a = specialise(g, *r, label, hi, &mut spec_hi);
@@ -265,7 +265,7 @@ fn weight(g: &PGraph, p: P) -> u64 {
 /// transcendental functions and powers dominate, then divisions and square
 /// roots, then everything else.
 fn cost(g: &PGraph, roots: &[P]) -> u64 {
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::default();
     let mut stack: Vec<P> = roots.to_vec();
     let mut total = 0;
     while let Some(p) = stack.pop() {

@@ -5,8 +5,9 @@
 //! with a memo per binding of the reduction indices.
 
 use super::{Graph, Id, IdxRange, Node, RedOp, SymKind};
+use crate::hash::HashMap;
 use crate::sema::types::Size;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Where an expression's inputs come from.
 pub trait Values {
@@ -40,7 +41,7 @@ pub fn eval_with(
         row,
         idx,
     };
-    e.ev(root, &mut HashMap::new())
+    e.ev(root, &mut HashMap::default())
 }
 
 /// Evaluates an expression over scalar symbols only (one row, no vectors).
@@ -147,7 +148,7 @@ impl Eval<'_> {
                 for v in 0..n {
                     self.idx.insert(idx.clone(), v);
                     // Values inside depend on this binding: a fresh memo.
-                    let mut inner = HashMap::new();
+                    let mut inner = HashMap::default();
                     if let Some(f) = filter
                         && self.ev(*f, &mut inner) == 0.0
                     {

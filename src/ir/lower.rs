@@ -11,6 +11,7 @@
 
 use super::{Cmp, Fact, Func, Graph, Id, IdxRange, RedOp, SymKind};
 use crate::ast::{Arg, BinOp, Def, Expr, ExprKind, Reducer, StmtKind, UnOp};
+use crate::hash::HashMap;
 use crate::sema::types::{Dom, Shape, Size};
 use crate::sema::{Checked, prelude};
 use crate::span::Span;
@@ -156,8 +157,8 @@ struct Lowerer<'a, 'g> {
     reductions: Vec<Reduction>,
     /// Sample reductions are named `{prefix}0`, `{prefix}1`, ...
     prefix: &'static str,
-    let_cache: std::collections::HashMap<(String, Option<String>, Option<Id>), Id>,
-    def_cache: std::collections::HashMap<DefKey, Id>,
+    let_cache: HashMap<(String, Option<String>, Option<Id>), Id>,
+    def_cache: HashMap<DefKey, Id>,
 }
 
 /// A def call with scalar arguments: the def, the arguments, the row and component.
@@ -221,8 +222,8 @@ impl<'a, 'g> Lowerer<'a, 'g> {
             lets: BTreeMap::new(),
             reductions: Vec::new(),
             prefix,
-            let_cache: std::collections::HashMap::new(),
-            def_cache: std::collections::HashMap::new(),
+            let_cache: HashMap::default(),
+            def_cache: HashMap::default(),
         }
     }
 }

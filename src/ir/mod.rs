@@ -12,7 +12,8 @@
 //! applied (`y² = y` for a `{0, 1}` label). Division is `a · b⁻¹` and
 //! subtraction `a + (-1)·b`, so one rule set covers all four operations.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::hash::{HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 pub mod eval;
@@ -392,7 +393,7 @@ impl Graph {
     /// The distinct nodes reachable from `root`, children before parents
     /// (ascending ids): the order every bottom-up pass walks in.
     pub fn reachable(&self, root: Id) -> Vec<Id> {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::default();
         let mut order = Vec::new();
         let mut stack = vec![root];
         while let Some(id) = stack.pop() {
@@ -414,7 +415,7 @@ impl Graph {
     /// each use): what a reader sees, so what the simplifier minimises.
     pub fn tree_size(&self, root: Id) -> usize {
         // Children precede parents, so one pass in id order suffices.
-        let mut size: HashMap<Id, usize> = HashMap::new();
+        let mut size: HashMap<Id, usize> = HashMap::default();
         for id in self.reachable(root) {
             let s = self
                 .node(id)
@@ -852,7 +853,7 @@ impl Graph {
     /// `id` with index `name` replaced by the node `with`; reductions that
     /// bind `name` themselves are left alone.
     pub fn subst(&mut self, id: Id, name: &str, with: Id) -> Id {
-        let mut memo = HashMap::new();
+        let mut memo = HashMap::default();
         let bound_here = |n: &Node| matches!(n, Node::Reduce { idx, .. } if idx == name);
         self.rewrite(
             id,
@@ -870,7 +871,7 @@ impl Graph {
     /// by the node `with`, which may itself mention the symbol: export puts a
     /// booster's link function in front of a pred this way.
     pub fn replace_sym(&mut self, id: Id, kind: SymKind, name: &str, with: Id) -> Id {
-        let mut memo = HashMap::new();
+        let mut memo = HashMap::default();
         self.rewrite(
             id,
             &mut memo,
@@ -892,7 +893,7 @@ impl Graph {
         let id = self.rename_inner_binders(id, j);
         let row = self.row();
         let jj = self.idx(j);
-        let mut memo = HashMap::new();
+        let mut memo = HashMap::default();
         self.rewrite(
             id,
             &mut memo,
@@ -909,7 +910,7 @@ impl Graph {
     /// Renames every reduction inside `id` that binds `j` to a fresh name.
     fn rename_inner_binders(&mut self, id: Id, j: &str) -> Id {
         let mut stack = vec![id];
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::default();
         let mut found = false;
         while let Some(x) = stack.pop() {
             if seen.insert(x) {
@@ -933,7 +934,7 @@ impl Graph {
             k += 1;
         };
         self.set_range(&fresh, range);
-        let mut memo = HashMap::new();
+        let mut memo = HashMap::default();
         self.rename_rec(id, j, &fresh, false, &mut memo)
     }
 
@@ -978,7 +979,7 @@ impl Graph {
             }
             n if n.children().is_empty() => id,
             _ => {
-                let mut local = HashMap::new();
+                let mut local = HashMap::default();
                 let changed: Vec<(Id, Id)> = self
                     .node(id)
                     .children()
@@ -1121,7 +1122,7 @@ impl Graph {
 
     /// The index variables free in `id` (bound by no reduction inside it).
     pub fn free_indices(&self, id: Id) -> std::collections::BTreeSet<String> {
-        let mut memo: HashMap<Id, std::collections::BTreeSet<String>> = HashMap::new();
+        let mut memo: HashMap<Id, std::collections::BTreeSet<String>> = HashMap::default();
         self.free_memo(id, &mut memo)
     }
 

@@ -16,8 +16,9 @@
 //! - `label-select`: for a `{0, 1}` label, `if y == 1 then a else b` →
 //!   `y a + (1 - y) b` when that is smaller.
 
+use crate::hash::HashMap;
 use crate::ir::{Cmp, Fact, Func, Graph, Id, Node, SymKind};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// What a rewrite must not increase: the length of the expression printed
 /// as text, which is what a reader sees (`-(a + b)` costs its parentheses,
@@ -26,7 +27,7 @@ pub fn cost(g: &Graph, id: Id) -> usize {
     // The text form of a DAG can be exponentially long, so its length is
     // estimated node by node, each shared node once per use but computed
     // once (saturating), mirroring what the printer writes.
-    let mut memo: HashMap<Id, usize> = HashMap::new();
+    let mut memo: HashMap<Id, usize> = HashMap::default();
     for x in g.reachable(id) {
         let c = |y: &Id| memo.get(y).copied().unwrap_or(0);
         let paren = |y: &Id| match g.node(*y) {
@@ -240,7 +241,7 @@ fn best_sum(g: &mut Graph, s: Id) -> Id {
 
 /// Distributes products over sums (and small integer powers of sums).
 pub fn expand(g: &mut Graph, id: Id) -> Id {
-    expand_memo(g, id, &mut HashMap::new())
+    expand_memo(g, id, &mut HashMap::default())
 }
 
 fn expand_memo(g: &mut Graph, id: Id, memo: &mut HashMap<Id, Id>) -> Id {
