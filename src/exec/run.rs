@@ -1183,9 +1183,9 @@ unsafe fn $name<T: Float>(
 /// gradient gathered from a tile of rows). The walk would load and store
 /// the accumulator once per multiply-add; this keeps a block of it in
 /// registers across the whole tile, 4 positions by 2 vectors of rows, so a
-/// multiply-add costs one broadcast and half a load. Each accumulator still
-/// adds its terms in `t` order, one `madd` at a time: the bits are those of
-/// the walk.
+/// vector multiply-add costs half a broadcast and a quarter of a load. Each
+/// accumulator still adds its terms in `t` order, one `madd` at a time: the
+/// bits are those of the walk.
 struct Gemm<T> {
     /// Positions, tile length, rows.
     dims: [usize; 3],
@@ -1214,7 +1214,9 @@ impl<T: Float> Gemm<T> {
         let [sa0, sa1, sa2] = [w.strides[1][0], w.strides[1][1], w.strides[1][2]];
         let [sb0, sb1, sb2] = [w.strides[2][0], w.strides[2][1], w.strides[2][2]];
         let [so0, so1, so2] = [w.strides[3][0], w.strides[3][1], w.strides[3][2]];
-        if so1 != 0 || so2 != 1 || w.dims[2] < 2 {
+        // (positions that alias one accumulator would lose all but one
+        // block's sums: never from a fold, refused all the same)
+        if so0 == 0 || so1 != 0 || so2 != 1 || w.dims[2] < 2 {
             return None;
         }
         // (x strides over the tile and rows, y strides over positions and tile)
@@ -1458,6 +1460,10 @@ mod tests {
         // Both operands moving along the rows.
         let mut w = walk(4, 4, 4, true);
         w.strides[2][2] = 1;
+        assert!(Gemm::of(&w, x.as_ptr(), y.as_ptr(), acc.as_mut_ptr()).is_none());
+        // Every position folding into the same accumulator.
+        let mut w = walk(4, 4, 4, true);
+        w.strides[3][0] = 0;
         assert!(Gemm::of(&w, x.as_ptr(), y.as_ptr(), acc.as_mut_ptr()).is_none());
         // A single row, or another number of axes.
         let w = walk(4, 4, 1, true);
