@@ -17,7 +17,11 @@ fn text(b: &[u8]) -> String {
 }
 
 fn scratch(name: &str, contents: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("lossc-cli-{}", std::process::id()));
+    // A directory per file: tests run in parallel and two of them may
+    // write files of the same name with different contents.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("lossc-cli-{}/{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();

@@ -29,69 +29,99 @@ pub fn cost(g: &Graph, id: Id) -> usize {
     // once (saturating), mirroring what the printer writes.
     let mut memo: HashMap<Id, usize> = HashMap::default();
     for x in g.reachable(id) {
-        let c = |y: &Id| memo.get(y).copied().unwrap_or(0);
-        let paren = |y: &Id| match g.node(*y) {
-            Node::Add(_) | Node::Select(..) => 2,
-            _ => 0,
-        };
-        let len = match g.node(x) {
-            Node::Num(v) => crate::ast::fmt_num(v.0).len(),
-            Node::Sym(_, n) | Node::Idx(n) => n.len(),
-            Node::Row => 1,
-            Node::Elem {
-                name, row, comp, ..
-            } => {
-                name.len() + row.as_ref().map_or(0, |r| r.len() + 1) + comp.map_or(0, |k| c(&k) + 2)
-            }
-            Node::Add(xs) => xs
-                .iter()
-                .map(|t| term_cost(g, *t, &c))
-                .fold(0usize, usize::saturating_add)
-                .saturating_add(3 * (xs.len() - 1)),
-            Node::Mul(fs) => {
-                let mut total = 0usize;
-                for (k, f) in fs.iter().enumerate() {
-                    let piece = match g.as_num(*f) {
-                        Some(v) if k == 0 && (v == -1.0 || v == 1.0) => 1,
-                        _ => c(f).saturating_add(paren(f)),
-                    };
-                    total = total.saturating_add(piece).saturating_add(3);
-                }
-                total
-            }
-            Node::Pow(b, e) => c(b)
-                .saturating_add(paren(b))
-                .saturating_add(1)
-                .saturating_add(c(e)),
-            Node::Func(f, a) => f.name().len().saturating_add(2).saturating_add(c(a)),
-            Node::Max(a, b) | Node::Min(a, b) => c(a).saturating_add(c(b)).saturating_add(7),
-            Node::Select(k, a, b) => c(k)
-                .saturating_add(c(a))
-                .saturating_add(c(b))
-                .saturating_add(15),
-            Node::Cmp(_, a, b) | Node::And(a, b) | Node::Or(a, b) => {
-                c(a).saturating_add(c(b)).saturating_add(4)
-            }
-            Node::Not(a) => c(a).saturating_add(4),
-            Node::StopGrad(a) => c(a).saturating_add(7),
-            Node::Delta(a, b) => c(a).saturating_add(c(b)).saturating_add(20),
-            Node::Reduce {
-                op,
-                idx,
-                filter,
-                body,
-                ..
-            } => op
-                .name()
-                .len()
-                .saturating_add(idx.len())
-                .saturating_add(filter.map_or(0, |f| c(&f) + 2))
-                .saturating_add(c(body))
-                .saturating_add(4),
-        };
+        let len = node_cost(g, x, &|y: &Id| memo.get(y).copied().unwrap_or(0));
         memo.insert(x, len);
     }
     memo[&id]
+}
+
+/// [`cost`], remembered in the graph: the simplifier compares the costs of
+/// candidate rewrites thousands of times, mostly over the same subterms,
+/// and walking each candidate's whole DAG again was a fifth of a spec's
+/// compile time. Only the nodes not costed before are visited.
+fn cost_of(g: &mut Graph, id: Id) -> usize {
+    if let Some(c) = g.known_cost(id) {
+        return c;
+    }
+    let mut todo = Vec::new();
+    let mut seen = crate::hash::HashSet::default();
+    let mut stack = vec![id];
+    while let Some(x) = stack.pop() {
+        if g.known_cost(x).is_some() || !seen.insert(x) {
+            continue;
+        }
+        todo.push(x);
+        stack.extend(g.node(x).children());
+    }
+    // Children are interned before their parents: ascending ids cost
+    // every child first.
+    todo.sort();
+    for x in todo {
+        let len = node_cost(g, x, &|y: &Id| g.known_cost(*y).unwrap_or(0));
+        g.record_cost(x, len);
+    }
+    g.known_cost(id).unwrap_or(0)
+}
+
+/// One node's printed length, given its children's (`c`).
+fn node_cost(g: &Graph, x: Id, c: &dyn Fn(&Id) -> usize) -> usize {
+    let paren = |y: &Id| match g.node(*y) {
+        Node::Add(_) | Node::Select(..) => 2,
+        _ => 0,
+    };
+    match g.node(x) {
+        Node::Num(v) => crate::ast::fmt_num(v.0).len(),
+        Node::Sym(_, n) | Node::Idx(n) => n.len(),
+        Node::Row => 1,
+        Node::Elem {
+            name, row, comp, ..
+        } => name.len() + row.as_ref().map_or(0, |r| r.len() + 1) + comp.map_or(0, |k| c(&k) + 2),
+        Node::Add(xs) => xs
+            .iter()
+            .map(|t| term_cost(g, *t, &c))
+            .fold(0usize, usize::saturating_add)
+            .saturating_add(3 * (xs.len() - 1)),
+        Node::Mul(fs) => {
+            let mut total = 0usize;
+            for (k, f) in fs.iter().enumerate() {
+                let piece = match g.as_num(*f) {
+                    Some(v) if k == 0 && (v == -1.0 || v == 1.0) => 1,
+                    _ => c(f).saturating_add(paren(f)),
+                };
+                total = total.saturating_add(piece).saturating_add(3);
+            }
+            total
+        }
+        Node::Pow(b, e) => c(b)
+            .saturating_add(paren(b))
+            .saturating_add(1)
+            .saturating_add(c(e)),
+        Node::Func(f, a) => f.name().len().saturating_add(2).saturating_add(c(a)),
+        Node::Max(a, b) | Node::Min(a, b) => c(a).saturating_add(c(b)).saturating_add(7),
+        Node::Select(k, a, b) => c(k)
+            .saturating_add(c(a))
+            .saturating_add(c(b))
+            .saturating_add(15),
+        Node::Cmp(_, a, b) | Node::And(a, b) | Node::Or(a, b) => {
+            c(a).saturating_add(c(b)).saturating_add(4)
+        }
+        Node::Not(a) => c(a).saturating_add(4),
+        Node::StopGrad(a) => c(a).saturating_add(7),
+        Node::Delta(a, b) => c(a).saturating_add(c(b)).saturating_add(20),
+        Node::Reduce {
+            op,
+            idx,
+            filter,
+            body,
+            ..
+        } => op
+            .name()
+            .len()
+            .saturating_add(idx.len())
+            .saturating_add(filter.map_or(0, |f| c(&f) + 2))
+            .saturating_add(c(body))
+            .saturating_add(4),
+    }
 }
 
 /// A term of a sum costs its product without a leading `-1` (the sign
@@ -204,7 +234,7 @@ pub fn simplify(g: &mut Graph, root: Id) -> Id {
         };
         // The rewrites only ever shrink; guard against a rebuilt node that
         // canonicalised into something larger.
-        let chosen = if cost(g, rebuilt) <= cost(g, id) {
+        let chosen = if cost_of(g, rebuilt) <= cost_of(g, id) {
             rebuilt
         } else {
             id
@@ -217,7 +247,7 @@ pub fn simplify(g: &mut Graph, root: Id) -> Id {
 /// The smallest of a sum, its expansion and its form over a common denominator.
 fn best_sum(g: &mut Graph, s: Id) -> Id {
     let mut best = s;
-    let mut size = cost(g, s);
+    let mut size = cost_of(g, s);
     if size > MAX_REWRITE_COST {
         return s;
     }
@@ -228,7 +258,7 @@ fn best_sum(g: &mut Graph, s: Id) -> Id {
         ("common factor", common_factor(g, s)),
     ];
     for (name, candidate) in candidates {
-        let c = cost(g, candidate);
+        let c = cost_of(g, candidate);
         if c < size {
             best = candidate;
             size = c;
@@ -385,7 +415,7 @@ fn into_branches(g: &mut Graph, p: Id) -> Id {
 fn simplify_product(g: &mut Graph, p: Id) -> Id {
     let p = tanh_rule(g, p);
     let mut best = p;
-    if cost(g, p) > MAX_REWRITE_COST {
+    if cost_of(g, p) > MAX_REWRITE_COST {
         return p;
     }
     let fs = factors(g, p);
@@ -410,7 +440,7 @@ fn simplify_product(g: &mut Graph, p: Id) -> Id {
         let sum = g.add(distributed);
         let sum = merge_selects(g, sum);
         let sum = best_sum_or(g, sum);
-        if cost(g, sum) < cost(g, best) {
+        if cost_of(g, sum) < cost_of(g, best) {
             best = sum;
         }
     }
@@ -458,7 +488,7 @@ fn merge_selects(g: &mut Graph, s: Id) -> Id {
         rest.push(g.select(c, a, b));
     }
     let merged = g.add(rest);
-    if cost(g, merged) <= cost(g, s) {
+    if cost_of(g, merged) <= cost_of(g, s) {
         record("merge branches", s, merged);
         merged
     } else {
@@ -593,7 +623,7 @@ fn common_factor(g: &mut Graph, s: Id) -> Id {
 
 fn expand_if_smaller(g: &mut Graph, x: Id) -> Id {
     let e = expand(g, x);
-    if cost(g, e) < cost(g, x) { e } else { x }
+    if cost_of(g, e) < cost_of(g, x) { e } else { x }
 }
 
 /// Writes a comparison with the unknowns on the left, constants on the
@@ -643,7 +673,7 @@ fn condition(g: &mut Graph, op: Cmp, a: Id, b: Id) -> Id {
         }
     }
     let normal = g.cmp(op, lhs, rhs);
-    if cost(g, normal) <= cost(g, original) {
+    if cost_of(g, normal) <= cost_of(g, original) {
         record("condition", original, normal);
         normal
     } else {
