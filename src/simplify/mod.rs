@@ -733,6 +733,32 @@ fn label_select(g: &mut Graph, s: Id) -> Id {
 mod tests {
     use super::*;
 
+    /// The remembered cost of every node, costed in any order, is the one
+    /// computed afresh.
+    #[test]
+    fn remembered_costs_are_fresh_costs() {
+        let mut g = Graph::new();
+        let y = g.sym(SymKind::Data, "y");
+        let z = g.sym(SymKind::Pred, "z");
+        let s = g.func(Func::Sigmoid, z);
+        let one = g.num(1.0);
+        let q = g.sub(one, s);
+        let q2 = g.mul2(q, q);
+        let l = g.func(Func::Log, s);
+        let a = g.mul2(y, q2);
+        let t = g.mul2(a, l);
+        let root = g.add(vec![t, q2, l]);
+        let simplified = simplify(&mut g, root);
+        // A node in the middle first, then everything, then the roots.
+        assert_eq!(cost_of(&mut g, q2), cost(&g, q2));
+        for i in (0..g.len() as u32).rev() {
+            let id = Id(i);
+            assert_eq!(cost_of(&mut g, id), cost(&g, id), "node {i}");
+        }
+        assert_eq!(cost_of(&mut g, simplified), cost(&g, simplified));
+        assert_eq!(cost_of(&mut g, root), cost(&g, root));
+    }
+
     #[test]
     fn expand_cancels_like_terms() {
         let mut g = Graph::new();
