@@ -854,46 +854,33 @@ fn load<T: Float>(ex: &mut Exec<'_, T>, out: Reg, slot: u16, row: RowSrc, comp: 
         }
         return;
     }
-    // Another row's tile of components: a copy per row.
+    // Another row's tile of components. Rows outer: a copy per row, or the
+    // input itself when the tile is whole rows. Components outer (a
+    // gradient gathering another row's components for each of this row's):
+    // a transposed copy, eight rows at a time, so that each component's
+    // eight values are written together and the eight rows read in step.
     if let (RowSrc::Loop(j), CompSrc::Loop(c)) = (row, comp)
-        && d.loops.len() == 2
-        && d.loops[0] == j
+        && (d.loops == [j, c] || d.loops == [c, j])
     {
         let (oj, nj) = (ex.off[j as usize], ex.ext[j as usize]);
         let (oc, nc) = (ex.off[c as usize], ex.ext[c as usize]);
-        // Whole rows are read in place.
-        if oc == 0 && nc == input.width {
-            ex.ptr[out as usize] = unsafe { input.ptr.add(oj * input.width) };
+        let src = |t: usize| unsafe { input.ptr.add((oj + t) * input.width + oc) };
+        if d.loops[0] == j && oc == 0 && nc == input.width {
+            ex.ptr[out as usize] = src(0);
             return;
         }
         let o = ex.out(out);
-        for t in 0..nj {
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    input.ptr.add((oj + t) * input.width + oc),
-                    o.add(t * nc),
-                    nc,
-                )
-            };
-        }
-        return;
-    }
-    // The same, transposed: components outer, rows inner (a gradient that
-    // gathers another row's components for each of this row's).
-    if let (RowSrc::Loop(j), CompSrc::Loop(c)) = (row, comp)
-        && d.loops.len() == 2
-        && d.loops == [c, j]
-    {
-        let (oj, nj) = (ex.off[j as usize], ex.ext[j as usize]);
-        let (oc, nc) = (ex.off[c as usize], ex.ext[c as usize]);
-        let o = ex.out(out);
-        // Eight rows at a time: each component's eight values are written
-        // together, and the eight rows are read in step.
-        for t0 in (0..nj).step_by(8) {
-            let te = (t0 + 8).min(nj);
-            for u in 0..nc {
-                for t in t0..te {
-                    unsafe { *o.add(u * nj + t) = *input.ptr.add((oj + t) * input.width + oc + u) };
+        if d.loops[0] == j {
+            for t in 0..nj {
+                unsafe { std::ptr::copy_nonoverlapping(src(t), o.add(t * nc), nc) };
+            }
+        } else {
+            for t0 in (0..nj).step_by(8) {
+                let te = (t0 + 8).min(nj);
+                for u in 0..nc {
+                    for t in t0..te {
+                        unsafe { *o.add(u * nj + t) = *src(t).add(u) };
+                    }
                 }
             }
         }
@@ -1249,71 +1236,60 @@ impl<T: Float> Gemm<T> {
         }
     }
 
+    /// Blocks of 4 positions by `RB` rows, then the positions and the rows
+    /// left over one at a time.
     #[inline(always)]
     unsafe fn blocked<const F: bool, const RB: usize>(&self) {
-        const AB: usize = 4;
-        let [na, nt, nr] = self.dims;
+        let [na, _, nr] = self.dims;
         let full = nr / RB * RB;
         unsafe {
             for r0 in (0..full).step_by(RB) {
                 let mut a0 = 0;
-                while a0 + AB <= na {
-                    let mut s = [[T::ZERO; RB]; AB];
-                    for (i, si) in s.iter_mut().enumerate() {
-                        let o = self.acc.add((a0 + i) * self.sa + r0);
-                        for (l, v) in si.iter_mut().enumerate() {
-                            *v = *o.add(l);
-                        }
-                    }
-                    for t in 0..nt {
-                        let xp = self.x.add(t * self.sxt + r0);
-                        let mut xv = [T::ZERO; RB];
-                        for (l, v) in xv.iter_mut().enumerate() {
-                            *v = *xp.add(l);
-                        }
-                        for (i, si) in s.iter_mut().enumerate() {
-                            let yv = *self.y.add((a0 + i) * self.sya + t * self.syt);
-                            for l in 0..RB {
-                                si[l] = T::madd::<F>(xv[l], yv, si[l]);
-                            }
-                        }
-                    }
-                    for (i, si) in s.iter().enumerate() {
-                        let o = self.acc.add((a0 + i) * self.sa + r0);
-                        for (l, v) in si.iter().enumerate() {
-                            *o.add(l) = *v;
-                        }
-                    }
-                    a0 += AB;
+                while a0 + 4 <= na {
+                    self.block::<F, RB, 4>(a0, r0);
+                    a0 += 4;
                 }
                 for a in a0..na {
-                    let o = self.acc.add(a * self.sa + r0);
-                    let mut s = [T::ZERO; RB];
-                    for (l, v) in s.iter_mut().enumerate() {
-                        *v = *o.add(l);
-                    }
-                    for t in 0..nt {
-                        let xp = self.x.add(t * self.sxt + r0);
-                        let yv = *self.y.add(a * self.sya + t * self.syt);
-                        for (l, v) in s.iter_mut().enumerate() {
-                            *v = T::madd::<F>(*xp.add(l), yv, *v);
-                        }
-                    }
-                    for (l, v) in s.iter().enumerate() {
-                        *o.add(l) = *v;
+                    self.block::<F, RB, 1>(a, r0);
+                }
+            }
+            for a in 0..na {
+                for r in full..nr {
+                    self.block::<F, 1, 1>(a, r);
+                }
+            }
+        }
+    }
+
+    /// Positions `a0..a0 + AB`, rows `r0..r0 + RB`, over the whole tile,
+    /// the accumulators in registers.
+    #[inline(always)]
+    unsafe fn block<const F: bool, const RB: usize, const AB: usize>(&self, a0: usize, r0: usize) {
+        let mut s = [[T::ZERO; RB]; AB];
+        unsafe {
+            for (i, si) in s.iter_mut().enumerate() {
+                let o = self.acc.add((a0 + i) * self.sa + r0);
+                for (l, v) in si.iter_mut().enumerate() {
+                    *v = *o.add(l);
+                }
+            }
+            for t in 0..self.dims[1] {
+                let xp = self.x.add(t * self.sxt + r0);
+                let mut xv = [T::ZERO; RB];
+                for (l, v) in xv.iter_mut().enumerate() {
+                    *v = *xp.add(l);
+                }
+                for (i, si) in s.iter_mut().enumerate() {
+                    let yv = *self.y.add((a0 + i) * self.sya + t * self.syt);
+                    for l in 0..RB {
+                        si[l] = T::madd::<F>(xv[l], yv, si[l]);
                     }
                 }
             }
-            // The rows left over, one at a time.
-            for a in 0..na {
-                for r in full..nr {
-                    let o = self.acc.add(a * self.sa + r);
-                    let mut v = *o;
-                    for t in 0..nt {
-                        let yv = *self.y.add(a * self.sya + t * self.syt);
-                        v = T::madd::<F>(*self.x.add(t * self.sxt + r), yv, v);
-                    }
-                    *o = v;
+            for (i, si) in s.iter().enumerate() {
+                let o = self.acc.add((a0 + i) * self.sa + r0);
+                for (l, v) in si.iter().enumerate() {
+                    *o.add(l) = *v;
                 }
             }
         }

@@ -334,11 +334,11 @@ pub enum Fact {
 pub struct Graph {
     nodes: Vec<Node>,
     interned: HashMap<Node, Id>,
-    /// The simplifier's cost of each node, once computed (`usize::MAX`:
-    /// not yet). A node never changes once interned, and its cost depends
-    /// only on it and its children's, so it is computed once per graph
-    /// rather than once per comparison of two rewrites.
-    text_cost: Vec<usize>,
+    /// The simplifier's cost of each node, once computed. A node never
+    /// changes once interned, and its cost depends only on it and its
+    /// children's, so it is computed once per graph rather than once per
+    /// comparison of two rewrites.
+    text_cost: Vec<Option<usize>>,
     facts: BTreeMap<String, Fact>,
     ranges: BTreeMap<String, IdxRange>,
 }
@@ -386,20 +386,16 @@ impl Graph {
 
     /// The cost `simplify` recorded for a node, if any.
     pub(crate) fn known_cost(&self, id: Id) -> Option<usize> {
-        self.text_cost
-            .get(id.0 as usize)
-            .copied()
-            .filter(|&c| c != usize::MAX)
+        self.text_cost.get(id.0 as usize).copied().flatten()
     }
 
     /// Records a node's cost for [`Graph::known_cost`].
     pub(crate) fn record_cost(&mut self, id: Id, cost: usize) {
         let i = id.0 as usize;
         if self.text_cost.len() <= i {
-            self.text_cost
-                .resize(self.nodes.len().max(i + 1), usize::MAX);
+            self.text_cost.resize(self.nodes.len().max(i + 1), None);
         }
-        self.text_cost[i] = cost;
+        self.text_cost[i] = Some(cost);
     }
 
     /// Interns a node exactly as given (no canonicalisation).

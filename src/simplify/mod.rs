@@ -56,11 +56,13 @@ fn cost_of(g: &mut Graph, id: Id) -> usize {
     // Children are interned before their parents: ascending ids cost
     // every child first.
     todo.sort();
+    let mut len = 0;
     for x in todo {
-        let len = node_cost(g, x, &|y: &Id| g.known_cost(*y).unwrap_or(0));
+        len = node_cost(g, x, &|y: &Id| g.known_cost(*y).unwrap_or(0));
         g.record_cost(x, len);
     }
-    g.known_cost(id).unwrap_or(0)
+    // (the last is `id`, the largest id of all)
+    len
 }
 
 /// One node's printed length, given its children's (`c`).
@@ -757,6 +759,16 @@ mod tests {
         }
         assert_eq!(cost_of(&mut g, simplified), cost(&g, simplified));
         assert_eq!(cost_of(&mut g, root), cost(&g, root));
+        // A DAG whose printed length doubles per level saturates, and is
+        // remembered as saturated.
+        let mut big = z;
+        for _ in 0..70 {
+            let e = g.func(Func::Exp, big);
+            big = g.mul2(big, e);
+        }
+        assert_eq!(cost(&g, big), usize::MAX);
+        assert_eq!(cost_of(&mut g, big), usize::MAX);
+        assert_eq!(cost_of(&mut g, big), usize::MAX);
     }
 
     #[test]
