@@ -166,6 +166,61 @@ fn every_example_matches_the_reference_in_f32() {
     }
 }
 
+#[test]
+fn a_softmax_reads_its_logsumexps_exps_at_every_width() {
+    // The interpreter keeps the exps of a logsumexp that runs in one tile
+    // (10 and 33 logits) and computes the softmax's own exp when it runs in
+    // several (100 logits in 2 tiles, 1000 in 16): both agree with the
+    // reference, in f64 and f32.
+    let path = std::path::Path::new("examples/cce_logits.loss");
+    let plan = Loss::from_file(path)
+        .unwrap()
+        .compile::<f64>()
+        .unwrap()
+        .describe();
+    assert!(plan.contains("exps kept in"), "{plan}");
+    assert_eq!(plan.matches("= softmax ").count(), 1, "{plan}");
+    // `z[y] + (-lse)` and `softmax + (-onehot)` are subtractions, and the
+    // negation of the logsumexp, read by nothing else, is gone.
+    assert_eq!(plan.matches(" Sub ").count(), 2, "{plan}");
+    assert_eq!(plan.matches(" Add ").count(), 0, "{plan}");
+    assert_eq!(plan.matches(" Neg ").count(), 1, "{plan}");
+    for (n, c) in [(1, 1), (300, 10), (300, 33), (77, 100), (40, 1000)] {
+        check::<f64>(path, n, c, 3 + c as u64, 1e-12);
+        check::<f32>(path, n, c, 5 + c as u64, 1e-5);
+    }
+}
+
+#[test]
+fn a_softmax_row_without_a_finite_maximum_gets_the_unfused_value() {
+    // Row 0's scaled logits are [inf, 1000]: its maximum is infinite, so the
+    // kept exps (exp(1000 - 0) = inf, times 1/inf) would give NaN where the
+    // derivative is exp(1000 - inf) = 0. Row 1 is ordinary: [1, 2].
+    let spec = "loss t\ntask multiclass\ndata y : class [C]\npred z : vector [C]\n\
+                minimize mean(logsumexp[c](1e300 * z[c]) - 1e300 * z[y])\n";
+    let ev = Loss::from_source(spec).unwrap().compile::<f64>().unwrap();
+    assert!(ev.describe().contains("= softmax "), "{}", ev.describe());
+    let y = ndarray::array![1.0, 0.0].into_dyn();
+    let z = ndarray::array![[1e10, 1e-297], [1e-300, 2e-300]].into_dyn();
+    let out = ev
+        .eval(&Inputs::new().with("y", y.view()).with("z", z.view()))
+        .unwrap();
+    let g = out.grad("z");
+    let (e1, e2) = (1f64.exp(), 2f64.exp());
+    let want = [
+        f64::NAN,                             // exp(inf - inf)
+        (0.0 - 1.0) * 1e300 / 2.0,            // exp(1000 - inf) = 0, minus the one-hot
+        (e1 / (e1 + e2) - 1.0) * 1e300 / 2.0, // softmax minus the one-hot
+        e2 / (e1 + e2) * 1e300 / 2.0,
+    ];
+    for (i, (got, want)) in g.iter().zip(want).enumerate() {
+        assert!(
+            (got.is_nan() && want.is_nan()) || (got - want).abs() <= 1e-13 * want.abs(),
+            "component {i}: {got} vs {want}"
+        );
+    }
+}
+
 /// The focal spec's arrays: `n` rows of labels and logits.
 fn focal_inputs(n: usize) -> (ndarray::Array1<f64>, ndarray::Array1<f64>) {
     let mut rng = Rng::new(3);

@@ -443,6 +443,7 @@ fn expr(op: &Op, leaf: &dyn Fn(&Op) -> String) -> String {
             }
         }
         Op::Sel { c, a, b, .. } => format!("math::sel({} != T::ZERO, {}, {})", v(c), v(a), v(b)),
+        Op::Softmax { .. } => unreachable!("a softmax reads its logsumexp's buffer"),
         Op::Store { .. } => unreachable!("a store is a statement"),
     }
 }
@@ -478,205 +479,6 @@ fn looped(plan: &Plan, pass: &Pass) -> bool {
         })
 }
 
-/// Each register's defining instruction and the scope it is in.
-fn definitions(pass: &Pass) -> BTreeMap<Reg, (&Op, u16)> {
-    let mut def = BTreeMap::new();
-    for (si, sc) in pass.scopes.iter().enumerate() {
-        for item in &sc.items {
-            if let Item::Op(op) = item
-                && let Some(out) = super::plan::op_writes(op)
-            {
-                def.insert(out, (op, si as u16));
-            }
-        }
-    }
-    def
-}
-
-/// Whether register `a`, read in loop `la`, computes what `b` computes in
-/// loop `lb` at the same component.
-fn same_at(def: &BTreeMap<Reg, (&Op, u16)>, a: Reg, la: u16, b: Reg, lb: u16) -> bool {
-    same_memo(def, a, la, b, lb, &mut BTreeSet::new())
-}
-
-/// `same_at`, remembering the pairs already found equal, so that shared
-/// subexpressions (`a2 = a1 + a1`, ...) are compared once, not once per path.
-fn same_memo(
-    def: &BTreeMap<Reg, (&Op, u16)>,
-    a: Reg,
-    la: u16,
-    b: Reg,
-    lb: u16,
-    seen: &mut BTreeSet<(Reg, Reg)>,
-) -> bool {
-    if a == b || seen.contains(&(a, b)) {
-        return true;
-    }
-    let equal = same_ops(def, a, la, b, lb, seen);
-    if equal {
-        seen.insert((a, b));
-    }
-    equal
-}
-
-fn same_ops(
-    def: &BTreeMap<Reg, (&Op, u16)>,
-    a: Reg,
-    la: u16,
-    b: Reg,
-    lb: u16,
-    seen: &mut BTreeSet<(Reg, Reg)>,
-) -> bool {
-    let (Some(&(x, _)), Some(&(y, _))) = (def.get(&a), def.get(&b)) else {
-        return false;
-    };
-    let mut same = |p: Reg, q: Reg| same_memo(def, p, la, q, lb, seen);
-    match (x, y) {
-        (Op::Const { v: p, .. }, Op::Const { v: q, .. }) => p.to_bits() == q.to_bits(),
-        (Op::Uniform { u: p, .. }, Op::Uniform { u: q, .. }) => p == q,
-        (Op::Iota { scope: p, .. }, Op::Iota { scope: q, .. }) => *p == la && *q == lb,
-        (Op::CurRow { .. }, Op::CurRow { .. }) => true,
-        (
-            Op::TableLoad {
-                table: p,
-                row: RowSrc::Cur,
-                ..
-            },
-            Op::TableLoad {
-                table: q,
-                row: RowSrc::Cur,
-                ..
-            },
-        ) => p == q,
-        (
-            Op::Load {
-                slot: p,
-                row: RowSrc::Cur,
-                comp: cp,
-                ..
-            },
-            Op::Load {
-                slot: q,
-                row: RowSrc::Cur,
-                comp: cq,
-                ..
-            },
-        ) => {
-            p == q
-                && match (cp, cq) {
-                    (CompSrc::None, CompSrc::None) => true,
-                    (CompSrc::Loop(i), CompSrc::Loop(j)) => *i == la && *j == lb,
-                    (CompSrc::Reg(i), CompSrc::Reg(j)) => same(*i, *j),
-                    _ => false,
-                }
-        }
-        (Op::Un { f: p, a: i, .. }, Op::Un { f: q, a: j, .. }) => p == q && same(*i, *j),
-        (Op::Powi { n: p, a: i, .. }, Op::Powi { n: q, a: j, .. }) => p == q && same(*i, *j),
-        (
-            Op::Bin {
-                f: p, a: i, b: k, ..
-            },
-            Op::Bin {
-                f: q, a: j, b: l, ..
-            },
-        ) => p == q && same(*i, *j) && same(*k, *l),
-        (
-            Op::Sel {
-                c: p, a: i, b: k, ..
-            },
-            Op::Sel {
-                c: q, a: j, b: l, ..
-            },
-        ) => same(*p, *q) && same(*i, *j) && same(*k, *l),
-        _ => false,
-    }
-}
-
-/// The softmaxes of a pass: `exp(x - logsumexp(x))` in a loop over the
-/// components whose `logsumexp` the pass computed over the same range. The
-/// logsumexp loop keeps `exp(x - max)` per component, so the softmax is a
-/// product, `exp(x - max) / sum`: one `exp` per component in all, as in a
-/// hand-written softmax. Maps the `exp` register to the logsumexp loop's
-/// scope and accumulator.
-fn softmaxes(pass: &Pass) -> BTreeMap<Reg, (u16, Reg)> {
-    let def = definitions(pass);
-    // Logsumexp loops without a filter: accumulator -> (scope, body).
-    let mut lse = BTreeMap::new();
-    for item in &pass.scopes[0].items {
-        if let Item::Loop {
-            scope,
-            kind:
-                LoopKind::Reduce {
-                    op: RedOp::LogSumExp,
-                    acc,
-                    fold: Fold::Reg(body),
-                    filter: None,
-                    ..
-                },
-        } = item
-        {
-            lse.insert(*acc, (*scope, *body));
-        }
-    }
-    let mut out = BTreeMap::new();
-    for (&r, &(op, st)) in &def {
-        let Op::Un {
-            f: UFn::F(Func::Exp),
-            a,
-            ..
-        } = op
-        else {
-            continue;
-        };
-        if st == 0 {
-            continue;
-        }
-        // x - lse, as `x + (-lse)` or `x - lse`.
-        let split = match def.get(a) {
-            Some((
-                Op::Bin {
-                    f: BFn::Sub,
-                    a: x,
-                    b: l,
-                    ..
-                },
-                _,
-            )) => vec![(*x, *l)],
-            Some((
-                Op::Bin {
-                    f: BFn::Add,
-                    a: p,
-                    b: q,
-                    ..
-                },
-                _,
-            )) => [(*p, *q), (*q, *p)]
-                .into_iter()
-                .filter_map(|(x, n)| match def.get(&n) {
-                    Some((
-                        Op::Un {
-                            f: UFn::Neg, a: l, ..
-                        },
-                        _,
-                    )) => Some((x, *l)),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        for (x, l) in split {
-            if let Some(&(ls, body)) = lse.get(&l)
-                && pass.scopes[ls as usize].range == pass.scopes[st as usize].range
-                && same_at(&def, x, st, body, ls)
-            {
-                out.insert(r, (ls, l));
-                break;
-            }
-        }
-    }
-    out
-}
-
 /// A pass with loops over components, generated row by row: the row's
 /// scalars are locals, each loop over components is one Rust loop over
 /// them (its values in a per-row buffer of this worker's scratch, then
@@ -684,8 +486,27 @@ fn softmaxes(pass: &Pass) -> BTreeMap<Reg, (u16, Reg)> {
 /// written in that loop.
 fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
     pass_header(index, s);
-    let soft = softmaxes(pass);
-    let cached: BTreeSet<u16> = soft.values().map(|&(ls, _)| ls).collect();
+    // Softmaxes read the exps their logsumexp kept (see `softmax`).
+    let mut soft: BTreeMap<Reg, (u16, Reg)> = BTreeMap::new();
+    let mut cached: BTreeSet<u16> = BTreeSet::new();
+    for sc in &pass.scopes {
+        for item in &sc.items {
+            match item {
+                Item::Op(Op::Softmax {
+                    out, lse, scope, ..
+                }) => {
+                    soft.insert(*out, (*scope, *lse));
+                }
+                Item::Loop {
+                    scope,
+                    kind: LoopKind::Reduce { cache: Some(_), .. },
+                } => {
+                    cached.insert(*scope);
+                }
+                _ => {}
+            }
+        }
+    }
     // What the pass reads, in the order it is emitted (root instructions,
     // each loop's in place), and each input's first full read: a scalar
     // read at all, a vector read over its components (which `looped`

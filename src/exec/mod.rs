@@ -30,6 +30,7 @@ pub mod math;
 pub(crate) mod plan;
 pub(crate) mod run;
 mod select;
+mod softmax;
 
 pub use math::Float;
 pub use run::{avx2, isa};

@@ -23,7 +23,7 @@ use crate::grad::Derivation;
 use crate::hash::HashMap;
 use crate::ir::{Cmp, F64, Func, Graph, Id, IdxRange, Node, RedOp, SymKind};
 use crate::sema::types::{Dom, Shape, Size};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A node of the planner's graph.
 pub(crate) type P = u32;
@@ -430,6 +430,20 @@ pub(crate) enum Op {
         a: Reg,
         n: i32,
     },
+    /// `exp(x - lse)` where `lse` is the logsumexp of `x` over the same
+    /// components: `cache * inv`, the exp the logsumexp kept times the
+    /// reciprocal of its sum (see `softmax`). A row whose `lse` is not
+    /// finite, or a logsumexp the interpreter ran in several tiles, takes
+    /// `exp(x - lse)`.
+    Softmax {
+        out: Reg,
+        x: SoftmaxX,
+        cache: Reg,
+        inv: Reg,
+        lse: Reg,
+        /// The logsumexp's loop.
+        scope: u16,
+    },
     /// Writes a gradient (times the reduction factor) for the chunk; for a
     /// vector pred, `scope` is the loop over its components.
     Store {
@@ -438,6 +452,15 @@ pub(crate) enum Op {
         hessian: bool,
         scope: Option<u16>,
     },
+}
+
+/// Where a softmax reads its `x` when it computes `exp(x - lse)` itself.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum SoftmaxX {
+    Reg(Reg),
+    /// The input's component at the softmax's loop index, current row: read
+    /// only by the rows that need it.
+    Input(u16),
 }
 
 /// What a reduction folds in per index value.
@@ -460,6 +483,10 @@ pub(crate) enum LoopKind {
         aux2: Reg,
         fold: Fold,
         filter: Option<Reg>,
+        /// Where a logsumexp read by an `Op::Softmax` keeps its exps
+        /// (`exp(x - max)` per component), and then `aux` holds the
+        /// reciprocal of their sum.
+        cache: Option<Reg>,
     },
     /// The components of a vector pred's gradient.
     Store,
@@ -1123,6 +1150,11 @@ fn schedule(plan: &mut Plan) -> Result<Vec<Pass>, PlanError> {
         *k += 1;
     }
     passes.push(em.finish());
+    for p in &mut passes {
+        super::softmax::fuse(p);
+        fold_negations(p);
+        drop_unread(p);
+    }
     for p in &passes {
         let depth = p.scopes.iter().map(|s| s.depth as usize).max().unwrap_or(0);
         if depth > MAX_LOOPS {
@@ -1132,6 +1164,82 @@ fn schedule(plan: &mut Plan) -> Result<Vec<Pass>, PlanError> {
         }
     }
     Ok(passes)
+}
+
+/// Rewrites `b + (-a)` as `b - a` (the same value, bit for bit): one
+/// instruction and one pass over its register fewer, and the negation is
+/// dropped when nothing else reads it.
+fn fold_negations(pass: &mut Pass) {
+    let mut negated: BTreeMap<Reg, Reg> = BTreeMap::new();
+    for sc in &pass.scopes {
+        for item in &sc.items {
+            if let Item::Op(Op::Un {
+                out,
+                f: UFn::Neg,
+                a,
+            }) = item
+            {
+                negated.insert(*out, *a);
+            }
+        }
+    }
+    for sc in &mut pass.scopes {
+        for item in &mut sc.items {
+            if let Item::Op(Op::Bin {
+                f: f @ BFn::Add,
+                a,
+                b,
+                ..
+            }) = item
+            {
+                if let Some(&n) = negated.get(b) {
+                    (*f, *b) = (BFn::Sub, n);
+                } else if let Some(&n) = negated.get(a) {
+                    (*f, *a, *b) = (BFn::Sub, *b, n);
+                }
+            }
+        }
+    }
+}
+
+/// Removes instructions whose result nothing reads, until none is left.
+pub(crate) fn drop_unread(pass: &mut Pass) {
+    loop {
+        let mut read: BTreeSet<Reg> = pass.sums.iter().map(|s| s.0).collect();
+        read.extend(pass.tables.iter().map(|t| t.0));
+        for sc in &pass.scopes {
+            for item in &sc.items {
+                match item {
+                    Item::Op(op) => read.extend(op_reads(op)),
+                    Item::Loop {
+                        kind: LoopKind::Reduce { fold, filter, .. },
+                        ..
+                    } => {
+                        match fold {
+                            Fold::Reg(b) => read.insert(*b),
+                            Fold::Prod(a, b) => read.insert(*a) | read.insert(*b),
+                        };
+                        read.extend(*filter);
+                    }
+                    Item::Loop { .. } => {}
+                }
+            }
+        }
+        let mut dropped = false;
+        for sc in &mut pass.scopes {
+            sc.items.retain(|item| match item {
+                Item::Op(op) => {
+                    let keep = op_writes(op).is_none_or(|w| read.contains(&w));
+                    dropped |= !keep;
+                    keep
+                }
+                Item::Loop { .. } => true,
+            });
+        }
+        if !dropped {
+            return;
+        }
+    }
 }
 
 struct Emitter<'a, F: Fn(u16) -> bool> {
@@ -1268,6 +1376,7 @@ impl<'a, F: Fn(u16) -> bool> Emitter<'a, F> {
                         aux2,
                         fold,
                         filter,
+                        cache: None,
                     },
                 });
                 acc
@@ -1386,6 +1495,15 @@ pub(crate) fn op_reads(op: &Op) -> Vec<Reg> {
         Op::Bin { a, b, .. } => vec![*a, *b],
         Op::Sel { c, a, b, .. } => vec![*c, *a, *b],
         Op::Store { reg, .. } => vec![*reg],
+        Op::Softmax {
+            x, cache, inv, lse, ..
+        } => {
+            let mut v = vec![*cache, *inv, *lse];
+            if let SoftmaxX::Reg(r) = x {
+                v.push(*r);
+            }
+            v
+        }
         _ => Vec::new(),
     }
 }
@@ -1402,7 +1520,8 @@ pub(crate) fn op_writes(op: &Op) -> Option<Reg> {
         | Op::Un { out, .. }
         | Op::Bin { out, .. }
         | Op::Sel { out, .. }
-        | Op::Powi { out, .. } => Some(*out),
+        | Op::Powi { out, .. }
+        | Op::Softmax { out, .. } => Some(*out),
         Op::Store { .. } => None,
     }
 }
@@ -1527,6 +1646,24 @@ impl Plan {
                             )
                         }
                         Op::Powi { out, a, n } => format!("{} = {} ^ {n}", reg(*out), reg(*a)),
+                        Op::Softmax {
+                            out,
+                            x,
+                            cache,
+                            inv,
+                            lse,
+                            ..
+                        } => format!(
+                            "{} = softmax {} * {} (else Exp({} - {}))",
+                            reg(*out),
+                            reg(*cache),
+                            reg(*inv),
+                            match x {
+                                SoftmaxX::Reg(r) => reg(*r),
+                                SoftmaxX::Input(i) => self.inputs[*i as usize].name.clone(),
+                            },
+                            reg(*lse)
+                        ),
                         Op::Store {
                             reg: r,
                             output,
@@ -1548,17 +1685,22 @@ impl Plan {
                             acc,
                             fold,
                             filter,
+                            cache,
                             ..
                         } => {
                             s.push_str(&format!(
-                                "{pad}{} = {} over L{sc} {range:?} of {}{}:\n",
+                                "{pad}{} = {} over L{sc} {range:?} of {}{}{}:\n",
                                 reg(*acc),
                                 op.name(),
                                 match fold {
                                     Fold::Reg(r) => reg(*r),
                                     Fold::Prod(a, b) => format!("{} * {}", reg(*a), reg(*b)),
                                 },
-                                filter.map_or(String::new(), |f| format!(" where {}", reg(f)))
+                                filter.map_or(String::new(), |f| format!(" where {}", reg(f))),
+                                cache.map_or(String::new(), |c| format!(
+                                    ", exps kept in {}",
+                                    reg(c)
+                                ))
                             ));
                         }
                         LoopKind::Store => s.push_str(&format!("{pad}for L{sc} {range:?}:\n")),

@@ -11,7 +11,7 @@
 
 use super::math::{self, Float, sel};
 use super::plan::{
-    BFn, CompSrc, Fold, Item, LoopKind, MAX_LOOPS, Op, Pass, Range, Reg, RowSrc, UFn,
+    BFn, CompSrc, Fold, Item, LoopKind, MAX_LOOPS, Op, Pass, Range, Reg, RowSrc, SoftmaxX, UFn,
 };
 use crate::ir::{Cmp, Func, RedOp};
 
@@ -158,10 +158,17 @@ fn linearise(pass: &Pass, s: u16, pos: &mut usize, def: &mut [usize], last: &mut
             Item::Loop { scope, kind } => {
                 *pos += 1;
                 let start = *pos;
-                if let LoopKind::Reduce { acc, aux, aux2, .. } = kind {
-                    def[*acc as usize] = start;
-                    def[*aux as usize] = start;
-                    def[*aux2 as usize] = start;
+                if let LoopKind::Reduce {
+                    acc,
+                    aux,
+                    aux2,
+                    cache,
+                    ..
+                } = kind
+                {
+                    for r in [*acc, *aux, *aux2].into_iter().chain(*cache) {
+                        def[r as usize] = start;
+                    }
                 }
                 linearise(pass, *scope, pos, def, last);
                 *pos += 1;
@@ -172,6 +179,7 @@ fn linearise(pass: &Pass, s: u16, pos: &mut usize, def: &mut [usize], last: &mut
                     aux2,
                     fold,
                     filter,
+                    cache,
                     ..
                 } = kind
                 {
@@ -182,9 +190,9 @@ fn linearise(pass: &Pass, s: u16, pos: &mut usize, def: &mut [usize], last: &mut
                     for r in folded.into_iter().chain(filter.iter().copied()) {
                         use_at(r, end, last);
                     }
-                    use_at(*acc, end, last);
-                    use_at(*aux, end, last);
-                    use_at(*aux2, end, last);
+                    for r in [*acc, *aux, *aux2].into_iter().chain(*cache) {
+                        use_at(r, end, last);
+                    }
                 }
                 // A register from outside read inside the loop is read on
                 // every tile: it lives to the loop's end.
@@ -347,21 +355,26 @@ macro_rules! variant {
                         let sc = *scope as usize;
                         let extent = ex.cx.layout.extent[sc];
                         let tile = ex.cx.layout.tile[sc];
-                        if let LoopKind::Reduce { op, acc, aux, aux2, .. } = kind {
-                            init_acc::<T>(ex, *op, *acc, *aux, *aux2);
+                        // A logsumexp keeps its exps for a softmax only
+                        // when it runs in one tile (the exps of earlier
+                        // tiles would be relative to an earlier maximum).
+                        let keep = |cache: Option<Reg>| cache.filter(|_| tile >= extent);
+                        if let LoopKind::Reduce { op, acc, aux, aux2, cache, .. } = kind {
+                            init_acc::<T>(ex, *op, *acc, *aux, *aux2, keep(*cache));
                         }
                         let mut o = 0;
                         while o < extent {
                             ex.off[sc] = o;
                             ex.ext[sc] = tile.min(extent - o);
                             unsafe { $scope::<T>(ex, *scope) };
-                            if let LoopKind::Reduce { op, acc, aux, aux2, fold, filter } = kind {
-                                unsafe { $fold::<T>(ex, *scope, *op, [*acc, *aux, *aux2], *fold, *filter) };
+                            if let LoopKind::Reduce { op, acc, aux, aux2, fold, filter, cache } = kind {
+                                let regs = [*acc, *aux, *aux2];
+                                unsafe { $fold::<T>(ex, *scope, *op, regs, *fold, *filter, keep(*cache)) };
                             }
                             o += tile;
                         }
-                        if let LoopKind::Reduce { op, acc, aux, .. } = kind {
-                            finish_acc::<T, $fma>(ex, *op, *acc, *aux);
+                        if let LoopKind::Reduce { op, acc, aux, cache, .. } = kind {
+                            finish_acc::<T, $fma>(ex, *op, *acc, *aux, keep(*cache).is_some());
                         }
                     }
                 }
@@ -816,6 +829,72 @@ unsafe fn $name<T: Float>(ex: &mut Exec<'_, T>, op: &Op) {
                 }
             });
         }
+        Op::Softmax {
+            out,
+            x,
+            cache,
+            inv,
+            lse,
+            scope,
+        } => {
+            // Planned with one loop (this op's) and the same rows as its
+            // logsumexp, exps, sum and `x` (see `softmax::fuse`).
+            let st = pass.regs[out as usize].loops[0] as usize;
+            let (nb, r) = dims(ex, out);
+            let o = ex.out(out);
+            let (pi, pl) = (ex.ptr[inv as usize], ex.ptr[lse as usize]);
+            let c0 = ex.off[st];
+            // `exp(x - lse)` at component `p` of the tile, row `i`.
+            let exp_at = |p: usize, i: usize| unsafe {
+                let xv = match x {
+                    SoftmaxX::Reg(xr) => *ex.ptr[xr as usize].add(p * r + i),
+                    SoftmaxX::Input(slot) => {
+                        let d = ex.cx.inputs[slot as usize];
+                        *d.ptr.add((ex.row0 + i) * d.width + c0 + p)
+                    }
+                };
+                (xv - *pl.add(i)).exp::<F>()
+            };
+            let layout = ex.cx.layout;
+            if layout.tile[scope as usize] < layout.extent[scope as usize] {
+                // The logsumexp ran in several tiles and kept nothing.
+                match x {
+                    SoftmaxX::Reg(xr) => {
+                        let px = ex.ptr[xr as usize];
+                        for p in 0..nb {
+                            for i in 0..r {
+                                unsafe { *o.add(p * r + i) = (*px.add(p * r + i) - *pl.add(i)).exp::<F>() };
+                            }
+                        }
+                    }
+                    SoftmaxX::Input(_) => {
+                        for p in 0..nb {
+                            for i in 0..r {
+                                unsafe { *o.add(p * r + i) = exp_at(p, i) };
+                            }
+                        }
+                    }
+                }
+                return;
+            }
+            unsafe {
+                let pc = ex.ptr[cache as usize].add(c0 * r);
+                for p in 0..nb {
+                    let (o, c) = (o.add(p * r), pc.add(p * r));
+                    for i in 0..r {
+                        *o.add(i) = *c.add(i) * *pi.add(i);
+                    }
+                }
+                for i in 0..r {
+                    let l = *pl.add(i);
+                    if !(l > T::of(f64::NEG_INFINITY) && l < T::of(f64::INFINITY)) {
+                        for p in 0..nb {
+                            *o.add(p * r + i) = exp_at(p, i);
+                        }
+                    }
+                }
+            }
+        }
         Op::Store {
             reg,
             output,
@@ -847,11 +926,9 @@ fn load<T: Float>(ex: &mut Exec<'_, T>, out: Reg, slot: u16, row: RowSrc, comp: 
     {
         let (off, n, len, row0) = (ex.off[c as usize], ex.ext[c as usize], ex.len, ex.row0);
         let o = ex.out(out);
-        for t in 0..n {
-            for l in 0..len {
-                unsafe { *o.add(t * len + l) = *input.ptr.add((row0 + l) * input.width + off + t) };
-            }
-        }
+        // (times one: exact, and the same loop as a gradient's store)
+        let src = unsafe { input.ptr.add(row0 * input.width + off) };
+        unsafe { transpose(src, input.width, o, len, len, n, T::ONE) };
         return;
     }
     // Another row's tile of components. Rows outer: a copy per row, or the
@@ -985,6 +1062,13 @@ fn store<T: Float>(ex: &mut Exec<'_, T>, reg: Reg, output: u16, hessian: bool, s
             let (off, n) = (ex.off[s as usize], ex.ext[s as usize]);
             let depends = d.loops.contains(&s);
             let rstride = if d.rowdep { ex.len } else { 1 };
+            if depends && d.rowdep {
+                // The register is [components; rows], the output rows of
+                // components.
+                let at = unsafe { dst.add(ex.row0 * width + off) };
+                unsafe { transpose(p, ex.len, at, width, n, ex.len, scale) };
+                return;
+            }
             for l in 0..ex.len {
                 let row = unsafe { dst.add((ex.row0 + l) * width + off) };
                 for t in 0..n {
@@ -996,8 +1080,64 @@ fn store<T: Float>(ex: &mut Exec<'_, T>, reg: Reg, output: u16, hessian: bool, s
     }
 }
 
+/// `dst[j * ds + i] = src[i * ss + j] * scale` for `i < m`, `j < n`: the
+/// transposes between a row-major input or output and a register's
+/// `[components; rows]`, in 4 x 4 blocks so that both sides move four
+/// values at a time.
+///
+/// # Safety
+/// `src` and `dst` hold the positions named, and do not overlap.
 #[inline(always)]
-fn init_acc<T: Float>(ex: &mut Exec<'_, T>, op: RedOp, acc: Reg, aux: Reg, aux2: Reg) {
+unsafe fn transpose<T: Float>(
+    src: *const T,
+    ss: usize,
+    dst: *mut T,
+    ds: usize,
+    m: usize,
+    n: usize,
+    scale: T,
+) {
+    const K: usize = 4;
+    let mut i = 0;
+    while i + K <= m {
+        let mut j = 0;
+        while j + K <= n {
+            let mut a = [[T::ZERO; K]; K];
+            for (k, row) in a.iter_mut().enumerate() {
+                for (l, v) in row.iter_mut().enumerate() {
+                    *v = unsafe { *src.add((i + k) * ss + j + l) };
+                }
+            }
+            for l in 0..K {
+                for (k, row) in a.iter().enumerate() {
+                    unsafe { *dst.add((j + l) * ds + i + k) = row[l] * scale };
+                }
+            }
+            j += K;
+        }
+        for k in 0..K {
+            for j in j..n {
+                unsafe { *dst.add(j * ds + i + k) = *src.add((i + k) * ss + j) * scale };
+            }
+        }
+        i += K;
+    }
+    for i in i..m {
+        for j in 0..n {
+            unsafe { *dst.add(j * ds + i) = *src.add(i * ss + j) * scale };
+        }
+    }
+}
+
+#[inline(always)]
+fn init_acc<T: Float>(
+    ex: &mut Exec<'_, T>,
+    op: RedOp,
+    acc: Reg,
+    aux: Reg,
+    aux2: Reg,
+    cache: Option<Reg>,
+) {
     let (b, r) = dims(ex, acc);
     let n = b * r;
     let init = match op {
@@ -1008,6 +1148,9 @@ fn init_acc<T: Float>(ex: &mut Exec<'_, T>, op: RedOp, acc: Reg, aux: Reg, aux2:
     let pa = ex.out(acc);
     let px = ex.out(aux);
     ex.out(aux2);
+    if let Some(c) = cache {
+        ex.out(c);
+    }
     unsafe {
         std::slice::from_raw_parts_mut(pa, n).fill(init);
         std::slice::from_raw_parts_mut(px, n).fill(T::ZERO);
@@ -1025,6 +1168,7 @@ unsafe fn $name<T: Float>(
     [acc, aux, aux2]: [Reg; 3],
     fold: Fold,
     filter: Option<Reg>,
+    cache: Option<Reg>,
 ) {
     const F: bool = $F;
     let pass = ex.cx.pass;
@@ -1093,27 +1237,69 @@ unsafe fn $name<T: Float>(
             unsafe { std::ptr::copy_nonoverlapping(pa, pm, cnt) };
             w.each(4, |off, n, s| unsafe {
                 let (o, b, fl) = (pa.add(off[3]), qb.add(off[1]), qf.add(off[2]));
+                if !has_filter && s[1] == 1 && s[3] == 1 {
+                    for i in 0..n {
+                        *o.add(i) = (*o.add(i)).max(*b.add(i));
+                    }
+                    return;
+                }
                 for i in 0..n {
                     let keep = !has_filter || *fl.add(i * s[2]) != T::ZERO;
                     let v = sel(keep, *b.add(i * s[1]), ninf);
                     *o.add(i * s[3]) = (*o.add(i * s[3])).max(v);
                 }
             });
-            for e in 0..cnt {
-                unsafe {
-                    let (m_new, m_old) = (*pa.add(e), *pm.add(e));
-                    let scaled = *px.add(e) * (m_old - m_new).exp::<F>();
-                    *px.add(e) = sel(finite(m_new), scaled, *px.add(e));
+            // Before the first tile the sum is 0: nothing to rescale.
+            if ex.off[scope as usize] > 0 {
+                for e in 0..cnt {
+                    unsafe {
+                        let (m_new, m_old) = (*pa.add(e), *pm.add(e));
+                        let scaled = *px.add(e) * (m_old - m_new).exp::<F>();
+                        *px.add(e) = sel(finite(m_new), scaled, *px.add(e));
+                    }
                 }
             }
+            // Each exp is shifted by its row's maximum, or by 0 where that is
+            // not finite (then the sum is 0, inf or NaN whatever the shift);
+            // the old maxima are no longer needed: the shifts take their place.
+            for e in 0..cnt {
+                unsafe {
+                    let m = *pa.add(e);
+                    *pm.add(e) = sel(finite(m), m, T::ZERO);
+                }
+            }
+            // The cache, when kept, is laid out as the walk's own positions
+            // (the accumulator's loops, this scope, the rows).
+            let pc = cache.map(|c| ex.ptr[c as usize] as *mut T);
             w.each(4, |off, n, s| unsafe {
-                let (o, x, b, fl) = (pa.add(off[3]), px.add(off[3]), qb.add(off[1]), qf.add(off[2]));
+                let (sh, x, b, fl) = (pm.add(off[3]), px.add(off[3]), qb.add(off[1]), qf.add(off[2]));
+                if !has_filter && s[0] == 1 && s[1] == 1 && s[3] == 1 {
+                    // Unit strides, no filter: the loop the compiler vectorises.
+                    match pc {
+                        Some(pc) => {
+                            let c = pc.add(off[0]);
+                            for i in 0..n {
+                                let e = (*b.add(i) - *sh.add(i)).exp::<F>();
+                                *c.add(i) = e;
+                                *x.add(i) = *x.add(i) + e;
+                            }
+                        }
+                        None => {
+                            for i in 0..n {
+                                *x.add(i) = *x.add(i) + (*b.add(i) - *sh.add(i)).exp::<F>();
+                            }
+                        }
+                    }
+                    return;
+                }
                 for i in 0..n {
                     let keep = !has_filter || *fl.add(i * s[2]) != T::ZERO;
                     let v = sel(keep, *b.add(i * s[1]), ninf);
-                    let m = *o.add(i * s[3]);
-                    let shift = sel(finite(m), m, T::ZERO);
-                    *x.add(i * s[3]) = *x.add(i * s[3]) + (v - shift).exp::<F>();
+                    let e = (v - *sh.add(i * s[3])).exp::<F>();
+                    if let Some(pc) = pc {
+                        *pc.add(off[0] + i * s[0]) = e;
+                    }
+                    *x.add(i * s[3]) = *x.add(i * s[3]) + e;
                 }
             });
         }
@@ -1297,11 +1483,17 @@ impl<T: Float> Gemm<T> {
 }
 
 #[inline(always)]
-fn finish_acc<T: Float, const F: bool>(ex: &mut Exec<'_, T>, op: RedOp, acc: Reg, aux: Reg) {
+fn finish_acc<T: Float, const F: bool>(
+    ex: &mut Exec<'_, T>,
+    op: RedOp,
+    acc: Reg,
+    aux: Reg,
+    cached: bool,
+) {
     let (b, r) = dims(ex, acc);
     let n = b * r;
     let pa = ex.ptr[acc as usize] as *mut T;
-    let px = ex.ptr[aux as usize];
+    let px = ex.ptr[aux as usize] as *mut T;
     match op {
         RedOp::Mean => unsafe {
             for i in 0..n {
@@ -1313,6 +1505,12 @@ fn finish_acc<T: Float, const F: bool>(ex: &mut Exec<'_, T>, op: RedOp, acc: Reg
                 let m = *pa.add(i);
                 let fin = m > T::of(f64::NEG_INFINITY) && m < T::of(f64::INFINITY);
                 *pa.add(i) = sel(fin, m + (*px.add(i)).ln::<F>(), m);
+            }
+            // What a softmax multiplies the kept exps by.
+            if cached {
+                for i in 0..n {
+                    *px.add(i) = T::ONE / *px.add(i);
+                }
             }
         },
         _ => {}

@@ -9,7 +9,7 @@ pub mod cce_logits {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x6e375f64be3208ad;
+    pub const FINGERPRINT: u64 = 0x807c99d97370dd31;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -88,21 +88,16 @@ pub mod cce_logits {
                         (m4, T::ONE)
                     };
                     let inv4: T = T::ONE / sum4;
-                    let v2: T = -v4;
                     let v8: T = x0[r];
                     let v7: T = math::gather(xr1, v8);
-                    let v1: T = v2 + v7;
+                    let v1: T = v7 - v4;
                     let v0: T = -v1;
-                    let xr1 = &xr1[..e2];
                     let gr0 = &mut g0[(r - b0) * gw0..][..e2];
                     for c in 0..e2 {
                         let v12: T = math::index::<T>(c);
                         let v11: T = math::truth::<T>(v12 == v8);
-                        let v10: T = -v11;
-                        let v15: T = xr1[c];
-                        let v14: T = v15 + v2;
                         let v13: T = k1[c] * inv4;
-                        let v9: T = v10 + v13;
+                        let v9: T = v13 - v11;
                         gr0[c] = v9 * scale;
                     }
                     s0[l] = v0;

@@ -9,7 +9,7 @@ pub mod pairwise_hinge_ranking {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x3758a128ae8b7725;
+    pub const FINGERPRINT: u64 = 0x2d1294edd5cc2b77;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).

@@ -9,7 +9,7 @@ pub mod reductions {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x475557339bb9bf5a;
+    pub const FINGERPRINT: u64 = 0x6655a7ae48d6a224;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -145,7 +145,6 @@ pub mod reductions {
                     }
                     let v37: T = T::of(math::sum_lanes(k5));
                     let v0: T = v1 + v37;
-                    let v52: T = -v32;
                     let v55: T = T::of(1.0);
                     let v61: T = T::of(-1.0);
                     let v67: T = T::of(2.0);
@@ -170,7 +169,7 @@ pub mod reductions {
                         let v47: T = math::truth::<T>(v48 < v31);
                         let v44: T = math::truth::<T>((v45 != T::ZERO) | (v47 != T::ZERO));
                         let v51: T = xr1[c];
-                        let v50: T = v51 + v52;
+                        let v50: T = v51 - v32;
                         let v49: T = v50.exp::<F>();
                         let v43: T = math::sel(v44 != T::ZERO, v49, v9);
                         let v58: T = v51 * v48;
