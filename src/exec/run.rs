@@ -857,22 +857,27 @@ unsafe fn $name<T: Float>(ex: &mut Exec<'_, T>, op: &Op) {
             };
             let layout = ex.cx.layout;
             if layout.tile[scope as usize] < layout.extent[scope as usize] {
-                // The logsumexp ran in several tiles and kept nothing.
+                // The logsumexp ran in several tiles and kept nothing: x's
+                // tile into `out` (an input's as the load would), then its
+                // exps in place, as slices so that the loop vectorises.
                 match x {
-                    SoftmaxX::Reg(xr) => {
-                        let px = ex.ptr[xr as usize];
+                    SoftmaxX::Reg(xr) => unsafe {
+                        std::ptr::copy_nonoverlapping(ex.ptr[xr as usize], o, nb * r);
+                    },
+                    SoftmaxX::Input(slot) => {
+                        let d = ex.cx.inputs[slot as usize];
                         for p in 0..nb {
                             for i in 0..r {
-                                unsafe { *o.add(p * r + i) = (*px.add(p * r + i) - *pl.add(i)).exp::<F>() };
+                                unsafe { *o.add(p * r + i) = *d.ptr.add((ex.row0 + i) * d.width + c0 + p) };
                             }
                         }
                     }
-                    SoftmaxX::Input(_) => {
-                        for p in 0..nb {
-                            for i in 0..r {
-                                unsafe { *o.add(p * r + i) = exp_at(p, i) };
-                            }
-                        }
+                }
+                let l = unsafe { std::slice::from_raw_parts(pl, r) };
+                for p in 0..nb {
+                    let o = unsafe { std::slice::from_raw_parts_mut(o.add(p * r), r) };
+                    for (v, &l) in o.iter_mut().zip(l) {
+                        *v = (*v - l).exp::<F>();
                     }
                 }
                 return;
@@ -926,9 +931,11 @@ fn load<T: Float>(ex: &mut Exec<'_, T>, out: Reg, slot: u16, row: RowSrc, comp: 
     {
         let (off, n, len, row0) = (ex.off[c as usize], ex.ext[c as usize], ex.len, ex.row0);
         let o = ex.out(out);
-        // (times one: exact, and the same loop as a gradient's store)
-        let src = unsafe { input.ptr.add(row0 * input.width + off) };
-        unsafe { transpose(src, input.width, o, len, len, n, T::ONE) };
+        for t in 0..n {
+            for l in 0..len {
+                unsafe { *o.add(t * len + l) = *input.ptr.add((row0 + l) * input.width + off + t) };
+            }
+        }
         return;
     }
     // Another row's tile of components. Rows outer: a copy per row, or the
@@ -1062,13 +1069,6 @@ fn store<T: Float>(ex: &mut Exec<'_, T>, reg: Reg, output: u16, hessian: bool, s
             let (off, n) = (ex.off[s as usize], ex.ext[s as usize]);
             let depends = d.loops.contains(&s);
             let rstride = if d.rowdep { ex.len } else { 1 };
-            if depends && d.rowdep {
-                // The register is [components; rows], the output rows of
-                // components.
-                let at = unsafe { dst.add(ex.row0 * width + off) };
-                unsafe { transpose(p, ex.len, at, width, n, ex.len, scale) };
-                return;
-            }
             for l in 0..ex.len {
                 let row = unsafe { dst.add((ex.row0 + l) * width + off) };
                 for t in 0..n {
@@ -1076,55 +1076,6 @@ fn store<T: Float>(ex: &mut Exec<'_, T>, reg: Reg, output: u16, hessian: bool, s
                     unsafe { *row.add(t) = v * scale };
                 }
             }
-        }
-    }
-}
-
-/// `dst[j * ds + i] = src[i * ss + j] * scale` for `i < m`, `j < n`: the
-/// transposes between a row-major input or output and a register's
-/// `[components; rows]`, in 4 x 4 blocks so that both sides move four
-/// values at a time.
-///
-/// # Safety
-/// `src` and `dst` hold the positions named, and do not overlap.
-#[inline(always)]
-unsafe fn transpose<T: Float>(
-    src: *const T,
-    ss: usize,
-    dst: *mut T,
-    ds: usize,
-    m: usize,
-    n: usize,
-    scale: T,
-) {
-    const K: usize = 4;
-    let mut i = 0;
-    while i + K <= m {
-        let mut j = 0;
-        while j + K <= n {
-            let mut a = [[T::ZERO; K]; K];
-            for (k, row) in a.iter_mut().enumerate() {
-                for (l, v) in row.iter_mut().enumerate() {
-                    *v = unsafe { *src.add((i + k) * ss + j + l) };
-                }
-            }
-            for l in 0..K {
-                for (k, row) in a.iter().enumerate() {
-                    unsafe { *dst.add((j + l) * ds + i + k) = row[l] * scale };
-                }
-            }
-            j += K;
-        }
-        for k in 0..K {
-            for j in j..n {
-                unsafe { *dst.add(j * ds + i + k) = *src.add((i + k) * ss + j) * scale };
-            }
-        }
-        i += K;
-    }
-    for i in i..m {
-        for j in 0..n {
-            unsafe { *dst.add(j * ds + i) = *src.add(i * ss + j) * scale };
         }
     }
 }
