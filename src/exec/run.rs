@@ -20,6 +20,8 @@ use crate::ir::{Cmp, Func, RedOp};
 const BUDGET: usize = 16 * 1024;
 /// The longest chunk of rows.
 const MAX_CHUNK: usize = 512;
+/// The longest chunk of rows when a vector is split into tiles.
+const SPLIT_CHUNK: usize = 64;
 
 /// Chunk, tile sizes and register buffers of one pass for given shapes.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,6 +94,14 @@ pub(crate) fn layout(pass: &Pass, sizes: &[usize], rows: usize) -> Layout {
             (None, Some(l)) => tile[l as usize] = tile[l as usize].div_ceil(2),
             (None, None) => break,
         }
+    }
+    // A vector split into tiles is read a tile at a time for every chunk:
+    // with fewer rows per chunk its tiles' registers stay in the first-level
+    // cache (cce_logits at 1000 logits: 20-25% faster than at 256 rows).
+    // Batch loops keep their chunks: their tiles are blocked products,
+    // which larger chunks feed better.
+    if !pass.coupled && (1..pass.scopes.len()).any(|s| tile[s] < extent[s]) {
+        chunk = chunk.min(SPLIT_CHUNK);
     }
     // Live ranges over the linearised scope tree, then buffers reused
     // first-fit among dead registers of the same size.
@@ -1504,6 +1514,38 @@ variant!(block_avx2, scope_avx2, op_avx2, fold_avx2, true, "avx2,fma");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first pass of an example's plan.
+    fn first_pass(example: &str) -> Pass {
+        let loss = crate::Loss::from_file(format!("examples/{example}.loss")).unwrap();
+        let ev = loss.compile::<f64>().unwrap();
+        ev.shared.plan.passes[0].clone()
+    }
+
+    #[test]
+    fn a_vector_split_into_tiles_is_read_a_few_rows_at_a_time() {
+        let pass = first_pass("cce_logits");
+        let feature = |l: &Layout| l.tile.iter().zip(&l.extent).skip(1).all(|(t, e)| t == e);
+        // 10 and 64 logits: one tile, as many rows as the budget allows.
+        let l = layout(&pass, &[10], 100_000);
+        assert!(feature(&l) && l.chunk == MAX_CHUNK, "{l:?}");
+        let l = layout(&pass, &[64], 100_000);
+        assert!(feature(&l) && l.chunk == 256, "{l:?}");
+        // 1000 logits: tiles of 63, and 64 rows per chunk.
+        let l = layout(&pass, &[1000], 100_000);
+        assert!(!feature(&l) && l.chunk == SPLIT_CHUNK, "{l:?}");
+        assert!(l.tile[1..].iter().all(|&t| t == 63), "{l:?}");
+        // A batch loop is split into tiles whatever its size, and keeps
+        // its chunk.
+        let pass = first_pass("pairwise_hinge_ranking");
+        assert!(pass.coupled);
+        let l = layout(&pass, &[], 4096);
+        assert!(
+            l.tile[1..].iter().zip(&l.extent[1..]).any(|(t, e)| t < e),
+            "{l:?}"
+        );
+        assert!(l.chunk > SPLIT_CHUNK, "{l:?}");
+    }
 
     /// A walk over [positions, tile, rows] with `x` as operand `xi` (1 or 2)
     /// and `y` as the other, strides as the fold builds them.
