@@ -479,13 +479,16 @@ pub(crate) enum LoopKind {
         acc: Reg,
         /// The running count (mean) or shifted sum (logsumexp).
         aux: Reg,
-        /// The maximum before the current tile (logsumexp).
+        /// Logsumexp, in the interpreter: the maximum before the current
+        /// tile, then (once the sum is rescaled) each row's shift, the
+        /// maximum or 0 where that is not finite.
         aux2: Reg,
         fold: Fold,
         filter: Option<Reg>,
         /// Where a logsumexp read by an `Op::Softmax` keeps its exps
-        /// (`exp(x - max)` per component), and then `aux` holds the
-        /// reciprocal of their sum.
+        /// (`exp(x - max)` per component). When the interpreter keeps them
+        /// (the loop ran in one tile), `aux` then holds the reciprocal of
+        /// their sum; generated code keeps both in its row buffer and locals.
         cache: Option<Reg>,
     },
     /// The components of a vector pred's gradient.
@@ -1203,7 +1206,7 @@ fn fold_negations(pass: &mut Pass) {
 }
 
 /// Removes instructions whose result nothing reads, until none is left.
-pub(crate) fn drop_unread(pass: &mut Pass) {
+fn drop_unread(pass: &mut Pass) {
     loop {
         let mut read: BTreeSet<Reg> = pass.sums.iter().map(|s| s.0).collect();
         read.extend(pass.tables.iter().map(|t| t.0));
@@ -1211,17 +1214,7 @@ pub(crate) fn drop_unread(pass: &mut Pass) {
             for item in &sc.items {
                 match item {
                     Item::Op(op) => read.extend(op_reads(op)),
-                    Item::Loop {
-                        kind: LoopKind::Reduce { fold, filter, .. },
-                        ..
-                    } => {
-                        match fold {
-                            Fold::Reg(b) => read.insert(*b),
-                            Fold::Prod(a, b) => read.insert(*a) | read.insert(*b),
-                        };
-                        read.extend(*filter);
-                    }
-                    Item::Loop { .. } => {}
+                    Item::Loop { kind, .. } => read.extend(loop_reads(kind)),
                 }
             }
         }
@@ -1505,6 +1498,22 @@ pub(crate) fn op_reads(op: &Op) -> Vec<Reg> {
             v
         }
         _ => Vec::new(),
+    }
+}
+
+/// The registers a loop reads from inside it (what it folds and filters
+/// by), at its end.
+pub(crate) fn loop_reads(kind: &LoopKind) -> Vec<Reg> {
+    match kind {
+        LoopKind::Reduce { fold, filter, .. } => {
+            let mut v = match fold {
+                Fold::Reg(r) => vec![*r],
+                Fold::Prod(a, b) => vec![*a, *b],
+            };
+            v.extend(*filter);
+            v
+        }
+        LoopKind::Store => Vec::new(),
     }
 }
 

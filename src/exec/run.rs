@@ -98,10 +98,21 @@ pub(crate) fn layout(pass: &Pass, sizes: &[usize], rows: usize) -> Layout {
     // A vector split into tiles is read a tile at a time for every chunk:
     // with fewer rows per chunk its tiles' registers stay in the first-level
     // cache (cce_logits at 1000 logits: 20-25% faster than at 256 rows).
-    // Batch loops keep their chunks: their tiles are blocked products,
-    // which larger chunks feed better.
+    // A vector that fits whole at the fewer rows is then one tile again (a
+    // logsumexp in one tile keeps its exps for a softmax). Batch loops keep
+    // their chunks: their tiles are blocked products, which larger chunks
+    // feed better.
     if !pass.coupled && (1..pass.scopes.len()).any(|s| tile[s] < extent[s]) {
         chunk = chunk.min(SPLIT_CHUNK);
+        for s in 1..pass.scopes.len() {
+            if tile[s] < extent[s] {
+                let split = tile[s];
+                tile[s] = extent[s];
+                if (0..pass.regs.len()).any(|r| cap(&tile, chunk, r) > BUDGET) {
+                    tile[s] = split;
+                }
+            }
+        }
     }
     // Live ranges over the linearised scope tree, then buffers reused
     // first-fit among dead registers of the same size.
@@ -183,23 +194,17 @@ fn linearise(pass: &Pass, s: u16, pos: &mut usize, def: &mut [usize], last: &mut
                 linearise(pass, *scope, pos, def, last);
                 *pos += 1;
                 let end = *pos;
+                for r in super::plan::loop_reads(kind) {
+                    use_at(r, end, last);
+                }
                 if let LoopKind::Reduce {
                     acc,
                     aux,
                     aux2,
-                    fold,
-                    filter,
                     cache,
                     ..
                 } = kind
                 {
-                    let folded = match fold {
-                        Fold::Reg(r) => vec![*r],
-                        Fold::Prod(a, b) => vec![*a, *b],
-                    };
-                    for r in folded.into_iter().chain(filter.iter().copied()) {
-                        use_at(r, end, last);
-                    }
                     for r in [*acc, *aux, *aux2].into_iter().chain(*cache) {
                         use_at(r, end, last);
                     }
@@ -1531,6 +1536,11 @@ mod tests {
         assert!(feature(&l) && l.chunk == MAX_CHUNK, "{l:?}");
         let l = layout(&pass, &[64], 100_000);
         assert!(feature(&l) && l.chunk == 256, "{l:?}");
+        // 100 and 256 logits are split at 256 rows, and whole at 64.
+        for c in [100, 256] {
+            let l = layout(&pass, &[c], 100_000);
+            assert!(feature(&l) && l.chunk == SPLIT_CHUNK, "{l:?}");
+        }
         // 1000 logits: tiles of 63, and 64 rows per chunk.
         let l = layout(&pass, &[1000], 100_000);
         assert!(!feature(&l) && l.chunk == SPLIT_CHUNK, "{l:?}");

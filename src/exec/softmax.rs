@@ -30,7 +30,7 @@ pub(crate) fn fuse(pass: &mut Pass) {
     let def = definitions(pass);
     // Only the shape both backends handle: one loop over components at the
     // root, the softmax and its logsumexp as row-dependent as each other.
-    let found: Vec<(Reg, u16, Reg, SoftmaxX)> = find(pass)
+    let found: Vec<(Reg, u16, Reg, SoftmaxX)> = find(pass, &def)
         .into_iter()
         .filter_map(|(r, (ls, acc, x))| {
             let (d, a) = (&pass.regs[r as usize], &pass.regs[acc as usize]);
@@ -149,26 +149,11 @@ fn same_memo(
     if a == b || seen.contains(&(a, b)) {
         return true;
     }
-    let equal = same_ops(def, a, la, b, lb, seen);
-    if equal {
-        seen.insert((a, b));
-    }
-    equal
-}
-
-fn same_ops(
-    def: &BTreeMap<Reg, (&Op, u16)>,
-    a: Reg,
-    la: u16,
-    b: Reg,
-    lb: u16,
-    seen: &mut BTreeSet<(Reg, Reg)>,
-) -> bool {
     let (Some(&(x, _)), Some(&(y, _))) = (def.get(&a), def.get(&b)) else {
         return false;
     };
     let mut same = |p: Reg, q: Reg| same_memo(def, p, la, q, lb, seen);
-    match (x, y) {
+    let equal = match (x, y) {
         (Op::Const { v: p, .. }, Op::Const { v: q, .. }) => p.to_bits() == q.to_bits(),
         (Op::Uniform { u: p, .. }, Op::Uniform { u: q, .. }) => p == q,
         (Op::Iota { scope: p, .. }, Op::Iota { scope: q, .. }) => *p == la && *q == lb,
@@ -226,15 +211,18 @@ fn same_ops(
             },
         ) => same(*p, *q) && same(*i, *j) && same(*k, *l),
         _ => false,
+    };
+    if equal {
+        seen.insert((a, b));
     }
+    equal
 }
 
 /// The softmaxes of a pass: `exp(x - logsumexp(x))` in a loop over the
 /// components whose `logsumexp` the pass computed, at the root, over the
 /// same range. Maps the `exp` register to the logsumexp loop's scope and
 /// accumulator, and the register of its `x`.
-fn find(pass: &Pass) -> BTreeMap<Reg, (u16, Reg, Reg)> {
-    let def = definitions(pass);
+fn find(pass: &Pass, def: &BTreeMap<Reg, (&Op, u16)>) -> BTreeMap<Reg, (u16, Reg, Reg)> {
     // Logsumexp loops without a filter: accumulator -> (scope, body).
     let mut lse = BTreeMap::new();
     for item in &pass.scopes[0].items {
@@ -254,7 +242,7 @@ fn find(pass: &Pass) -> BTreeMap<Reg, (u16, Reg, Reg)> {
         }
     }
     let mut out = BTreeMap::new();
-    for (&r, &(op, st)) in &def {
+    for (&r, &(op, st)) in def {
         let Op::Un {
             f: UFn::F(Func::Exp),
             a,
@@ -302,7 +290,7 @@ fn find(pass: &Pass) -> BTreeMap<Reg, (u16, Reg, Reg)> {
         for (x, l) in split {
             if let Some(&(ls, body)) = lse.get(&l)
                 && pass.scopes[ls as usize].range == pass.scopes[st as usize].range
-                && same_at(&def, x, st, body, ls)
+                && same_at(def, x, st, body, ls)
             {
                 out.insert(r, (ls, l, x));
                 break;
