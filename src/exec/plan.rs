@@ -1517,6 +1517,21 @@ pub(crate) fn loop_reads(kind: &LoopKind) -> Vec<Reg> {
     }
 }
 
+/// The registers a loop keeps across its tiles (written at its start,
+/// final at its end).
+pub(crate) fn loop_state(kind: &LoopKind) -> Vec<Reg> {
+    match kind {
+        LoopKind::Reduce {
+            acc,
+            aux,
+            aux2,
+            cache,
+            ..
+        } => [*acc, *aux, *aux2].into_iter().chain(*cache).collect(),
+        LoopKind::Store => Vec::new(),
+    }
+}
+
 /// The register an op writes.
 pub(crate) fn op_writes(op: &Op) -> Option<Reg> {
     match op {

@@ -179,17 +179,8 @@ fn linearise(pass: &Pass, s: u16, pos: &mut usize, def: &mut [usize], last: &mut
             Item::Loop { scope, kind } => {
                 *pos += 1;
                 let start = *pos;
-                if let LoopKind::Reduce {
-                    acc,
-                    aux,
-                    aux2,
-                    cache,
-                    ..
-                } = kind
-                {
-                    for r in [*acc, *aux, *aux2].into_iter().chain(*cache) {
-                        def[r as usize] = start;
-                    }
+                for r in super::plan::loop_state(kind) {
+                    def[r as usize] = start;
                 }
                 linearise(pass, *scope, pos, def, last);
                 *pos += 1;
@@ -197,17 +188,8 @@ fn linearise(pass: &Pass, s: u16, pos: &mut usize, def: &mut [usize], last: &mut
                 for r in super::plan::loop_reads(kind) {
                     use_at(r, end, last);
                 }
-                if let LoopKind::Reduce {
-                    acc,
-                    aux,
-                    aux2,
-                    cache,
-                    ..
-                } = kind
-                {
-                    for r in [*acc, *aux, *aux2].into_iter().chain(*cache) {
-                        use_at(r, end, last);
-                    }
+                for r in super::plan::loop_state(kind) {
+                    use_at(r, end, last);
                 }
                 // A register from outside read inside the loop is read on
                 // every tile: it lives to the loop's end.
