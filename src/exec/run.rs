@@ -855,20 +855,14 @@ unsafe fn $name<T: Float>(ex: &mut Exec<'_, T>, op: &Op) {
             let layout = ex.cx.layout;
             if layout.tile[scope as usize] < layout.extent[scope as usize] {
                 // The logsumexp ran in several tiles and kept nothing: x's
-                // tile into `out` (an input's as the load would), then its
-                // exps in place, as slices so that the loop vectorises.
+                // tile into `out` (an input's loaded as the plan's load would
+                // have), then its exps in place, as slices so that the loop
+                // vectorises.
                 match x {
                     SoftmaxX::Reg(xr) => unsafe {
                         std::ptr::copy_nonoverlapping(ex.ptr[xr as usize], o, nb * r);
                     },
-                    SoftmaxX::Input(slot) => {
-                        let d = ex.cx.inputs[slot as usize];
-                        for p in 0..nb {
-                            for i in 0..r {
-                                unsafe { *o.add(p * r + i) = *d.ptr.add((ex.row0 + i) * d.width + c0 + p) };
-                            }
-                        }
-                    }
+                    SoftmaxX::Input(slot) => load::<T>(ex, out, slot, RowSrc::Cur, CompSrc::Loop(st as u16)),
                 }
                 let l = unsafe { std::slice::from_raw_parts(pl, r) };
                 for p in 0..nb {
