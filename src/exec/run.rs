@@ -883,7 +883,7 @@ unsafe fn $name<T: Float>(ex: &mut Exec<'_, T>, op: &Op) {
                 }
                 for i in 0..r {
                     let l = *pl.add(i);
-                    if !(l > T::of(f64::NEG_INFINITY) && l < T::of(f64::INFINITY)) {
+                    if !finite(l) {
                         for p in 0..nb {
                             *o.add(p * r + i) = exp_at(p, i);
                         }
@@ -1071,6 +1071,14 @@ fn store<T: Float>(ex: &mut Exec<'_, T>, reg: Reg, output: u16, hessian: bool, s
     }
 }
 
+/// Whether a logsumexp's maximum (or result) is finite: a row whose
+/// maximum is not is that maximum, unshifted (compares only, so that the
+/// loops using it stay branch-free).
+#[inline(always)]
+fn finite<T: Float>(m: T) -> bool {
+    m > T::of(f64::NEG_INFINITY) && m < T::of(f64::INFINITY)
+}
+
 #[inline(always)]
 fn init_acc<T: Float>(
     ex: &mut Exec<'_, T>,
@@ -1175,7 +1183,6 @@ unsafe fn $name<T: Float>(
             let (nb, r) = dims(ex, acc);
             let cnt = nb * r;
             let ninf = T::of(f64::NEG_INFINITY);
-            let finite = |m: T| m > ninf && m < T::of(f64::INFINITY);
             unsafe { std::ptr::copy_nonoverlapping(pa, pm, cnt) };
             w.each(4, |off, n, s| unsafe {
                 let (o, b, fl) = (pa.add(off[3]), qb.add(off[1]), qf.add(off[2]));
@@ -1445,8 +1452,7 @@ fn finish_acc<T: Float, const F: bool>(
         RedOp::LogSumExp => unsafe {
             for i in 0..n {
                 let m = *pa.add(i);
-                let fin = m > T::of(f64::NEG_INFINITY) && m < T::of(f64::INFINITY);
-                *pa.add(i) = sel(fin, m + (*px.add(i)).ln::<F>(), m);
+                *pa.add(i) = sel(finite(m), m + (*px.add(i)).ln::<F>(), m);
             }
             // What a softmax multiplies the kept exps by.
             if cached {
