@@ -91,12 +91,19 @@ impl<'a> Check<'a> {
     }
 }
 
-/// Whether `v` lies in an interval (for generated code): compared in `T`
-/// when the bounds are exact in `T`, which after inlining is decided at
-/// compile time, so the test is one or two vector compares.
+// Tests for generated code. Each returns zero when `v` belongs and a
+// nonzero mask when it does not; the kernel ORs them per lane and tests the
+// total once per block (see [`Float::Bits`]). Bounds exact in `T` are
+// compared in `T`, which after inlining is decided at compile time, so a
+// test is one or two vector compares.
+
+/// Nonzero unless `v` lies in an interval (for generated code).
 #[inline(always)]
-pub fn in_range<T: Float>(v: T, lo: f64, hi: f64, lo_closed: bool, hi_closed: bool) -> bool {
-    if T::of(lo).f64() == lo && T::of(hi).f64() == hi {
+pub fn out_of_range<T: Float>(v: T, lo: f64, hi: f64, lo_closed: bool, hi_closed: bool) -> T::Bits {
+    if lo == f64::NEG_INFINITY && hi == f64::INFINITY && !lo_closed && !hi_closed {
+        return not_finite(v);
+    }
+    T::mask(!if T::of(lo).f64() == lo && T::of(hi).f64() == hi {
         let (lo, hi) = (T::of(lo), T::of(hi));
         let above = if lo_closed { v >= lo } else { v > lo };
         let below = if hi_closed { v <= hi } else { v < hi };
@@ -109,25 +116,34 @@ pub fn in_range<T: Float>(v: T, lo: f64, hi: f64, lo_closed: bool, hi_closed: bo
             hi_closed,
         }
         .ok(v.f64())
-    }
+    })
 }
 
-/// Whether `v` is one of two labels (for generated code).
+/// Nonzero unless `v` is one of two labels (for generated code).
 #[inline(always)]
-pub fn is_either<T: Float>(v: T, a: f64, b: f64) -> bool {
-    if T::of(a).f64() == a && T::of(b).f64() == b {
+pub fn not_either<T: Float>(v: T, a: f64, b: f64) -> T::Bits {
+    T::mask(!if T::of(a).f64() == a && T::of(b).f64() == b {
         (v == T::of(a)) | (v == T::of(b))
     } else {
         let x = v.f64();
         (x == a) | (x == b)
-    }
+    })
 }
 
-/// Whether `v` is not NaN (for generated code).
+/// Nonzero unless `v` is finite: `v - v` is +0 for every finite value and
+/// NaN for an infinity or a NaN, so its bits are the test (a subtraction,
+/// where two compares would be needed).
 #[inline(always)]
 #[allow(clippy::eq_op)]
-pub fn not_nan<T: Float>(v: T) -> bool {
-    v == v
+fn not_finite<T: Float>(v: T) -> T::Bits {
+    (v - v).bits()
+}
+
+/// Nonzero when `v` is NaN (for generated code).
+#[inline(always)]
+#[allow(clippy::eq_op)]
+pub fn is_nan<T: Float>(v: T) -> T::Bits {
+    T::mask(v != v)
 }
 
 /// The tolerance on a simplex row's sum: rounding grows with the width.
@@ -159,21 +175,33 @@ fn row_ok<T: Float>(dom: &Dom, width: usize, row: impl Iterator<Item = T>) -> bo
 /// Whether some value of `s` fails `check`, without branches in the loop:
 /// one arm per test so each loop is a plain vector loop, comparing in `T`
 /// when the bounds are exact in `T` (the same answer as in `f64`, without
-/// widening every value).
+/// widening every value). Failures are ORed as masks as wide as `T`, as in
+/// generated code ([`out_of_range`]).
 #[inline(always)]
 fn any_bad<T: Float>(s: &[T], check: Check<'_>) -> bool {
     macro_rules! scan {
-        (|$v:ident| $ok:expr) => {{
-            let mut bad = false;
+        (|$v:ident| $ok:expr) => {
+            scan_bits!(|$v| T::mask(!($ok)))
+        };
+    }
+    macro_rules! scan_bits {
+        (|$v:ident| $bad:expr) => {{
+            let mut bad = T::Bits::default();
             for &$v in s {
-                bad |= !($ok);
+                bad |= $bad;
             }
-            bad
+            bad != T::Bits::default()
         }};
     }
     let exact = |x: f64| T::of(x).f64() == x;
     match check {
-        Check::NotNan => scan!(|v| not_nan(v)),
+        Check::NotNan => scan_bits!(|v| is_nan(v)),
+        Check::Range {
+            lo: f64::NEG_INFINITY,
+            hi: f64::INFINITY,
+            lo_closed: false,
+            hi_closed: false,
+        } => scan_bits!(|v| not_finite(v)),
         Check::Range {
             lo,
             hi,

@@ -232,7 +232,10 @@ fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) 
     // Input checks: inline where the domain is a plain test on the value,
     // else by the evaluator's block check.
     let checked = plan.checks_per_block();
-    let _ = writeln!(s, "            let mut ok = true;");
+    let _ = writeln!(
+        s,
+        "            let mut ok = true;\n            let mut bad = T::Bits::default();"
+    );
     if checked {
         for (slot, decl) in plan.inputs.iter().enumerate() {
             let slot = slot as u16;
@@ -310,7 +313,7 @@ fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) 
                         && let Some(test) =
                             check_expr(&plan.inputs[*slot as usize].dom, &format!("v{out}"))
                     {
-                        let _ = writeln!(s, "                    ok &= {test};");
+                        let _ = writeln!(s, "                    bad |= {test};");
                     }
                 }
             }
@@ -338,12 +341,75 @@ fn pass_footer(pass: &Pass, table_row: &str, s: &mut String) {
     }
     let _ = writeln!(
         s,
-        "                r0 += len;\n            }}\n            ok\n        }}\n    }}"
+        "                r0 += len;\n            }}\n            ok & (bad == T::Bits::default())\n        }}\n    }}"
     );
 }
 
+/// In a loop over components, a comparison `c == u` of the component number
+/// with a value `u` computed outside the loop: `(the test's register, u)`.
+fn one_hot(sc: &super::plan::ScopeDef) -> Option<(Reg, Reg)> {
+    let ops = || {
+        sc.items.iter().filter_map(|i| match i {
+            Item::Op(op) => Some(op),
+            Item::Loop { .. } => None,
+        })
+    };
+    let iota = |r: Reg| ops().any(|op| matches!(op, Op::Iota { out, .. } if out == &r));
+    let inside = |r: Reg| ops().any(|op| super::plan::op_writes(op) == Some(r));
+    ops().find_map(|op| match *op {
+        Op::Bin {
+            out,
+            f: BFn::Cmp(crate::ir::Cmp::Eq),
+            a,
+            b,
+        } => {
+            if iota(a) && !inside(b) {
+                Some((out, b))
+            } else if iota(b) && !inside(a) {
+                Some((out, a))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    })
+}
+
+/// A logsumexp from its maximum `m{acc}`: the exps of `src` (the values,
+/// or the buffer `k` that holds them) shifted by the maximum, into `k`,
+/// and their sum. A row without a finite maximum is that maximum (as the
+/// interpreter). When `keep`, the exps stay in `k` for a softmax of the same
+/// values (`exp / sum`; without a finite maximum, exp(x - lse) itself).
+fn lse_tail(acc: Reg, k: &str, src: &str, keep: bool, pad: &str, s: &mut String) {
+    let exps = if src == k {
+        format!(
+            "{pad}    for x in {k}.iter_mut() {{\n{pad}        *x = (*x - m{acc}).exp::<F>();\n{pad}    }}"
+        )
+    } else {
+        format!(
+            "{pad}    for (x, &y) in {k}.iter_mut().zip({src}) {{\n{pad}        *x = (y - m{acc}).exp::<F>();\n{pad}    }}"
+        )
+    };
+    let _ = writeln!(
+        s,
+        "{pad}let (v{acc}, sum{acc}): (T, T) = if m{acc} > T::of(f64::NEG_INFINITY) && m{acc} < T::of(f64::INFINITY) {{\n\
+         {exps}\n\
+         {pad}    let t = T::of(math::sum_lanes({k}));\n\
+         {pad}    (m{acc} + t.ln::<F>(), t)\n\
+         {pad}}} else {{"
+    );
+    if keep {
+        let _ = writeln!(s, "{exps}");
+    }
+    let _ = writeln!(s, "{pad}    (m{acc}, T::ONE)\n{pad}}};");
+    if keep {
+        let _ = writeln!(s, "{pad}let inv{acc}: T = T::ONE / sum{acc};");
+    }
+}
+
 /// A Rust test that value `v` lies in `dom`, when one is plain enough to
-/// run inline on every value read (else the evaluator checks the block).
+/// run inline on every value read (else the evaluator checks the block):
+/// an expression that is zero when it does, ORed into the kernel's `bad`.
 fn check_expr(dom: &Dom, v: &str) -> Option<String> {
     let lit = |x: f64| {
         if x == f64::INFINITY {
@@ -355,16 +421,16 @@ fn check_expr(dom: &Dom, v: &str) -> Option<String> {
         }
     };
     match dom {
-        Dom::Unknown => Some(format!("check::not_nan({v})")),
+        Dom::Unknown => Some(format!("check::is_nan({v})")),
         Dom::Range(r) => Some(format!(
-            "check::in_range({v}, {}, {}, {}, {})",
+            "check::out_of_range({v}, {}, {}, {}, {})",
             lit(r.lo),
             lit(r.hi),
             r.lo_closed,
             r.hi_closed
         )),
         Dom::Labels(vs) if vs.len() == 2 => Some(format!(
-            "check::is_either({v}, {}, {})",
+            "check::not_either({v}, {}, {})",
             lit(vs[0]),
             lit(vs[1])
         )),
@@ -619,7 +685,10 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
     // rows, components read only by index) are tested before any is read:
     // an index is only used once known to be valid.
     let checked = plan.checks_per_block();
-    let _ = writeln!(s, "            let mut ok = true;");
+    let _ = writeln!(
+        s,
+        "            let mut ok = true;\n            let mut bad = T::Bits::default();"
+    );
     let inline = |slot: u16| {
         test_at.contains_key(&slot) && check_expr(&plan.inputs[slot as usize].dom, "v").is_some()
     };
@@ -693,7 +762,7 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
             && test_at.get(slot) == Some(&out)
             && let Some(test) = check_expr(&plan.inputs[*slot as usize].dom, &format!("v{out}"))
         {
-            let _ = writeln!(s, "{pad}ok &= {test};");
+            let _ = writeln!(s, "{pad}bad |= {test};");
         }
     };
     // A gradient (or Hessian) value into the block's output (`whole`) or
@@ -763,42 +832,118 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
                     let _ = writeln!(s, "{pad}let mut cnt{scope} = 0usize;");
                     count = true;
                 }
-                let _ = writeln!(s, "{pad}for c in 0..{e} {{");
-                for it in &sc.items {
-                    match it {
-                        Item::Op(op @ Op::Store { .. }) => store_line(op, false, inner, s),
-                        Item::Op(op) => op_line(op, inner, s),
-                        Item::Loop { .. } => unreachable!("no loop in a loop"),
-                    }
-                }
-                if let LoopKind::Reduce {
-                    op, fold, filter, ..
-                } = kind
-                {
-                    let val = match fold {
-                        Fold::Reg(r) => format!("v{r}"),
-                        Fold::Prod(a, b) => format!("v{a} * v{b}"),
+                // A logsumexp of an input's row as it stands: its maximum
+                // and its test in one pass over the input, and the exps
+                // straight from it, with no copy of the row.
+                let direct = match (kind, sc.items.as_slice()) {
+                    (
+                        LoopKind::Reduce {
+                            op: RedOp::LogSumExp,
+                            fold: Fold::Reg(f),
+                            filter: None,
+                            ..
+                        },
+                        [
+                            Item::Op(Op::Load {
+                                out,
+                                slot,
+                                comp: CompSrc::Loop(_),
+                                ..
+                            }),
+                        ],
+                    ) if out == f => Some((*out, *slot)),
+                    _ => None,
+                };
+                if let (Some((out, slot)), LoopKind::Reduce { acc, .. }) = (direct, kind) {
+                    let test = if checked && inline(slot) && test_at.get(&slot) == Some(&out) {
+                        check_expr(&plan.inputs[slot as usize].dom, "x")
+                    } else {
+                        None
                     };
-                    let val = match filter {
-                        None => val,
-                        Some(f) => {
-                            let skip = match op {
-                                RedOp::Sum | RedOp::Mean => "T::ZERO",
-                                RedOp::Max | RedOp::Min => "T::of(f64::NAN)",
-                                RedOp::LogSumExp => "T::of(f64::NEG_INFINITY)",
-                            };
-                            if count {
-                                let _ = writeln!(
-                                    s,
-                                    "{inner}cnt{scope} += usize::from(v{f} != T::ZERO);"
-                                );
-                            }
-                            format!("math::sel(v{f} != T::ZERO, {val}, {skip})")
+                    let (m, row) = (format!("m{acc}"), format!("xr{slot}"));
+                    match test {
+                        Some(t) => {
+                            let _ = writeln!(
+                                s,
+                                "{pad}let ({m}, bad{acc}) = math::max_lanes_tested({row}, T::of(f64::NEG_INFINITY), |x| {t});
+{pad}bad |= bad{acc};"
+                            );
                         }
-                    };
-                    let _ = writeln!(s, "{inner}k{scope}[c] = {val};");
+                        None => {
+                            let _ = writeln!(
+                                s,
+                                "{pad}let {m} = math::max_lanes({row}, T::of(f64::NEG_INFINITY));"
+                            );
+                        }
+                    }
+                    lse_tail(
+                        *acc,
+                        &format!("k{scope}"),
+                        &row,
+                        cached.contains(scope),
+                        pad,
+                        s,
+                    );
+                    continue;
                 }
+                // The body, with the peeled comparison (if any) as `d`.
+                let body = |d: Option<(Reg, &str)>, s: &mut String| {
+                    for it in &sc.items {
+                        match it {
+                            Item::Op(op @ Op::Store { .. }) => store_line(op, false, inner, s),
+                            Item::Op(op) => match (d, super::plan::op_writes(op)) {
+                                (Some((r, v)), Some(out)) if out == r => {
+                                    let _ = writeln!(s, "{inner}let v{r}: T = {v};");
+                                }
+                                _ => op_line(op, inner, s),
+                            },
+                            Item::Loop { .. } => unreachable!("no loop in a loop"),
+                        }
+                    }
+                    if let LoopKind::Reduce {
+                        op, fold, filter, ..
+                    } = kind
+                    {
+                        let val = match fold {
+                            Fold::Reg(r) => format!("v{r}"),
+                            Fold::Prod(a, b) => format!("v{a} * v{b}"),
+                        };
+                        let val = match filter {
+                            None => val,
+                            Some(f) => {
+                                let skip = match op {
+                                    RedOp::Sum | RedOp::Mean => "T::ZERO",
+                                    RedOp::Max | RedOp::Min => "T::of(f64::NAN)",
+                                    RedOp::LogSumExp => "T::of(f64::NEG_INFINITY)",
+                                };
+                                if count {
+                                    let _ = writeln!(
+                                        s,
+                                        "{inner}cnt{scope} += usize::from(v{f} != T::ZERO);"
+                                    );
+                                }
+                                format!("math::sel(v{f} != T::ZERO, {val}, {skip})")
+                            }
+                        };
+                        let _ = writeln!(s, "{inner}k{scope}[c] = {val};");
+                    }
+                };
+                // A one-hot test `c == u` (u fixed for the row) is false
+                // but at one component: the loop runs with it false, then
+                // again over the components where it holds, which redo
+                // their work and overwrite what they wrote. The same values
+                // as testing every component, for a compare, a conversion
+                // and a select less per component. (A count of the
+                // components that pass a filter would count them twice.)
+                let peel = if count { None } else { one_hot(sc) };
+                let _ = writeln!(s, "{pad}for c in 0..{e} {{");
+                body(peel.map(|(d, _)| (d, "T::ZERO")), s);
                 let _ = writeln!(s, "{pad}}}");
+                if let Some((d, u)) = peel {
+                    let _ = writeln!(s, "{pad}for c in math::index_range::<T>(v{u}, {e}) {{");
+                    body(Some((d, "T::ONE")), s);
+                    let _ = writeln!(s, "{pad}}}");
+                }
                 if let LoopKind::Reduce { op, acc, .. } = kind {
                     let k = format!("k{scope}");
                     match op {
@@ -830,35 +975,11 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
                             );
                         }
                         RedOp::LogSumExp => {
-                            // Shifted by the maximum; a row without a finite
-                            // maximum is that maximum (as the interpreter).
-                            // The exps stay in the buffer: a softmax of the
-                            // same values is then `exp / sum` (and without a
-                            // finite maximum, exp(x - lse) itself).
-                            let keep = cached.contains(scope);
                             let _ = writeln!(
                                 s,
-                                "{pad}let m{acc} = math::max_lanes({k}, T::of(f64::NEG_INFINITY));\n\
-                                 {pad}let (v{acc}, sum{acc}): (T, T) = if m{acc} > T::of(f64::NEG_INFINITY) && m{acc} < T::of(f64::INFINITY) {{\n\
-                                 {pad}    for x in {k}.iter_mut() {{\n\
-                                 {pad}        *x = (*x - m{acc}).exp::<F>();\n\
-                                 {pad}    }}\n\
-                                 {pad}    let t = T::of(math::sum_lanes({k}));\n\
-                                 {pad}    (m{acc} + t.ln::<F>(), t)\n\
-                                 {pad}}} else {{"
+                                "{pad}let m{acc} = math::max_lanes({k}, T::of(f64::NEG_INFINITY));"
                             );
-                            if keep {
-                                let _ = writeln!(
-                                    s,
-                                    "{pad}    for x in {k}.iter_mut() {{\n\
-                                     {pad}        *x = (*x - m{acc}).exp::<F>();\n\
-                                     {pad}    }}"
-                                );
-                            }
-                            let _ = writeln!(s, "{pad}    (m{acc}, T::ONE)\n{pad}}};");
-                            if keep {
-                                let _ = writeln!(s, "{pad}let inv{acc}: T = T::ONE / sum{acc};");
-                            }
+                            lse_tail(*acc, &k, &k, cached.contains(scope), pad, s);
                         }
                     }
                 }

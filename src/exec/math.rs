@@ -65,6 +65,21 @@ pub trait Float:
     fn is_integer(self) -> bool;
     /// Whether `|x|` is odd, for integer `x`.
     fn is_odd(self) -> bool;
+    /// An unsigned integer as wide as the float. Generated code ORs its
+    /// input tests into one of these per lane: a test is then one or two
+    /// compares and an OR, where a `bool` accumulator costs a narrowing
+    /// shuffle per vector.
+    type Bits: Copy
+        + Default
+        + PartialEq
+        + std::ops::BitOr<Output = Self::Bits>
+        + std::ops::BitOrAssign
+        + Send
+        + Sync;
+    /// The raw bits.
+    fn bits(self) -> Self::Bits;
+    /// Nonzero when `b`, else zero.
+    fn mask(b: bool) -> Self::Bits;
 }
 
 /// `if c { a } else { b }` written so that it compiles to a blend.
@@ -84,6 +99,17 @@ macro_rules! float_impl {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const EPSILON: Self = <$t>::EPSILON;
+            type Bits = $bits;
+
+            #[inline(always)]
+            fn bits(self) -> $bits {
+                self.to_bits()
+            }
+
+            #[inline(always)]
+            fn mask(b: bool) -> $bits {
+                b as $bits
+            }
 
             #[inline(always)]
             fn of(v: f64) -> Self {
@@ -428,6 +454,34 @@ pub fn max_lanes<T: Float>(v: &[T], init: T) -> T {
     fold_lanes(v, init, T::max)
 }
 
+/// [`max_lanes`], and the OR of `test` over the values: a row that is
+/// both checked and reduced is read once, eight lanes at a time.
+///
+/// `test` must flag NaN (every domain test does). The maximum is then the
+/// bare compare-and-select, one instruction where NaN-ignoring `max` is
+/// three: with a NaN in the row it may be wrong, but the row fails its test
+/// and the value is never used.
+#[inline(always)]
+pub fn max_lanes_tested<T: Float>(v: &[T], init: T, test: impl Fn(T) -> T::Bits) -> (T, T::Bits) {
+    let max = |a: T, b: T| sel(b > a, b, a);
+    let mut lanes = [init; 8];
+    let mut bad = [T::Bits::default(); 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for k in 0..8 {
+            lanes[k] = max(lanes[k], c[k]);
+            bad[k] |= test(c[k]);
+        }
+    }
+    let mut m = lanes.iter().fold(init, |a, &b| max(a, b));
+    let mut any = bad.iter().fold(T::Bits::default(), |a, &b| a | b);
+    for &x in chunks.remainder() {
+        m = max(m, x);
+        any |= test(x);
+    }
+    (m, any)
+}
+
 /// The smallest of `init` and the values, ignoring NaNs (as `f64::min`).
 #[inline(always)]
 pub fn min_lanes<T: Float>(v: &[T], init: T) -> T {
@@ -445,6 +499,30 @@ fn fold_lanes<T: Float>(v: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
     }
     let m = lanes.iter().fold(init, |a, &b| f(a, b));
     chunks.remainder().iter().fold(m, |a, &b| f(a, b))
+}
+
+/// The components `c < e` whose number [`index`] equals `u`: the one
+/// numbered `u` when `u` is an integer below `e` (else none), and its
+/// neighbours where `T` rounds them to the same value (beyond 2^24 in f32),
+/// so the range holds exactly the components for which `index(c) == u`.
+#[inline]
+pub fn index_range<T: Float>(u: T, e: usize) -> std::ops::Range<usize> {
+    let x = u.f64();
+    if !(x >= 0.0 && x < e as f64) {
+        return 0..0;
+    }
+    let c = x as usize;
+    if index::<T>(c) != u {
+        return 0..0;
+    }
+    let (mut lo, mut hi) = (c, c + 1);
+    while lo > 0 && index::<T>(lo - 1) == u {
+        lo -= 1;
+    }
+    while hi < e && index::<T>(hi) == u {
+        hi += 1;
+    }
+    lo..hi
 }
 
 /// A component number as a value. Through `i32`, which converts to
@@ -485,6 +563,27 @@ impl<T: Float> IsNan for T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The components a one-hot fix-up revisits are exactly those whose
+    /// number equals the value, in both types (`index_range`).
+    #[test]
+    fn index_range_is_where_index_equals_the_value() {
+        assert_eq!(index_range(3.0f64, 10), 3..4);
+        assert_eq!(index_range(-0.0f64, 5), 0..1);
+        assert_eq!(index_range(0.0f32, 1), 0..1);
+        for u in [3.5f64, -1.0, 10.0, 11.0, f64::NAN, f64::INFINITY, 1e300] {
+            assert_eq!(index_range(u, 10), 0..0, "{u}");
+        }
+        // In f32, 2^24 + 1 rounds to 2^24: two components compare equal.
+        let big = 1usize << 24;
+        assert_eq!(index_range(big as f32, big + 4), big..big + 2);
+        assert_eq!(index_range(big as f32, big + 1), big..big + 1);
+        assert_eq!(index_range((big + 2) as f32, big + 4), big + 2..big + 3);
+        for (u, e) in [(big as f32, big + 4), ((big - 1) as f32, big + 4)] {
+            let brute: Vec<usize> = (0..e).filter(|&c| index::<f32>(c) == u).collect();
+            assert_eq!(index_range(u, e).collect::<Vec<_>>(), brute, "{u}");
+        }
+    }
 
     /// Distance in ulps between two finite f64s of the same sign.
     fn ulps64(a: f64, b: f64) -> f64 {

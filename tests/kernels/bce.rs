@@ -46,6 +46,7 @@ pub mod bce {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
+            let mut bad = T::Bits::default();
             let v5: T = T::of(1.0);
             let mut s0 = [T::ZERO; L];
             let mut r0 = b0;
@@ -56,10 +57,10 @@ pub mod bce {
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
                     let v4: T = x0[l];
-                    ok &= check::is_either(v4, 0.0, 1.0);
+                    bad |= check::not_either(v4, 0.0, 1.0);
                     let v3: T = math::truth::<T>(v4 == v5);
                     let v6: T = x1[l];
-                    ok &= check::in_range(v6, 0.0, 1.0, false, false);
+                    bad |= check::out_of_range(v6, 0.0, 1.0, false, false);
                     let v7: T = v5 - v6;
                     let v2: T = math::sel(v3 != T::ZERO, v6, v7);
                     let v1: T = v2.ln::<F>();
@@ -75,7 +76,7 @@ pub mod bce {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

@@ -46,6 +46,7 @@ pub mod bce_logits {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
+            let mut bad = T::Bits::default();
             let v3: T = T::of(1.0);
             let mut s0 = [T::ZERO; L];
             let mut r0 = b0;
@@ -56,10 +57,10 @@ pub mod bce_logits {
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
                     let v2: T = x0[l];
-                    ok &= check::is_either(v2, 0.0, 1.0);
+                    bad |= check::not_either(v2, 0.0, 1.0);
                     let v1: T = math::truth::<T>(v2 == v3);
                     let v6: T = x1[l];
-                    ok &= check::in_range(v6, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    bad |= check::out_of_range(v6, f64::NEG_INFINITY, f64::INFINITY, false, false);
                     let v5: T = math::softplus::<T, F>(v6);
                     let v4: T = v5 - v6;
                     let v0: T = math::sel(v1 != T::ZERO, v4, v5);
@@ -72,7 +73,7 @@ pub mod bce_logits {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

@@ -54,6 +54,7 @@ pub mod cce_logits {
                 return b.interpret(b0, b1, sums);
             }
             let mut ok = true;
+            let mut bad = T::Bits::default();
             ok &= b.valid(0, b0, b1); // `y`
             if !ok {
                 return false;
@@ -69,21 +70,17 @@ pub mod cce_logits {
                     let r = r0 + l;
                     let xr1 = &x1[r * w1..(r + 1) * w1];
                     let xr1 = &xr1[..e1];
-                    for c in 0..e1 {
-                        let v3: T = xr1[c];
-                        ok &= check::in_range(v3, f64::NEG_INFINITY, f64::INFINITY, false, false);
-                        k1[c] = v3;
-                    }
-                    let m4 = math::max_lanes(k1, T::of(f64::NEG_INFINITY));
+                    let (m4, bad4) = math::max_lanes_tested(xr1, T::of(f64::NEG_INFINITY), |x| check::out_of_range(x, f64::NEG_INFINITY, f64::INFINITY, false, false));
+                    bad |= bad4;
                     let (v4, sum4): (T, T) = if m4 > T::of(f64::NEG_INFINITY) && m4 < T::of(f64::INFINITY) {
-                        for x in k1.iter_mut() {
-                            *x = (*x - m4).exp::<F>();
+                        for (x, &y) in k1.iter_mut().zip(xr1) {
+                            *x = (y - m4).exp::<F>();
                         }
                         let t = T::of(math::sum_lanes(k1));
                         (m4 + t.ln::<F>(), t)
                     } else {
-                        for x in k1.iter_mut() {
-                            *x = (*x - m4).exp::<F>();
+                        for (x, &y) in k1.iter_mut().zip(xr1) {
+                            *x = (y - m4).exp::<F>();
                         }
                         (m4, T::ONE)
                     };
@@ -95,7 +92,14 @@ pub mod cce_logits {
                     let gr0 = &mut g0[(r - b0) * gw0..][..e2];
                     for c in 0..e2 {
                         let v12: T = math::index::<T>(c);
-                        let v11: T = math::truth::<T>(v12 == v8);
+                        let v11: T = T::ZERO;
+                        let v13: T = k1[c] * inv4;
+                        let v9: T = v13 - v11;
+                        gr0[c] = v9 * scale;
+                    }
+                    for c in math::index_range::<T>(v8, e2) {
+                        let v12: T = math::index::<T>(c);
+                        let v11: T = T::ONE;
                         let v13: T = k1[c] * inv4;
                         let v9: T = v13 - v11;
                         gr0[c] = v9 * scale;
@@ -105,7 +109,7 @@ pub mod cce_logits {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

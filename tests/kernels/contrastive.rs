@@ -61,6 +61,7 @@ pub mod contrastive {
                 return b.interpret(b0, b1, sums);
             }
             let mut ok = true;
+            let mut bad = T::Bits::default();
             if !ok {
                 return false;
             }
@@ -77,16 +78,16 @@ pub mod contrastive {
                     let xr2 = &x2[r * w2..(r + 1) * w2];
                     let v1: T = T::of(0.5);
                     let v5: T = x0[r];
-                    ok &= check::is_either(v5, 0.0, 1.0);
+                    bad |= check::not_either(v5, 0.0, 1.0);
                     let v6: T = T::of(1.0);
                     let v4: T = math::truth::<T>(v5 == v6);
                     let xr1 = &xr1[..e1];
                     let xr2 = &xr2[..e1];
                     for c in 0..e1 {
                         let v10: T = xr1[c];
-                        ok &= check::in_range(v10, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                        bad |= check::out_of_range(v10, f64::NEG_INFINITY, f64::INFINITY, false, false);
                         let v11: T = xr2[c];
-                        ok &= check::in_range(v11, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                        bad |= check::out_of_range(v11, f64::NEG_INFINITY, f64::INFINITY, false, false);
                         let v9: T = v10 - v11;
                         let v8: T = v9 * v9;
                         k1[c] = v8;
@@ -134,7 +135,7 @@ pub mod contrastive {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

@@ -44,6 +44,7 @@ pub mod dice {
             let x1 = unsafe { std::slice::from_raw_parts(b.input(1), n) };
             let scale = b.scale();
             let mut ok = true;
+            let mut bad = T::Bits::default();
             let mut s0 = [T::ZERO; L];
             let mut s1 = [T::ZERO; L];
             let mut s2 = [T::ZERO; L];
@@ -65,7 +66,7 @@ pub mod dice {
                 sums[2] += math::sum_lanes(&s2[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 
@@ -94,6 +95,7 @@ pub mod dice {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
+            let mut bad = T::Bits::default();
             let v4: T = T::of(-2.0);
             let v6: T = b.uniform(1);
             let v7: T = b.uniform(2);
@@ -117,7 +119,7 @@ pub mod dice {
                 }
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

@@ -46,6 +46,7 @@ pub mod focal_logits {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
+            let mut bad = T::Bits::default();
             let v6: T = T::of(1.0);
             let v7: T = T::of(0.25);
             let v8: T = T::of(0.75);
@@ -62,11 +63,11 @@ pub mod focal_logits {
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
                     let v5: T = x0[l];
-                    ok &= check::is_either(v5, 0.0, 1.0);
+                    bad |= check::not_either(v5, 0.0, 1.0);
                     let v4: T = math::truth::<T>(v5 == v6);
                     let v3: T = math::sel(v4 != T::ZERO, v7, v8);
                     let v13: T = x1[l];
-                    ok &= check::in_range(v13, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    bad |= check::out_of_range(v13, f64::NEG_INFINITY, f64::INFINITY, false, false);
                     let v12: T = math::sigmoid::<T, F>(v13);
                     let v11: T = v6 - v12;
                     let v10: T = math::sel(v4 != T::ZERO, v11, v12);
@@ -99,7 +100,7 @@ pub mod focal_logits {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

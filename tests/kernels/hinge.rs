@@ -46,6 +46,7 @@ pub mod hinge {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
+            let mut bad = T::Bits::default();
             let v1: T = T::of(0.0);
             let v3: T = T::of(1.0);
             let mut s0 = [T::ZERO; L];
@@ -57,10 +58,10 @@ pub mod hinge {
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
                     let v6: T = x0[l];
-                    ok &= check::is_either(v6, -1.0, 1.0);
+                    bad |= check::not_either(v6, -1.0, 1.0);
                     let v5: T = -v6;
                     let v7: T = x1[l];
-                    ok &= check::in_range(v7, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    bad |= check::out_of_range(v7, f64::NEG_INFINITY, f64::INFINITY, false, false);
                     let v4: T = v5 * v7;
                     let v2: T = v3 + v4;
                     let v0: T = v1.max(v2);
@@ -73,7 +74,7 @@ pub mod hinge {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

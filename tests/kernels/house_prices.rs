@@ -46,6 +46,7 @@ pub mod house_prices {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
+            let mut bad = T::Bits::default();
             let v7: T = T::of(0.3);
             let v9: T = T::of(0.5);
             let v13: T = T::of(-0.15);
@@ -59,10 +60,10 @@ pub mod house_prices {
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
                     let v5: T = x0[l];
-                    ok &= check::in_range(v5, 0.0, f64::INFINITY, false, false);
+                    bad |= check::out_of_range(v5, 0.0, f64::INFINITY, false, false);
                     let v4: T = v5.ln::<F>();
                     let v6: T = x1[l];
-                    ok &= check::in_range(v6, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    bad |= check::out_of_range(v6, f64::NEG_INFINITY, f64::INFINITY, false, false);
                     let v3: T = v4 - v6;
                     let v2: T = v3.abs();
                     let v1: T = math::truth::<T>(v2 <= v7);
@@ -81,7 +82,7 @@ pub mod house_prices {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

@@ -46,6 +46,7 @@ pub mod huber {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
+            let mut bad = T::Bits::default();
             let v6: T = T::of(1.0);
             let v8: T = T::of(0.5);
             let v11: T = T::of(-0.5);
@@ -58,9 +59,9 @@ pub mod huber {
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
                     let v4: T = x0[l];
-                    ok &= check::in_range(v4, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    bad |= check::out_of_range(v4, f64::NEG_INFINITY, f64::INFINITY, false, false);
                     let v5: T = x1[l];
-                    ok &= check::in_range(v5, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    bad |= check::out_of_range(v5, f64::NEG_INFINITY, f64::INFINITY, false, false);
                     let v3: T = v4 - v5;
                     let v2: T = v3.abs();
                     let v1: T = math::truth::<T>(v2 <= v6);
@@ -78,7 +79,7 @@ pub mod huber {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

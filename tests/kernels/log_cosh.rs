@@ -46,6 +46,7 @@ pub mod log_cosh {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
+            let mut bad = T::Bits::default();
             let mut s0 = [T::ZERO; L];
             let mut r0 = b0;
             while r0 < b1 {
@@ -55,9 +56,9 @@ pub mod log_cosh {
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
                     let v3: T = x0[l];
-                    ok &= check::in_range(v3, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    bad |= check::out_of_range(v3, f64::NEG_INFINITY, f64::INFINITY, false, false);
                     let v4: T = x1[l];
-                    ok &= check::in_range(v4, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    bad |= check::out_of_range(v4, f64::NEG_INFINITY, f64::INFINITY, false, false);
                     let v2: T = v3 - v4;
                     let v1: T = math::cosh::<T, F>(v2);
                     let v0: T = v1.ln::<F>();
@@ -69,7 +70,7 @@ pub mod log_cosh {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

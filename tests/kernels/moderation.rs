@@ -46,6 +46,7 @@ pub mod moderation {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
+            let mut bad = T::Bits::default();
             let v5: T = T::of(1.0);
             let v10: T = T::of(-20.0);
             let v11: T = T::of(-1.0);
@@ -59,10 +60,10 @@ pub mod moderation {
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
                     let v4: T = x0[l];
-                    ok &= check::is_either(v4, 0.0, 1.0);
+                    bad |= check::not_either(v4, 0.0, 1.0);
                     let v3: T = math::truth::<T>(v4 == v5);
                     let v8: T = x1[l];
-                    ok &= check::in_range(v8, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    bad |= check::out_of_range(v8, f64::NEG_INFINITY, f64::INFINITY, false, false);
                     let v7: T = math::softplus::<T, F>(v8);
                     let v6: T = v7 - v8;
                     let v2: T = math::sel(v3 != T::ZERO, v6, v7);
@@ -79,7 +80,7 @@ pub mod moderation {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

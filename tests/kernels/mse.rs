@@ -46,6 +46,7 @@ pub mod mse {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
+            let mut bad = T::Bits::default();
             let v5: T = T::of(-2.0);
             let mut s0 = [T::ZERO; L];
             let mut r0 = b0;
@@ -56,9 +57,9 @@ pub mod mse {
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
                     let v2: T = x0[l];
-                    ok &= check::in_range(v2, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    bad |= check::out_of_range(v2, f64::NEG_INFINITY, f64::INFINITY, false, false);
                     let v3: T = x1[l];
-                    ok &= check::in_range(v3, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    bad |= check::out_of_range(v3, f64::NEG_INFINITY, f64::INFINITY, false, false);
                     let v1: T = v2 - v3;
                     let v0: T = v1 * v1;
                     let v4: T = v1 * v5;
@@ -68,7 +69,7 @@ pub mod mse {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

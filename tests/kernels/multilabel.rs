@@ -54,6 +54,7 @@ pub mod multilabel {
                 return b.interpret(b0, b1, sums);
             }
             let mut ok = true;
+            let mut bad = T::Bits::default();
             ok &= b.valid(0, b0, b1); // `y`
             if !ok {
                 return false;
@@ -75,7 +76,7 @@ pub mod multilabel {
                     for c in 0..e1 {
                         let v3: T = xr0[c];
                         let v7: T = xr1[c];
-                        ok &= check::in_range(v7, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                        bad |= check::out_of_range(v7, f64::NEG_INFINITY, f64::INFINITY, false, false);
                         let v6: T = math::softplus::<T, F>(v7);
                         let v5: T = v6 - v7;
                         let v4: T = -v5;
@@ -103,7 +104,7 @@ pub mod multilabel {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

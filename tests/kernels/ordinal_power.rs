@@ -46,6 +46,7 @@ pub mod ordinal_power {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
+            let mut bad = T::Bits::default();
             ok &= b.valid(0, b0, b1); // `y`
             let v5: T = T::of(1.5);
             let v8: T = T::of(-1.5);
@@ -59,7 +60,7 @@ pub mod ordinal_power {
                 for l in 0..len {
                     let v3: T = x0[l];
                     let v4: T = x1[l];
-                    ok &= check::in_range(v4, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    bad |= check::out_of_range(v4, f64::NEG_INFINITY, f64::INFINITY, false, false);
                     let v2: T = v3 - v4;
                     let v1: T = v2.abs();
                     let v0: T = math::pow::<T, F>(v1, v5);
@@ -73,7 +74,7 @@ pub mod ordinal_power {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

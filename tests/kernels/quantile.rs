@@ -46,6 +46,7 @@ pub mod quantile {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
+            let mut bad = T::Bits::default();
             let v2: T = T::of(0.9);
             let v7: T = T::of(-0.09999999999999998);
             let v10: T = T::of(0.09999999999999998);
@@ -59,9 +60,9 @@ pub mod quantile {
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
                     let v4: T = x0[l];
-                    ok &= check::in_range(v4, 0.0, f64::INFINITY, true, false);
+                    bad |= check::out_of_range(v4, 0.0, f64::INFINITY, true, false);
                     let v5: T = x1[l];
-                    ok &= check::in_range(v5, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    bad |= check::out_of_range(v5, f64::NEG_INFINITY, f64::INFINITY, false, false);
                     let v3: T = v4 - v5;
                     let v1: T = v2 * v3;
                     let v6: T = v3 * v7;
@@ -74,7 +75,7 @@ pub mod quantile {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

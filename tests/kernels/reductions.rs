@@ -59,6 +59,7 @@ pub mod reductions {
                 return b.interpret(b0, b1, sums);
             }
             let mut ok = true;
+            let mut bad = T::Bits::default();
             if !ok {
                 return false;
             }
@@ -84,10 +85,10 @@ pub mod reductions {
                     let mut cnt1 = 0usize;
                     for c in 0..e1 {
                         let v5: T = xr1[c];
-                        ok &= check::in_range(v5, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                        bad |= check::out_of_range(v5, f64::NEG_INFINITY, f64::INFINITY, false, false);
                         let v4: T = v5 * v5;
                         let v8: T = xr0[c];
-                        ok &= check::in_range(v8, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                        bad |= check::out_of_range(v8, f64::NEG_INFINITY, f64::INFINITY, false, false);
                         let v7: T = math::truth::<T>(v8 > v9);
                         let v11: T = math::index::<T>(c);
                         let v10: T = math::truth::<T>(v11 == v9);
@@ -119,7 +120,16 @@ pub mod reductions {
                     for c in 0..e4 {
                         let v25: T = xr1[c];
                         let v28: T = math::index::<T>(c);
-                        let v27: T = math::truth::<T>(v28 == v9);
+                        let v27: T = T::ZERO;
+                        let v30: T = xr0[c];
+                        let v29: T = math::truth::<T>(v30 < v31);
+                        let v26: T = math::truth::<T>((v27 != T::ZERO) | (v29 != T::ZERO));
+                        k4[c] = math::sel(v26 != T::ZERO, v25, T::of(f64::NEG_INFINITY));
+                    }
+                    for c in math::index_range::<T>(v9, e4) {
+                        let v25: T = xr1[c];
+                        let v28: T = math::index::<T>(c);
+                        let v27: T = T::ONE;
                         let v30: T = xr0[c];
                         let v29: T = math::truth::<T>(v30 < v31);
                         let v26: T = math::truth::<T>((v27 != T::ZERO) | (v29 != T::ZERO));
@@ -153,7 +163,15 @@ pub mod reductions {
                         let v70: T = xr0[c];
                         let v69: T = math::truth::<T>(v70 > v9);
                         let v72: T = math::index::<T>(c);
-                        let v71: T = math::truth::<T>(v72 == v9);
+                        let v71: T = T::ZERO;
+                        let v68: T = math::truth::<T>((v69 != T::ZERO) | (v71 != T::ZERO));
+                        k7[c] = math::sel(v68 != T::ZERO, v55, T::ZERO);
+                    }
+                    for c in math::index_range::<T>(v9, e7) {
+                        let v70: T = xr0[c];
+                        let v69: T = math::truth::<T>(v70 > v9);
+                        let v72: T = math::index::<T>(c);
+                        let v71: T = T::ONE;
                         let v68: T = math::truth::<T>((v69 != T::ZERO) | (v71 != T::ZERO));
                         k7[c] = math::sel(v68 != T::ZERO, v55, T::ZERO);
                     }
@@ -164,7 +182,33 @@ pub mod reductions {
                     let gr0 = &mut g0[(r - b0) * gw0..][..e6];
                     for c in 0..e6 {
                         let v46: T = math::index::<T>(c);
-                        let v45: T = math::truth::<T>(v46 == v9);
+                        let v45: T = T::ZERO;
+                        let v48: T = xr0[c];
+                        let v47: T = math::truth::<T>(v48 < v31);
+                        let v44: T = math::truth::<T>((v45 != T::ZERO) | (v47 != T::ZERO));
+                        let v51: T = xr1[c];
+                        let v50: T = v51 - v32;
+                        let v49: T = v50.exp::<F>();
+                        let v43: T = math::sel(v44 != T::ZERO, v49, v9);
+                        let v58: T = v51 * v48;
+                        let v57: T = math::truth::<T>(v58 == v18);
+                        let v56: T = math::sel(v57 != T::ZERO, v55, v9);
+                        let v54: T = v55 + v56;
+                        let v53: T = v48 * v54;
+                        let v42: T = v43 + v53;
+                        let v60: T = math::truth::<T>(v51 == v22);
+                        let v59: T = math::sel(v60 != T::ZERO, v61, v9);
+                        let v41: T = v42 + v59;
+                        let v64: T = math::truth::<T>(v48 > v9);
+                        let v63: T = math::truth::<T>((v64 != T::ZERO) | (v45 != T::ZERO));
+                        let v65: T = v51 * v66;
+                        let v62: T = math::sel(v63 != T::ZERO, v65, v9);
+                        let v40: T = v41 + v62;
+                        gr0[c] = v40 * scale;
+                    }
+                    for c in math::index_range::<T>(v9, e6) {
+                        let v46: T = math::index::<T>(c);
+                        let v45: T = T::ONE;
                         let v48: T = xr0[c];
                         let v47: T = math::truth::<T>(v48 < v31);
                         let v44: T = math::truth::<T>((v45 != T::ZERO) | (v47 != T::ZERO));
@@ -193,7 +237,7 @@ pub mod reductions {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

@@ -66,6 +66,7 @@ pub mod triplet {
                 return b.interpret(b0, b1, sums);
             }
             let mut ok = true;
+            let mut bad = T::Bits::default();
             if !ok {
                 return false;
             }
@@ -88,9 +89,9 @@ pub mod triplet {
                     let xr1 = &xr1[..e1];
                     for c in 0..e1 {
                         let v8: T = xr0[c];
-                        ok &= check::in_range(v8, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                        bad |= check::out_of_range(v8, f64::NEG_INFINITY, f64::INFINITY, false, false);
                         let v9: T = xr1[c];
-                        ok &= check::in_range(v9, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                        bad |= check::out_of_range(v9, f64::NEG_INFINITY, f64::INFINITY, false, false);
                         let v7: T = v8 - v9;
                         let v6: T = v7 * v7;
                         k1[c] = v6;
@@ -103,7 +104,7 @@ pub mod triplet {
                     for c in 0..e2 {
                         let v16: T = xr0[c];
                         let v17: T = xr2[c];
-                        ok &= check::in_range(v17, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                        bad |= check::out_of_range(v17, f64::NEG_INFINITY, f64::INFINITY, false, false);
                         let v15: T = v16 - v17;
                         let v14: T = v15 * v15;
                         k2[c] = v14;
@@ -158,7 +159,7 @@ pub mod triplet {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

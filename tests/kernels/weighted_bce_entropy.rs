@@ -46,6 +46,7 @@ pub mod weighted_bce_entropy {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
+            let mut bad = T::Bits::default();
             let v5: T = T::of(1.0);
             let v6: T = T::of(10.0);
             let v24: T = T::of(-10.0);
@@ -60,12 +61,12 @@ pub mod weighted_bce_entropy {
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
                     let v4: T = x0[l];
-                    ok &= check::is_either(v4, 0.0, 1.0);
+                    bad |= check::not_either(v4, 0.0, 1.0);
                     let v3: T = math::truth::<T>(v4 == v5);
                     let v2: T = math::sel(v3 != T::ZERO, v6, v5);
                     let v1: T = -v2;
                     let v10: T = x1[l];
-                    ok &= check::in_range(v10, 0.0, 1.0, false, false);
+                    bad |= check::out_of_range(v10, 0.0, 1.0, false, false);
                     let v9: T = v10.ln::<F>();
                     let v8: T = v4 * v9;
                     let v12: T = v5 - v4;
@@ -93,7 +94,7 @@ pub mod weighted_bce_entropy {
                 sums[1] += math::sum_lanes(&s1[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }

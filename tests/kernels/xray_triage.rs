@@ -48,6 +48,7 @@ pub mod xray_triage {
             let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0), b1 - b0) };
             let scale = b.scale();
             let mut ok = true;
+            let mut bad = T::Bits::default();
             let v5: T = T::of(1.0);
             let v11: T = T::of(20.0);
             let v14: T = T::of(0.1);
@@ -64,15 +65,15 @@ pub mod xray_triage {
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
                     let v4: T = x0[l];
-                    ok &= check::is_either(v4, 0.0, 1.0);
+                    bad |= check::not_either(v4, 0.0, 1.0);
                     let v3: T = math::truth::<T>(v4 == v5);
                     let v6: T = x2[l];
-                    ok &= check::in_range(v6, 0.0, 1.0, false, false);
+                    bad |= check::out_of_range(v6, 0.0, 1.0, false, false);
                     let v7: T = v5 - v6;
                     let v2: T = math::sel(v3 != T::ZERO, v6, v7);
                     let v1: T = v2.ln::<F>();
                     let v15: T = x1[l];
-                    ok &= check::in_range(v15, 1.0, 10.0, true, true);
+                    bad |= check::out_of_range(v15, 1.0, 10.0, true, true);
                     let v13: T = v14 * v15;
                     let v12: T = v5 + v13;
                     let v10: T = v11 * v12;
@@ -90,7 +91,7 @@ pub mod xray_triage {
                 sums[0] += math::sum_lanes(&s0[..len]);
                 r0 += len;
             }
-            ok
+            ok & (bad == T::Bits::default())
         }
     }
 }
