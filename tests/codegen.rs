@@ -364,3 +364,95 @@ fn a_pass_that_reads_a_vector_only_by_index_is_generated() {
     assert!(src.contains("math::gather(xr0, v3)"), "{src}");
     assert!(!src.contains("b.interpret"), "{src}");
 }
+
+#[test]
+fn peeled_one_hot_loops_agree_with_the_interpreter_for_every_kind_of_value() {
+    // `peel.loss` compares the component number with `k` in every kind of
+    // loop the generator peels; `k` takes component numbers (first, inside,
+    // last), -0, and values no component has (negative, fractional, one past
+    // the last, huge, tiny negative).
+    fn run<T: Float>(tol: f64) {
+        let loss = Loss::from_file("tests/kernels/specs/peel.loss").unwrap();
+        let interp = loss.compile::<T>().unwrap();
+        let generated = loss
+            .compile::<T>()
+            .unwrap()
+            .with_kernel(kernel::<T>("peel"))
+            .unwrap();
+        for width in [33usize, 40, 100] {
+            let last = (width - 1) as f64;
+            for k in [
+                0.0,
+                -0.0,
+                5.0,
+                32.0,
+                last,
+                last + 1.0,
+                -1.0,
+                3.5,
+                1e9,
+                -1e-300,
+            ] {
+                let mut arrays = arrays_sized::<T>(&loss, 64, &[("C", width)]);
+                for (name, a) in arrays.iter_mut() {
+                    if name == "k" {
+                        a.fill(T::of(k));
+                    }
+                }
+                let mut inputs = Inputs::new();
+                for (name, a) in &arrays {
+                    inputs.insert(name.clone(), a.view());
+                }
+                let want = interp.eval(&inputs).unwrap();
+                let got = generated.eval(&inputs).unwrap();
+                let close = |x: f64, y: f64, scale: f64| (x - y).abs() <= tol * y.abs().max(scale);
+                let (a, b) = (got.loss().f64(), want.loss().f64());
+                assert!(close(a, b, 1e-30), "C={width} k={k}: loss {a} vs {b}");
+                for (name, gw) in want.grads() {
+                    let scale = gw.iter().fold(0.0f64, |m, x| m.max(x.f64().abs()));
+                    for (x, y) in got.grad(name).iter().zip(gw.iter()) {
+                        assert!(
+                            close(x.f64(), y.f64(), scale),
+                            "C={width} k={k} d/d{name}: {x} vs {y}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    run::<f64>(1e-13);
+    run::<f32>(1e-5);
+}
+
+#[test]
+fn a_logsumexp_read_straight_from_its_input_reports_a_bad_value_anywhere_in_the_row() {
+    // The maximum and the test of a row run eight lanes at a time and then
+    // over the leftover components: a bad value in the first, the eighth,
+    // the next-to-last or the last component of rows whose width is and is
+    // not a multiple of eight is reported as the interpreter reports it.
+    let loss = Loss::from_file("examples/cce_logits.loss").unwrap();
+    let interp = loss.compile::<f32>().unwrap();
+    let generated = loss
+        .compile::<f32>()
+        .unwrap()
+        .with_kernel(kernel::<f32>("cce_logits"))
+        .unwrap();
+    let n = 5000;
+    for width in [33usize, 37, 39, 40, 100] {
+        for at in [0usize, 7, width - 2, width - 1] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut arrays = arrays_sized::<f32>(&loss, n, &[("C", width)]);
+                let z = &mut arrays.iter_mut().find(|(name, _)| name == "z").unwrap().1;
+                z.as_slice_mut().unwrap()[width * (n - 3) + at] = bad;
+                let mut inputs = Inputs::new();
+                for (name, a) in &arrays {
+                    inputs.insert(name.clone(), a.view());
+                }
+                let want = interp.eval(&inputs).err().map(|e| e.to_string());
+                assert!(want.is_some(), "C={width} at {at}: {bad} accepted");
+                let got = generated.eval(&inputs).err().map(|e| e.to_string());
+                assert_eq!(got, want, "C={width} at {at} bad {bad}");
+            }
+        }
+    }
+}

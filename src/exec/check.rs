@@ -95,7 +95,7 @@ impl<'a> Check<'a> {
 // nonzero mask when it does not; the kernel ORs them per lane and tests the
 // total once per block (see [`Float::Bits`]). Bounds exact in `T` are
 // compared in `T`, which after inlining is decided at compile time, so a
-// test is one or two vector compares.
+// test is one or two vector compares (a finite test, one subtraction).
 
 /// Nonzero unless `v` lies in an interval (for generated code).
 #[inline(always)]
@@ -313,4 +313,59 @@ pub(crate) fn check_domain<T: Float>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The generated code's tests agree with [`Check::ok`] on every edge:
+    /// bounds open and closed, infinities, NaN, -0, and in f32 a bound
+    /// (0.1) that is not exact in the type.
+    #[test]
+    fn mask_tests_agree_with_the_per_value_test() {
+        let values = [
+            f64::NAN,
+            f64::NEG_INFINITY,
+            -1.0,
+            -0.0,
+            0.0,
+            0.1,
+            0.5,
+            1.0,
+            10.0,
+            f64::INFINITY,
+        ];
+        let ranges = [
+            (f64::NEG_INFINITY, f64::INFINITY, false, false),
+            (f64::NEG_INFINITY, f64::INFINITY, true, true),
+            (0.0, 1.0, false, false),
+            (0.0, 1.0, true, true),
+            (0.0, f64::INFINITY, true, false),
+            (0.1, 10.0, false, true),
+        ];
+        fn run<T: Float>(values: &[f64], ranges: &[(f64, f64, bool, bool)]) {
+            for &x in values {
+                let v = T::of(x);
+                let wide = v.f64();
+                for &(lo, hi, lc, hc) in ranges {
+                    let want = Check::Range {
+                        lo,
+                        hi,
+                        lo_closed: lc,
+                        hi_closed: hc,
+                    }
+                    .ok(wide);
+                    let got = out_of_range(v, lo, hi, lc, hc) == T::Bits::default();
+                    assert_eq!(got, want, "{} {x} in ({lo}, {hi}) {lc} {hc}", T::NAME);
+                }
+                let got = not_either(v, 0.0, 1.0) == T::Bits::default();
+                assert_eq!(got, Check::Two(0.0, 1.0).ok(wide), "{x}");
+                let got = is_nan(v) == T::Bits::default();
+                assert_eq!(got, Check::NotNan.ok(wide), "{x}");
+            }
+        }
+        run::<f64>(&values, &ranges);
+        run::<f32>(&values, &ranges);
+    }
 }

@@ -929,8 +929,10 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
                     }
                 };
                 // A one-hot test `c == u` (u fixed for the row) is false
-                // but at one component: the loop runs with it false, then
-                // again over the components where it holds, which redo
+                // but at one component (two or more only where f32 rounds
+                // component numbers beyond 2^24 together): the loop runs
+                // with it false, then again over the components where it
+                // holds (`math::index_range`), which redo
                 // their work and overwrite what they wrote. The same values
                 // as testing every component, for a compare, a conversion
                 // and a select less per component. (A count of the

@@ -457,10 +457,11 @@ pub fn max_lanes<T: Float>(v: &[T], init: T) -> T {
 /// [`max_lanes`], and the OR of `test` over the values: a row that is
 /// both checked and reduced is read once, eight lanes at a time.
 ///
-/// `test` must flag NaN (every domain test does). The maximum is then the
-/// bare compare-and-select, one instruction where NaN-ignoring `max` is
-/// three: with a NaN in the row it may be wrong, but the row fails its test
-/// and the value is never used.
+/// `test` must flag NaN (every domain test does), and `init` must not be
+/// NaN. The maximum is then the bare compare-and-select, one instruction
+/// where NaN-ignoring `max` is three: with a NaN in the row it may be wrong,
+/// but the row fails its test and the value is never used. (A NaN `init`
+/// would never be replaced.)
 #[inline(always)]
 pub fn max_lanes_tested<T: Float>(v: &[T], init: T, test: impl Fn(T) -> T::Bits) -> (T, T::Bits) {
     let max = |a: T, b: T| sel(b > a, b, a);
@@ -503,15 +504,18 @@ fn fold_lanes<T: Float>(v: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
 
 /// The components `c < e` whose number [`index`] equals `u`: the one
 /// numbered `u` when `u` is an integer below `e` (else none), and its
-/// neighbours where `T` rounds them to the same value (beyond 2^24 in f32),
+/// neighbours where `T` rounds them to the same value (beyond 2^24 in f32,
+/// where the last components may even round up to a `u` of `e` or more),
 /// so the range holds exactly the components for which `index(c) == u`.
 #[inline]
 pub fn index_range<T: Float>(u: T, e: usize) -> std::ops::Range<usize> {
     let x = u.f64();
-    if !(x >= 0.0 && x < e as f64) {
+    // A component number is a whole number from 0 to e - 1, rounded to `T`
+    // (which rounds up at most to the next representable value).
+    if e == 0 || x.is_nan() || x < 0.0 {
         return 0..0;
     }
-    let c = x as usize;
+    let c = if x < e as f64 { x as usize } else { e - 1 };
     if index::<T>(c) != u {
         return 0..0;
     }
@@ -574,15 +578,21 @@ mod tests {
         for u in [3.5f64, -1.0, 10.0, 11.0, f64::NAN, f64::INFINITY, 1e300] {
             assert_eq!(index_range(u, 10), 0..0, "{u}");
         }
-        // In f32, 2^24 + 1 rounds to 2^24: two components compare equal.
+        // In f32, 2^24 + 1 rounds to 2^24: two components compare equal,
+        // and 2^24 + 3 rounds up to 2^24 + 4, a value past the last component.
         let big = 1usize << 24;
         assert_eq!(index_range(big as f32, big + 4), big..big + 2);
         assert_eq!(index_range(big as f32, big + 1), big..big + 1);
         assert_eq!(index_range((big + 2) as f32, big + 4), big + 2..big + 3);
-        for (u, e) in [(big as f32, big + 4), ((big - 1) as f32, big + 4)] {
-            let brute: Vec<usize> = (0..e).filter(|&c| index::<f32>(c) == u).collect();
-            assert_eq!(index_range(u, e).collect::<Vec<_>>(), brute, "{u}");
+        assert_eq!(index_range((big + 4) as f32, big + 4), big + 3..big + 4);
+        for e in [big + 4, big + 5, big + 8] {
+            for u in [big - 1, big, big + 2, big + 4, big + 6, big + 8, big + 12] {
+                let u = u as f32;
+                let brute: Vec<usize> = (big - 4..e).filter(|&c| index::<f32>(c) == u).collect();
+                assert_eq!(index_range(u, e).collect::<Vec<_>>(), brute, "{u} {e}");
+            }
         }
+        assert_eq!(index_range(0.0f64, 0), 0..0);
     }
 
     /// Distance in ulps between two finite f64s of the same sign.

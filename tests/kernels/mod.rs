@@ -63,6 +63,9 @@ pub use weighted_bce_entropy_file::weighted_bce_entropy;
 #[path = "xray_triage.rs"]
 mod xray_triage_file;
 pub use xray_triage_file::xray_triage;
+#[path = "peel.rs"]
+mod peel_file;
+pub use peel_file::peel;
 #[path = "reductions.rs"]
 mod reductions_file;
 pub use reductions_file::reductions;
@@ -91,6 +94,7 @@ pub fn by_name<T: lossc::Float>(name: &str) -> Option<lossc::Kernel<T>> {
         "triplet" => Some(triplet::kernel()),
         "weighted_bce_entropy" => Some(weighted_bce_entropy::kernel()),
         "xray_triage" => Some(xray_triage::kernel()),
+        "peel" => Some(peel::kernel()),
         "reductions" => Some(reductions::kernel()),
         _ => None,
     }
