@@ -5,7 +5,7 @@
 
 use lossc::grad::{Batch, Rng, random_batch};
 use lossc::sema::types::{Dom, Shape};
-use lossc::{Float, Inputs, Kernel, Loss};
+use lossc::{Evaluator, Float, Inputs, Kernel, Loss};
 use ndarray::{ArrayD, IxDyn};
 
 #[path = "kernels/mod.rs"]
@@ -112,10 +112,7 @@ fn check<T: Float>(tol: f64) {
             20_000
         };
         let arrays = arrays::<T>(&loss, n);
-        let mut inputs = Inputs::new();
-        for (name, a) in &arrays {
-            inputs.insert(name.clone(), a.view());
-        }
+        let inputs = inputs_of(&arrays);
         let (a, b) = (
             interp.eval(&inputs).unwrap(),
             generated.eval(&inputs).unwrap(),
@@ -243,10 +240,7 @@ fn generated_kernels_report_the_same_input_errors_as_the_interpreter() {
                     let width = a.len() / n;
                     let at = width * row + if last { width - 1 } else { 0 };
                     a.as_slice_mut().unwrap()[at] = bad as f32;
-                    let mut inputs = Inputs::new();
-                    for (name, a) in &arrays {
-                        inputs.insert(name.clone(), a.view());
-                    }
+                    let inputs = inputs_of(&arrays);
                     let want = interp.eval(&inputs).err().map(|e| e.to_string());
                     let got = generated.eval(&inputs).err().map(|e| e.to_string());
                     assert!(
@@ -270,6 +264,27 @@ fn generated_kernels_report_the_same_input_errors_as_the_interpreter() {
         }
     }
     assert!(cases > 100, "{cases} cases");
+}
+
+/// The arrays as named inputs.
+fn inputs_of<T: Float>(arrays: &[(String, ArrayD<T>)]) -> Inputs<'_, T> {
+    let mut inputs = Inputs::new();
+    for (name, a) in arrays {
+        inputs.insert(name.clone(), a.view());
+    }
+    inputs
+}
+
+/// The interpreter and the committed kernel `stem` for one spec file.
+fn both<T: Float>(path: &str, stem: &str) -> (Loss, Evaluator<T>, Evaluator<T>) {
+    let loss = Loss::from_file(path).unwrap();
+    let interp = loss.compile::<T>().unwrap();
+    let generated = loss
+        .compile::<T>()
+        .unwrap()
+        .with_kernel(kernel::<T>(stem))
+        .unwrap();
+    (loss, interp, generated)
 }
 
 /// Random in-domain arrays with the size names given.
@@ -304,10 +319,7 @@ fn loop_kernels_agree_for_every_vector_width_and_thread_count() {
         for width in [1usize, 7, 8, 9, 31, 32, 33, 100, 1000] {
             let n = if width == 1000 { 300 } else { 16_384 + 37 };
             let arrays = arrays_sized::<f64>(&loss, n, &[(size, width)]);
-            let mut inputs = Inputs::new();
-            for (name, a) in &arrays {
-                inputs.insert(name.clone(), a.view());
-            }
+            let inputs = inputs_of(&arrays);
             let reference = loss.compile::<f64>().unwrap().eval(&inputs).unwrap();
             let mut bits = Vec::new();
             for threads in [1, 2] {
@@ -372,13 +384,7 @@ fn peeled_one_hot_loops_agree_with_the_interpreter_for_every_kind_of_value() {
     // last), -0, and values no component has (negative, fractional, one past
     // the last, huge, tiny negative).
     fn run<T: Float>(tol: f64) {
-        let loss = Loss::from_file("tests/kernels/specs/peel.loss").unwrap();
-        let interp = loss.compile::<T>().unwrap();
-        let generated = loss
-            .compile::<T>()
-            .unwrap()
-            .with_kernel(kernel::<T>("peel"))
-            .unwrap();
+        let (loss, interp, generated) = both::<T>("tests/kernels/specs/peel.loss", "peel");
         for width in [33usize, 40, 100] {
             let last = (width - 1) as f64;
             for k in [
@@ -399,10 +405,7 @@ fn peeled_one_hot_loops_agree_with_the_interpreter_for_every_kind_of_value() {
                         a.fill(T::of(k));
                     }
                 }
-                let mut inputs = Inputs::new();
-                for (name, a) in &arrays {
-                    inputs.insert(name.clone(), a.view());
-                }
+                let inputs = inputs_of(&arrays);
                 let want = interp.eval(&inputs).unwrap();
                 let got = generated.eval(&inputs).unwrap();
                 let close = |x: f64, y: f64, scale: f64| (x - y).abs() <= tol * y.abs().max(scale);
@@ -430,13 +433,7 @@ fn a_logsumexp_read_straight_from_its_input_reports_a_bad_value_anywhere_in_the_
     // over the leftover components: a bad value in the first, the eighth,
     // the next-to-last or the last component of rows whose width is and is
     // not a multiple of eight is reported as the interpreter reports it.
-    let loss = Loss::from_file("examples/cce_logits.loss").unwrap();
-    let interp = loss.compile::<f32>().unwrap();
-    let generated = loss
-        .compile::<f32>()
-        .unwrap()
-        .with_kernel(kernel::<f32>("cce_logits"))
-        .unwrap();
+    let (loss, interp, generated) = both::<f32>("examples/cce_logits.loss", "cce_logits");
     let n = 5000;
     for width in [33usize, 37, 39, 40, 100] {
         for at in [0usize, 7, width - 2, width - 1] {
@@ -444,10 +441,7 @@ fn a_logsumexp_read_straight_from_its_input_reports_a_bad_value_anywhere_in_the_
                 let mut arrays = arrays_sized::<f32>(&loss, n, &[("C", width)]);
                 let z = &mut arrays.iter_mut().find(|(name, _)| name == "z").unwrap().1;
                 z.as_slice_mut().unwrap()[width * (n - 3) + at] = bad;
-                let mut inputs = Inputs::new();
-                for (name, a) in &arrays {
-                    inputs.insert(name.clone(), a.view());
-                }
+                let inputs = inputs_of(&arrays);
                 let want = interp.eval(&inputs).err().map(|e| e.to_string());
                 assert!(want.is_some(), "C={width} at {at}: {bad} accepted");
                 let got = generated.eval(&inputs).err().map(|e| e.to_string());
