@@ -841,6 +841,7 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
                             op: RedOp::LogSumExp,
                             fold: Fold::Reg(f),
                             filter: None,
+                            acc,
                             ..
                         },
                         [
@@ -851,10 +852,10 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
                                 ..
                             }),
                         ],
-                    ) if out == f => Some((*out, *slot)),
+                    ) if out == f => Some((*out, *slot, *acc)),
                     _ => None,
                 };
-                if let (Some((out, slot)), LoopKind::Reduce { acc, .. }) = (direct, kind) {
+                if let Some((out, slot, acc)) = direct {
                     let test = if checked && inline(slot) && test_at.get(&slot) == Some(&out) {
                         check_expr(&plan.inputs[slot as usize].dom, "x")
                     } else {
@@ -865,8 +866,7 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
                         Some(t) => {
                             let _ = writeln!(
                                 s,
-                                "{pad}let ({m}, bad{acc}) = math::max_lanes_tested({row}, T::of(f64::NEG_INFINITY), |x| {t});
-{pad}bad |= bad{acc};"
+                                "{pad}let ({m}, bad{acc}) = math::max_lanes_tested({row}, T::of(f64::NEG_INFINITY), |x| {t});\n{pad}bad |= bad{acc};"
                             );
                         }
                         None => {
@@ -877,7 +877,7 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
                         }
                     }
                     lse_tail(
-                        *acc,
+                        acc,
                         &format!("k{scope}"),
                         &row,
                         cached.contains(scope),
@@ -929,14 +929,15 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
                     }
                 };
                 // A one-hot test `c == u` (u fixed for the row) is false
-                // but at one component (two or more only where f32 rounds
-                // component numbers beyond 2^24 together): the loop runs
-                // with it false, then again over the components where it
-                // holds (`math::index_range`), which redo
-                // their work and overwrite what they wrote. The same values
-                // as testing every component, for a compare, a conversion
-                // and a select less per component. (A count of the
-                // components that pass a filter would count them twice.)
+                // but at one component (at two or more only where f32
+                // rounds component numbers beyond 2^24 together): the loop
+                // runs with it false, then again over the components where
+                // it holds (`math::index_range`), which redo their work and
+                // overwrite what they wrote. The same values as testing
+                // every component, for a compare, a conversion and a select
+                // less per component. (A count of the components that pass
+                // a filter would count them twice, so such loops are not
+                // peeled.)
                 let peel = if count { None } else { one_hot(sc) };
                 let _ = writeln!(s, "{pad}for c in 0..{e} {{");
                 body(peel.map(|(d, _)| (d, "T::ZERO")), s);

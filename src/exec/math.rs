@@ -78,7 +78,8 @@ pub trait Float:
         + Sync;
     /// The raw bits.
     fn bits(self) -> Self::Bits;
-    /// Nonzero when `b`, else zero.
+    /// 1 when `b`, else 0. Not all ones: an OR with an all-ones mask lets
+    /// the compiler rewrite it as a select, and the loop then stays scalar.
     fn mask(b: bool) -> Self::Bits;
 }
 
