@@ -571,6 +571,13 @@ fn a_two_valued_label_selects_before_the_logarithm() {
         1,
         "{plan}"
     );
+    // The weight `20·(1 + 0.1·s)` in the loss and `-20 - 2·s` in the
+    // gradient are one register (a multiply and an add), and the gradient
+    // divides by the probability rather than multiplying by its reciprocal:
+    // two multiplies in all, the other being the loss's `w·log(p)`.
+    assert_eq!(plan.matches(" Mul ").count(), 2, "{plan}");
+    assert_eq!(plan.matches(" Add ").count(), 1, "{plan}");
+    assert_eq!(plan.matches(" Recip ").count(), 0, "{plan}");
     // Labels other than {0, 1} too: hinge's {-1, 1} keeps agreeing with the
     // reference (every example is checked against it above).
     let spec = "loss t\ntask binary\ndata y : label {-1, 1}\npred p : prob\nminimize mean(-(1 + y) / 2 * log(p) - (1 - y) / 2 * log(1 - p))\n";
@@ -596,4 +603,83 @@ fn a_two_valued_label_selects_before_the_logarithm() {
         (g[0] - 1.0 / 0.7 / 2.0).abs() < 1e-15 && (g[1] + 1.0 / 0.8 / 2.0).abs() < 1e-15,
         "{g}"
     );
+}
+
+/// The plan of a spec's f64 evaluator, as `describe` prints it.
+fn plan_of(spec: &str) -> String {
+    Loss::from_source(spec)
+        .unwrap()
+        .compile::<f64>()
+        .unwrap()
+        .describe()
+}
+
+#[test]
+fn a_reciprocal_becomes_a_division_only_where_that_saves_work() {
+    // Dice divides every row by `sum(y) + sum(p)`: its reciprocal is taken
+    // once per chunk and every row multiplies by it.
+    let plan = Loss::from_file("examples/dice.loss")
+        .unwrap()
+        .compile::<f64>()
+        .unwrap()
+        .describe();
+    let rows: Vec<&str> = plan.lines().filter(|l| l.contains(";rows]")).collect();
+    assert!(rows.iter().all(|l| !l.contains(" Div ")), "{plan}");
+    assert_eq!(plan.matches(" Recip ").count(), 1, "{plan}");
+    // A reciprocal read twice stays shared: one division for `a/d` and
+    // `b/d`.
+    let spec = "loss t\ntask regression\ndata a : real\ndata b : real\npred d : real (0, inf)\nminimize mean(a / d + b * b / d)\n";
+    let plan = plan_of(spec);
+    assert_eq!(
+        plan.matches(" Div ").count() + plan.matches(" Recip ").count(),
+        1,
+        "{plan}"
+    );
+    // A reciprocal per row, read once per component inside a loop, stays
+    // outside it.
+    let spec = "loss t\ntask regression\ndata a : vector [D]\npred d : real (0, inf)\nminimize mean(sum[k](a[k] / d))\n";
+    let plan = plan_of(spec);
+    let inner: Vec<&str> = plan.lines().filter(|l| l.contains("[L")).collect();
+    assert!(
+        inner
+            .iter()
+            .all(|l| !l.contains(" Div ") && !l.contains(" Recip ")),
+        "{plan}"
+    );
+}
+
+#[test]
+fn a_constant_scale_is_distributed_only_where_no_digits_are_lost() {
+    // `0.3·(1 - p)` as `0.3 - 0.3·p` would round `0.3·p` before the
+    // difference, losing all but a few digits of `1 - p` for `p` near 1.
+    let spec = "loss t\ntask regression\npred p : prob\nminimize mean(-log(0.3 * (1 - p)))\n";
+    let plan = plan_of(spec);
+    assert!(plan.contains("Sub "), "{plan}");
+    let ev = Loss::from_source(spec).unwrap().compile::<f64>().unwrap();
+    let p = ndarray::array![1.0 - 1e-9, 1.0 - 3e-13];
+    let out = ev
+        .eval(&Inputs::new().with("p", p.view().into_dyn()))
+        .unwrap();
+    let want = -((0.3 * (1.0 - p[0])).ln() + (0.3 * (1.0 - p[1])).ln()) / 2.0;
+    assert!(
+        ((out.loss() - want) / want).abs() < 1e-14,
+        "{} vs {want}",
+        out.loss()
+    );
+    // An inner product that already rounds is distributed: `2·(0.5 + 0.1·s)`
+    // and `1 + 0.2·s` are one register, computed once.
+    let spec = "loss t\ntask regression\ndata s : real\npred p : prob\nminimize mean(2 * (0.5 + 0.1 * s) * p + (1 + 0.2 * s) * p * p)\n";
+    let plan = plan_of(spec);
+    let s = plan
+        .lines()
+        .find(|l| l.ends_with("= load s row Cur comp None"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    // `s` is read twice: once for the shared weight, once for the
+    // gradient's `2 + 0.4·s`.
+    let reads = plan
+        .lines()
+        .filter(|l| l.contains(s) && !l.trim_start().starts_with(s))
+        .count();
+    assert_eq!(reads, 2, "{plan}");
 }

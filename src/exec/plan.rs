@@ -214,6 +214,9 @@ impl PGraph {
                 return self.num(v);
             }
         }
+        if let Some(p) = self.fold_affine(f, a, b) {
+            return p;
+        }
         match f {
             BFn::Mul if self.as_num(a) == Some(1.0) => return b,
             BFn::Mul if self.as_num(a) == Some(-1.0) => return self.intern(PNode::Un(UFn::Neg, b)),
@@ -221,11 +224,6 @@ impl PGraph {
             BFn::Add => {
                 if let PNode::Un(UFn::Neg, y) = self.nodes[b as usize] {
                     return self.intern(PNode::Bin(BFn::Sub, a, y));
-                }
-            }
-            BFn::Mul => {
-                if let PNode::Un(UFn::Recip, y) = self.nodes[b as usize] {
-                    return self.intern(PNode::Bin(BFn::Div, a, y));
                 }
             }
             _ => {}
@@ -252,7 +250,121 @@ impl PGraph {
         if let (UFn::Neg, PNode::Un(UFn::Neg, y)) = (f, &self.nodes[a as usize]) {
             return *y;
         }
+        if f == UFn::Neg {
+            let (k, x, c) = self.affine_parts(a);
+            if x != a {
+                // Negating both constants is exact.
+                return self.affine(-k, x, -c);
+            }
+        }
         self.intern(PNode::Un(f, a))
+    }
+
+    /// `p` as `k·x + c` with constants `k` and `c`, reading one level of
+    /// the shapes `affine` builds; `(1, p, 0)` for anything else.
+    fn affine_parts(&self, p: P) -> (f64, P, f64) {
+        let scaled = |q: P| -> (f64, P) {
+            match self.nodes[q as usize] {
+                PNode::Bin(BFn::Mul, a, b) => match (self.as_num(a), self.as_num(b)) {
+                    (Some(k), None) => (k, b),
+                    (None, Some(k)) => (k, a),
+                    _ => (1.0, q),
+                },
+                PNode::Un(UFn::Neg, x) => (-1.0, x),
+                _ => (1.0, q),
+            }
+        };
+        match self.nodes[p as usize] {
+            PNode::Bin(BFn::Add, a, b) => match (self.as_num(a), self.as_num(b)) {
+                (Some(c), None) => {
+                    let (k, x) = scaled(b);
+                    (k, x, c)
+                }
+                (None, Some(c)) => {
+                    let (k, x) = scaled(a);
+                    (k, x, c)
+                }
+                _ => (1.0, p, 0.0),
+            },
+            PNode::Bin(BFn::Sub, a, b) => match (self.as_num(a), self.as_num(b)) {
+                (Some(c), None) => {
+                    let (k, x) = scaled(b);
+                    (-k, x, c)
+                }
+                (None, Some(c)) => {
+                    let (k, x) = scaled(a);
+                    (k, x, -c)
+                }
+                _ => (1.0, p, 0.0),
+            },
+            _ => {
+                let (k, x) = scaled(p);
+                (k, x, 0.0)
+            }
+        }
+    }
+
+    /// The one node for `k·x + c`: `c + k·x`, `c - x`, `c + x`, `k·x`,
+    /// `-x` or `x`, so that the loss's `-(20·(1 + 0.1·s))` and its
+    /// gradient's `-20 - 2·s` are the same node, evaluated once.
+    fn affine(&mut self, k: f64, x: P, c: f64) -> P {
+        let term = if k == 1.0 {
+            x
+        } else if k == -1.0 && c != 0.0 {
+            let c = self.num(c);
+            return self.intern(PNode::Bin(BFn::Sub, c, x));
+        } else if k == -1.0 {
+            self.intern(PNode::Un(UFn::Neg, x))
+        } else {
+            let k = self.num(k);
+            self.intern(PNode::Bin(BFn::Mul, k, x))
+        };
+        if c == 0.0 {
+            return term;
+        }
+        let c = self.num(c);
+        self.intern(PNode::Bin(BFn::Add, c, term))
+    }
+
+    /// `a op b` in the shape `affine` builds, when one operand is a
+    /// constant and the other is already affine in some `x`: constant
+    /// offsets and scales collect into one of each. A scale is folded into
+    /// an offset only when the inner term already rounds (`20·(1 + 0.1·s)`
+    /// becomes `20 + 2·s`), so that cannot cost accuracy. `20·(1 - p)` and
+    /// `0.75·(2 - 2·p)` stay as they are: `1 - p` is exact for `p` near 1,
+    /// and `20 - 20·p` would lose the digits of the difference (the inner
+    /// term may also be shared, as `1 - sigmoid(z)` is in focal loss).
+    fn fold_affine(&mut self, f: BFn, a: P, b: P) -> Option<P> {
+        let (n, e, num_first) = match (self.as_num(a), self.as_num(b)) {
+            (Some(n), None) => (n, b, true),
+            (None, Some(n)) => (n, a, false),
+            _ => return None,
+        };
+        if !n.is_finite() {
+            return None;
+        }
+        let (k, x, c) = self.affine_parts(e);
+        if x == e {
+            return None;
+        }
+        let (k, c) = match f {
+            BFn::Add => (k, c + n),
+            BFn::Sub if num_first => (-k, n - c),
+            BFn::Sub => (k, c - n),
+            BFn::Mul => {
+                // `k·x` with `k` a power of two is exact: `1 - p`, `2 - 2·p`.
+                let exact = k.abs().is_normal() && k.to_bits() << 12 == 0;
+                if n == 0.0 || (c != 0.0 && exact) {
+                    return None;
+                }
+                (k * n, c * n)
+            }
+            _ => return None,
+        };
+        if k == 0.0 || !k.is_finite() || !c.is_finite() {
+            return None;
+        }
+        Some(self.affine(k, x, c))
     }
 
     /// `p` with the batch index `b` (a free de Bruijn index) made the
@@ -1156,6 +1268,7 @@ fn schedule(plan: &mut Plan) -> Result<Vec<Pass>, PlanError> {
     for p in &mut passes {
         super::softmax::fuse(p);
         fold_negations(p);
+        fold_reciprocals(p);
         drop_unread(p);
     }
     for p in &passes {
@@ -1199,6 +1312,86 @@ fn fold_negations(pass: &mut Pass) {
                     (*f, *b) = (BFn::Sub, n);
                 } else if let Some(&n) = negated.get(a) {
                     (*f, *a, *b) = (BFn::Sub, *b, n);
+                }
+            }
+        }
+    }
+}
+
+/// Rewrites `a · (1/b)` as `a / b` when nothing else reads `1/b` and both
+/// are in one scope: one rounding and one instruction fewer, the same
+/// number of divisions. A reciprocal read twice stays, so `a/b` and `c/b`
+/// keep sharing one division; so does one computed for fewer values than
+/// the product (once per chunk, or per row outside a loop over
+/// components), or one division would become one per row or component.
+fn fold_reciprocals(pass: &mut Pass) {
+    let mut ones = BTreeSet::new();
+    let mut recips: BTreeMap<Reg, Reg> = BTreeMap::new();
+    let mut reads: BTreeMap<Reg, usize> = BTreeMap::new();
+    let mut count = |r: Reg| *reads.entry(r).or_default() += 1;
+    for r in pass
+        .sums
+        .iter()
+        .map(|s| s.0)
+        .chain(pass.tables.iter().map(|t| t.0))
+    {
+        count(r);
+    }
+    for sc in &pass.scopes {
+        for item in &sc.items {
+            match item {
+                Item::Op(op) => {
+                    op_reads(op).into_iter().for_each(&mut count);
+                    match *op {
+                        Op::Const { out, v: 1.0 } => {
+                            ones.insert(out);
+                        }
+                        Op::Bin {
+                            out,
+                            f: BFn::Div,
+                            a,
+                            b,
+                        } if ones.contains(&a) => {
+                            recips.insert(out, b);
+                        }
+                        Op::Un {
+                            out,
+                            f: UFn::Recip,
+                            a,
+                        } => {
+                            recips.insert(out, a);
+                        }
+                        _ => {}
+                    }
+                }
+                Item::Loop { kind, .. } => loop_reads(kind).into_iter().for_each(&mut count),
+            }
+        }
+    }
+    let regs = &pass.regs;
+    let same_shape = |x: Reg, y: Reg| {
+        let (x, y) = (&regs[x as usize], &regs[y as usize]);
+        x.loops == y.loops && x.rowdep == y.rowdep
+    };
+    for sc in &mut pass.scopes {
+        for item in &mut sc.items {
+            if let Item::Op(Op::Bin {
+                out,
+                f: f @ BFn::Mul,
+                a,
+                b,
+            }) = item
+            {
+                let sole = |r: &Reg| {
+                    recips
+                        .get(r)
+                        .filter(|_| reads.get(r) == Some(&1) && same_shape(*r, *out))
+                        .copied()
+                };
+                if let Some(y) = sole(b) {
+                    (*f, *b) = (BFn::Div, y);
+                } else if let Some(y) = sole(a) {
+                    (*f, *a, *b) = (BFn::Div, *b, y);
                 }
             }
         }

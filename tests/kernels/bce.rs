@@ -9,7 +9,7 @@ pub mod bce {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x2c67a04979fc92f9;
+    pub const FINGERPRINT: u64 = 0xa38a47116ff75a9d;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -67,9 +67,9 @@ pub mod bce {
                     let v0: T = -v1;
                     let v10: T = T::ONE / v7;
                     let v9: T = v10 / v6;
-                    let v12: T = v6 - v5;
-                    let v11: T = math::sel(v3 != T::ZERO, v12, v6);
-                    let v8: T = v9 * v11;
+                    let v13: T = v6 - v5;
+                    let v12: T = math::sel(v3 != T::ZERO, v13, v6);
+                    let v8: T = v9 * v12;
                     g0[l] = v8 * scale;
                     s0[l] = v0;
                 }

@@ -9,7 +9,7 @@ pub mod dice {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x16e9f2a24fad1b77;
+    pub const FINGERPRINT: u64 = 0xe1d48a5ccaa32c16;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -96,25 +96,26 @@ pub mod dice {
             let scale = b.scale();
             let mut ok = true;
             let mut bad = T::Bits::default();
-            let v4: T = T::of(-2.0);
-            let v6: T = b.uniform(1);
-            let v7: T = b.uniform(2);
-            let v5: T = v6 + v7;
-            let v10: T = b.uniform(0);
-            let v11: T = T::of(2.0);
-            let v9: T = v10 * v11;
-            let v12: T = T::ONE / (v5 * v5);
-            let v8: T = v9 * v12;
+            let v4: T = b.uniform(1);
+            let v5: T = b.uniform(2);
+            let v3: T = v4 + v5;
+            let v2: T = T::ONE / v3;
+            let v8: T = T::of(-2.0);
+            let v11: T = b.uniform(0);
+            let v12: T = T::of(2.0);
+            let v10: T = v11 * v12;
+            let v13: T = T::ONE / (v3 * v3);
+            let v9: T = v10 * v13;
             let mut r0 = b0;
             while r0 < b1 {
                 let len = L.min(b1 - r0);
                 let x0 = &x0[r0..r0 + len];
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];
                 for l in 0..len {
-                    let v3: T = x0[l];
-                    let v2: T = v3 * v4;
-                    let v1: T = v2 / v5;
-                    let v0: T = v1 + v8;
+                    let v7: T = x0[l];
+                    let v6: T = v7 * v8;
+                    let v1: T = v2 * v6;
+                    let v0: T = v1 + v9;
                     g0[l] = v0 * scale;
                 }
                 r0 += len;

@@ -9,7 +9,7 @@ pub mod focal_logits {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x4c62cdcbfcee74ec;
+    pub const FINGERPRINT: u64 = 0x650c3769bfa57ad3;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -52,8 +52,8 @@ pub mod focal_logits {
             let v8: T = T::of(0.75);
             let v21: T = T::of(-0.25);
             let v26: T = T::of(-1.0);
-            let v32: T = T::of(2.0);
-            let v35: T = T::of(0.5);
+            let v31: T = T::of(1.5);
+            let v34: T = T::of(0.5);
             let mut s0 = [T::ZERO; L];
             let mut r0 = b0;
             while r0 < b1 {
@@ -84,14 +84,13 @@ pub mod focal_logits {
                     let v19: T = v20 * v22;
                     let v25: T = -v16;
                     let v24: T = math::sel(v4 != T::ZERO, v25, v26);
-                    let v31: T = v11 * v32;
-                    let v30: T = v8 * v31;
+                    let v30: T = v11 * v31;
                     let v29: T = math::sel(v4 != T::ZERO, v6, v30);
                     let v28: T = v9 * v29;
-                    let v34: T = v12 * v35;
-                    let v36: T = -v17;
-                    let v33: T = math::sel(v4 != T::ZERO, v34, v36);
-                    let v27: T = v28 * v33;
+                    let v33: T = v12 * v34;
+                    let v35: T = -v17;
+                    let v32: T = math::sel(v4 != T::ZERO, v33, v35);
+                    let v27: T = v28 * v32;
                     let v23: T = v24 * v27;
                     let v18: T = v19 + v23;
                     g0[l] = v18 * scale;

@@ -9,7 +9,7 @@ pub mod peel {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x9d7bab6e551318b4;
+    pub const FINGERPRINT: u64 = 0x6c08d613926f6a31;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -190,9 +190,9 @@ pub mod peel {
                     let v0: T = v1 + v44;
                     let v60: T = T::of(1.0);
                     let v70: T = T::of(-1.0);
-                    let v81: T = b.uniform(1);
-                    let v80: T = v18 / v81;
-                    let v83: T = T::ONE / v81;
+                    let v82: T = b.uniform(1);
+                    let v81: T = T::ONE / v82;
+                    let v80: T = v18 * v81;
                     let xr1 = &xr1[..e6];
                     let gr0 = &mut g0[(r - b0) * gw0..][..e6];
                     for c in 0..e6 {
@@ -224,8 +224,8 @@ pub mod peel {
                         let v79: T = v59 * v80;
                         let v72: T = v73 + v79;
                         let v84: T = v35 * v74;
-                        let v82: T = v83 + v84;
-                        let v71: T = math::sel(v57 != T::ZERO, v72, v82);
+                        let v83: T = v81 + v84;
+                        let v71: T = math::sel(v57 != T::ZERO, v72, v83);
                         let v47: T = v48 + v71;
                         gr0[c] = v47 * scale;
                     }
@@ -258,8 +258,8 @@ pub mod peel {
                         let v79: T = v59 * v80;
                         let v72: T = v73 + v79;
                         let v84: T = v35 * v74;
-                        let v82: T = v83 + v84;
-                        let v71: T = math::sel(v57 != T::ZERO, v72, v82);
+                        let v83: T = v81 + v84;
+                        let v71: T = math::sel(v57 != T::ZERO, v72, v83);
                         let v47: T = v48 + v71;
                         gr0[c] = v47 * scale;
                     }

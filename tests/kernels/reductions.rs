@@ -9,7 +9,7 @@ pub mod reductions {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x6655a7ae48d6a224;
+    pub const FINGERPRINT: u64 = 0x4788dcda095e113c;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -160,23 +160,23 @@ pub mod reductions {
                     let v67: T = T::of(2.0);
                     let xr0 = &xr0[..e7];
                     for c in 0..e7 {
-                        let v70: T = xr0[c];
-                        let v69: T = math::truth::<T>(v70 > v9);
-                        let v72: T = math::index::<T>(c);
-                        let v71: T = T::ZERO;
-                        let v68: T = math::truth::<T>((v69 != T::ZERO) | (v71 != T::ZERO));
-                        k7[c] = math::sel(v68 != T::ZERO, v55, T::ZERO);
+                        let v71: T = xr0[c];
+                        let v70: T = math::truth::<T>(v71 > v9);
+                        let v73: T = math::index::<T>(c);
+                        let v72: T = T::ZERO;
+                        let v69: T = math::truth::<T>((v70 != T::ZERO) | (v72 != T::ZERO));
+                        k7[c] = math::sel(v69 != T::ZERO, v55, T::ZERO);
                     }
                     for c in math::index_range::<T>(v9, e7) {
-                        let v70: T = xr0[c];
-                        let v69: T = math::truth::<T>(v70 > v9);
-                        let v72: T = math::index::<T>(c);
-                        let v71: T = T::ONE;
-                        let v68: T = math::truth::<T>((v69 != T::ZERO) | (v71 != T::ZERO));
-                        k7[c] = math::sel(v68 != T::ZERO, v55, T::ZERO);
+                        let v71: T = xr0[c];
+                        let v70: T = math::truth::<T>(v71 > v9);
+                        let v73: T = math::index::<T>(c);
+                        let v72: T = T::ONE;
+                        let v69: T = math::truth::<T>((v70 != T::ZERO) | (v72 != T::ZERO));
+                        k7[c] = math::sel(v69 != T::ZERO, v55, T::ZERO);
                     }
-                    let v73: T = T::of(math::sum_lanes(k7));
-                    let v66: T = v67 / v73;
+                    let v74: T = T::of(math::sum_lanes(k7));
+                    let v66: T = v67 / v74;
                     let xr0 = &xr0[..e6];
                     let xr1 = &xr1[..e6];
                     let gr0 = &mut g0[(r - b0) * gw0..][..e6];

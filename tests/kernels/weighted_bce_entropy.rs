@@ -9,7 +9,7 @@ pub mod weighted_bce_entropy {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0xcd2a8c1c3c36a807;
+    pub const FINGERPRINT: u64 = 0x81648bf199680663;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -49,8 +49,8 @@ pub mod weighted_bce_entropy {
             let mut bad = T::Bits::default();
             let v5: T = T::of(1.0);
             let v6: T = T::of(10.0);
-            let v24: T = T::of(-10.0);
-            let v26: T = T::of(0.1);
+            let v25: T = T::of(-10.0);
+            let v28: T = T::of(0.1);
             let mut s0 = [T::ZERO; L];
             let mut s1 = [T::ZERO; L];
             let mut r0 = b0;
@@ -80,12 +80,12 @@ pub mod weighted_bce_entropy {
                     let v16: T = v17 + v18;
                     let v15: T = -v16;
                     let v21: T = v12 / v14;
-                    let v23: T = v4 * v24;
-                    let v22: T = v23 / v10;
-                    let v20: T = v21 + v22;
-                    let v27: T = v9 - v13;
-                    let v25: T = v26 * v27;
-                    let v19: T = v20 + v25;
+                    let v24: T = v4 * v25;
+                    let v23: T = v24 / v10;
+                    let v20: T = v21 + v23;
+                    let v29: T = v9 - v13;
+                    let v27: T = v28 * v29;
+                    let v19: T = v20 + v27;
                     g0[l] = v19 * scale;
                     s0[l] = v0;
                     s1[l] = v15;

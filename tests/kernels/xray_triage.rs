@@ -9,7 +9,7 @@ pub mod xray_triage {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x0d61739a6e542835;
+    pub const FINGERPRINT: u64 = 0x980ce08ec16c51ef;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
@@ -50,11 +50,9 @@ pub mod xray_triage {
             let mut ok = true;
             let mut bad = T::Bits::default();
             let v5: T = T::of(1.0);
-            let v11: T = T::of(20.0);
-            let v14: T = T::of(0.1);
-            let v16: T = T::of(-1.0);
-            let v20: T = T::of(-20.0);
-            let v22: T = T::of(-2.0);
+            let v10: T = T::of(-20.0);
+            let v13: T = T::of(-2.0);
+            let v14: T = T::of(-1.0);
             let mut s0 = [T::ZERO; L];
             let mut r0 = b0;
             while r0 < b1 {
@@ -72,20 +70,15 @@ pub mod xray_triage {
                     let v7: T = v5 - v6;
                     let v2: T = math::sel(v3 != T::ZERO, v6, v7);
                     let v1: T = v2.ln::<F>();
-                    let v15: T = x1[l];
-                    bad |= check::out_of_range(v15, 1.0, 10.0, true, true);
-                    let v13: T = v14 * v15;
-                    let v12: T = v5 + v13;
-                    let v10: T = v11 * v12;
-                    let v9: T = -v10;
-                    let v8: T = math::sel(v3 != T::ZERO, v9, v16);
+                    let v12: T = x1[l];
+                    bad |= check::out_of_range(v12, 1.0, 10.0, true, true);
+                    let v11: T = v12 * v13;
+                    let v9: T = v10 + v11;
+                    let v8: T = math::sel(v3 != T::ZERO, v9, v14);
                     let v0: T = v1 * v8;
-                    let v21: T = v15 * v22;
-                    let v19: T = v20 + v21;
-                    let v18: T = math::sel(v3 != T::ZERO, v19, v5);
-                    let v23: T = v5 / v2;
-                    let v17: T = v18 * v23;
-                    g0[l] = v17 * scale;
+                    let v17: T = math::sel(v3 != T::ZERO, v9, v5);
+                    let v15: T = v17 / v2;
+                    g0[l] = v15 * scale;
                     s0[l] = v0;
                 }
                 sums[0] += math::sum_lanes(&s0[..len]);
