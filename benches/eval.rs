@@ -490,36 +490,46 @@ fn cases<T: Float>() -> Vec<Case<T>> {
     out
 }
 
-/// Median of `reps` timings of `f`.
-fn time(reps: usize, mut f: impl FnMut()) -> Duration {
-    let mut v: Vec<Duration> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    v.sort();
-    v[v.len() / 2]
+/// Median of `reps` timings of `f`, in seconds.
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
 }
 
-/// Medians over `reps` rounds, each round timing every function once in
-/// turn: on a shared machine a slow spell then falls on all of them alike,
-/// where timing one function's repetitions and then the next's lets it
-/// fall on one alone and skew the ratio.
-fn time_rounds<const K: usize>(reps: usize, mut fs: [&mut dyn FnMut(); K]) -> [Duration; K] {
-    let mut v = vec![Vec::with_capacity(reps); K];
+/// `reps` rounds, each timing every function once in turn: on a shared
+/// machine a slow spell then falls on all of them alike, where timing one
+/// function's repetitions and then the next's lets it fall on one alone
+/// and skew the ratio. Returns each function's times, round by round.
+fn time_rounds<const K: usize>(reps: usize, mut fs: [&mut dyn FnMut(); K]) -> [Vec<f64>; K] {
+    let mut v: [Vec<f64>; K] = std::array::from_fn(|_| Vec::with_capacity(reps));
     for _ in 0..reps {
         for (f, t) in fs.iter_mut().zip(v.iter_mut()) {
             let start = Instant::now();
             f();
-            t.push(start.elapsed());
+            t.push(start.elapsed().as_secs_f64());
         }
     }
-    std::array::from_fn(|k| {
-        v[k].sort();
-        v[k][reps / 2]
-    })
+    v
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The median over rounds of `a`'s time over `b`'s in the same round: the
+/// two ran a few milliseconds apart, so a slow spell longer than that
+/// divides out, where a ratio of two medians keeps whatever the spells did
+/// to each series.
+fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
+    median(a.iter().zip(b).map(|(x, y)| x / y).collect())
 }
 
 static TABLE: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -618,9 +628,10 @@ fn run<T: Float>(c: &mut Criterion) {
             });
             g.finish();
         }
-        // The ratios, from medians of interleaved rounds.
+        // Times are medians over interleaved rounds; ratios are medians of
+        // the ratios within each round.
         let [th, t1, tn, ti] = time_rounds(
-            11,
+            15,
             [
                 &mut || {
                     black_box((case.hand)(&arrays, &mut case.grads));
@@ -635,13 +646,13 @@ fn run<T: Float>(c: &mut Criterion) {
             case.name,
             T::NAME,
             if kernel.is_some() { "generated" } else { "interpreter" },
-            th.as_secs_f64() * 1e3,
-            ti.as_secs_f64() * 1e3,
-            ti.as_secs_f64() / th.as_secs_f64(),
-            t1.as_secs_f64() * 1e3,
-            t1.as_secs_f64() / th.as_secs_f64(),
-            tn.as_secs_f64() * 1e3,
-            t1.as_secs_f64() / tn.as_secs_f64(),
+            median(th.clone()) * 1e3,
+            median(ti.clone()) * 1e3,
+            paired_ratio(&ti, &th),
+            median(t1.clone()) * 1e3,
+            paired_ratio(&t1, &th),
+            median(tn.clone()) * 1e3,
+            paired_ratio(&t1, &tn),
             again,
             held as f64 / 1024.0,
         ));
@@ -668,7 +679,7 @@ fn compile_times(c: &mut Criterion) {
         let t = time(9, || {
             black_box(loss.compile::<f32>().unwrap());
         });
-        rows.push(format!("| {name} | {:.2} ms |", t.as_secs_f64() * 1e3));
+        rows.push(format!("| {name} | {:.2} ms |", t * 1e3));
     }
     g.finish();
     let mut table = TABLE.lock().unwrap();
