@@ -38,7 +38,7 @@ pub(crate) fn rewrite(g: &mut PGraph, slot: u16, lo: f64, hi: f64, roots: &mut [
     let mut after = before.clone();
     let mut spec_hi = HashMap::default();
     let mut spec_lo = HashMap::default();
-    let mut merged = HashMap::default();
+    let mut merged = Memo::default();
     let mut changed = false;
     for r in &mut after {
         if !reads(g, *r, label, &mut HashSet::default()) {
@@ -169,18 +169,19 @@ fn fold(g: &mut PGraph, f: BFn, a: P, b: P) -> P {
 
 /// The node for "`a` when `c`, else `b`" with the select pushed as far
 /// down as the two sides share structure.
-fn merge(g: &mut PGraph, c: P, a: P, b: P, memo: &mut HashMap<(P, P), P>) -> P {
+fn merge(g: &mut PGraph, c: P, a: P, b: P, memo: &mut Memo) -> P {
     if a == b {
         return a;
     }
-    if let Some(&r) = memo.get(&(a, b)) {
+    if let Some(&r) = memo.merged.get(&(a, b)) {
         return r;
     }
     let plain = g.intern(PNode::Sel(c, a, b));
-    let mut best = plain;
-    let mut consider = |g: &mut PGraph, cand: P| {
-        if weight(g, cand) < weight(g, best) {
-            best = cand;
+    let mut best = (plain, memo.weight(g, plain));
+    let consider = |g: &mut PGraph, memo: &mut Memo, best: &mut (P, u64), cand: P| {
+        let w = memo.weight(g, cand);
+        if w < best.1 {
+            *best = (cand, w);
         }
     };
     let (na, nb) = (g.nodes[a as usize].clone(), g.nodes[b as usize].clone());
@@ -188,16 +189,16 @@ fn merge(g: &mut PGraph, c: P, a: P, b: P, memo: &mut HashMap<(P, P), P>) -> P {
         (PNode::Un(f, x), PNode::Un(h, y)) if f == h => {
             let m = merge(g, c, *x, *y, memo);
             let cand = g.un(*f, m);
-            consider(g, cand);
+            consider(g, memo, &mut best, cand);
         }
         (PNode::Powi(x, n), PNode::Powi(y, k)) if n == k => {
             let m = merge(g, c, *x, *y, memo);
             let cand = g.intern(PNode::Powi(m, *n));
-            consider(g, cand);
+            consider(g, memo, &mut best, cand);
         }
         (PNode::Bin(f, x1, x2), PNode::Bin(h, y1, y2)) if f == h => {
             let cand = merge_bin(g, c, *f, (*x1, *x2), (*y1, *y2), memo);
-            consider(g, cand);
+            consider(g, memo, &mut best, cand);
         }
         _ => {}
     }
@@ -220,12 +221,12 @@ fn merge(g: &mut PGraph, c: P, a: P, b: P, memo: &mut HashMap<(P, P), P>) -> P {
                 } else {
                     merge_bin(g, c, f, (l1, l2), (p1, p2), memo)
                 };
-                consider(g, cand);
+                consider(g, memo, &mut best, cand);
             }
         }
     }
-    memo.insert((a, b), best);
-    best
+    memo.merged.insert((a, b), best.0);
+    best.0
 }
 
 /// `f` applied once to merged operands, trying both pairings for a
@@ -236,7 +237,7 @@ fn merge_bin(
     f: BFn,
     (x1, x2): (P, P),
     (y1, y2): (P, P),
-    memo: &mut HashMap<(P, P), P>,
+    memo: &mut Memo,
 ) -> P {
     let straight = {
         let (m1, m2) = (merge(g, c, x1, y1, memo), merge(g, c, x2, y2, memo));
@@ -249,16 +250,27 @@ fn merge_bin(
         let (m1, m2) = (merge(g, c, x1, y2, memo), merge(g, c, x2, y1, memo));
         fold(g, f, m1, m2)
     };
-    if weight(g, crossed) < weight(g, straight) {
+    if memo.weight(g, crossed) < memo.weight(g, straight) {
         crossed
     } else {
         straight
     }
 }
 
-/// The weighted operation count of one node's DAG.
-fn weight(g: &PGraph, p: P) -> u64 {
-    cost(g, &[p])
+/// What `merge` has worked out: the merge of each pair of sides, and the
+/// weight of each candidate (a node never changes once interned, so
+/// neither does the cost of its DAG).
+#[derive(Default)]
+struct Memo {
+    merged: HashMap<(P, P), P>,
+    weights: HashMap<P, u64>,
+}
+
+impl Memo {
+    /// The weighted operation count of one node's DAG.
+    fn weight(&mut self, g: &PGraph, p: P) -> u64 {
+        *self.weights.entry(p).or_insert_with(|| cost(g, &[p]))
+    }
 }
 
 /// The weighted operation count of the DAG under `roots`, each node once:

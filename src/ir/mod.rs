@@ -339,6 +339,12 @@ pub struct Graph {
     /// children's, so it is computed once per graph rather than once per
     /// comparison of two rewrites.
     text_cost: Vec<Option<usize>>,
+    /// The canonical sum and product of each operand list already built:
+    /// both are pure functions of their operands (and the facts, which
+    /// clear them), and the simplifier asks for the same ones many times
+    /// over as it tries rewrites.
+    sums: HashMap<Vec<Id>, Id>,
+    products: HashMap<Vec<Id>, Id>,
     facts: BTreeMap<String, Fact>,
     ranges: BTreeMap<String, IdxRange>,
 }
@@ -352,6 +358,8 @@ impl Graph {
     /// Records what the simplifier may assume about a symbol.
     pub fn set_fact(&mut self, name: &str, fact: Fact) {
         self.facts.insert(name.to_string(), fact);
+        self.sums.clear();
+        self.products.clear();
     }
 
     /// Records what an index name ranges over (names are unique per range).
@@ -529,10 +537,19 @@ impl Graph {
 
     /// A canonical sum.
     pub fn add(&mut self, terms: Vec<Id>) -> Id {
+        if let Some(&id) = self.sums.get(&terms) {
+            return id;
+        }
+        let id = self.add_uncached(&terms);
+        self.sums.insert(terms, id);
+        id
+    }
+
+    fn add_uncached(&mut self, terms: &[Id]) -> Id {
         let mut flat = Vec::new();
-        for t in terms {
+        for &t in terms {
             match self.node(t) {
-                Node::Add(xs) => flat.extend(xs.clone()),
+                Node::Add(xs) => flat.extend(xs.iter().copied()),
                 _ => flat.push(t),
             }
         }
@@ -574,10 +591,19 @@ impl Graph {
 
     /// A canonical product.
     pub fn mul(&mut self, factors: Vec<Id>) -> Id {
+        if let Some(&id) = self.products.get(&factors) {
+            return id;
+        }
+        let id = self.mul_uncached(&factors);
+        self.products.insert(factors, id);
+        id
+    }
+
+    fn mul_uncached(&mut self, factors: &[Id]) -> Id {
         let mut flat = Vec::new();
-        for f in factors {
+        for &f in factors {
             match self.node(f) {
-                Node::Mul(xs) => flat.extend(xs.clone()),
+                Node::Mul(xs) => flat.extend(xs.iter().copied()),
                 _ => flat.push(f),
             }
         }
