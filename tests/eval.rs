@@ -636,16 +636,20 @@ fn a_reciprocal_becomes_a_division_only_where_that_saves_work() {
         "{plan}"
     );
     // A reciprocal per row, read once per component inside a loop, stays
-    // outside it.
-    let spec = "loss t\ntask regression\ndata a : vector [D]\npred d : real (0, inf)\nminimize mean(sum[k](a[k] / d))\n";
+    // outside it: one reciprocal per row and a multiply per component. (The
+    // `exp` keeps the simplifier from taking `1/d` out of the sum, and `d`
+    // is data so that no gradient reads `1/d` a second time.)
+    let spec = "loss t\ntask regression\ndata a : vector [D]\ndata d : real (0, inf)\npred z : real\nminimize mean(z * sum[k](exp(a[k] / d)))\n";
     let plan = plan_of(spec);
     let inner: Vec<&str> = plan.lines().filter(|l| l.contains("[L")).collect();
+    assert!(inner.iter().any(|l| l.contains(" Mul ")), "{plan}");
     assert!(
         inner
             .iter()
             .all(|l| !l.contains(" Div ") && !l.contains(" Recip ")),
         "{plan}"
     );
+    assert!(plan.contains(" Recip ") || plan.contains(" Div "), "{plan}");
 }
 
 #[test]

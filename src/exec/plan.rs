@@ -252,8 +252,12 @@ impl PGraph {
         }
         if f == UFn::Neg {
             let (k, x, c) = self.affine_parts(a);
-            if x != a {
-                // Negating both constants is exact.
+            let fits = |v: f64| {
+                v == 0.0 || (f32::MIN_POSITIVE as f64..=f32::MAX as f64).contains(&v.abs())
+            };
+            if x != a && fits(k) && fits(c) {
+                // Negating both constants is exact (but for the sign of a
+                // zero result, see `fold_affine`).
                 return self.affine(-k, x, -c);
             }
         }
@@ -329,11 +333,19 @@ impl PGraph {
     /// `a op b` in the shape `affine` builds, when one operand is a
     /// constant and the other is already affine in some `x`: constant
     /// offsets and scales collect into one of each. A scale is folded into
-    /// an offset only when the inner term already rounds (`20·(1 + 0.1·s)`
-    /// becomes `20 + 2·s`), so that cannot cost accuracy. `20·(1 - p)` and
+    /// an offset only when `k` is not a power of two, so that `k·x` rounds
+    /// for most `x` (`20·(1 + 0.1·s)` becomes `20 + 2·s`): the folded form
+    /// is then within a few roundings of the written one. `20·(1 - p)` and
     /// `0.75·(2 - 2·p)` stay as they are: `1 - p` is exact for `p` near 1,
     /// and `20 - 20·p` would lose the digits of the difference (the inner
     /// term may also be shared, as `1 - sigmoid(z)` is in focal loss).
+    ///
+    /// What is given up: where `k·x` happens to be exact (integer data)
+    /// and `c + k·x` is exactly 0, the written form gives 0 and the folded
+    /// one may give a value of the order of `1e-16·|c|`, of either sign;
+    /// and negating `c + k·x` as `(-c) + (-k)·x` gives +0 where the
+    /// written form gives -0. Both differ from the written form by less
+    /// than its own rounding error for any inexact `x`.
     fn fold_affine(&mut self, f: BFn, a: P, b: P) -> Option<P> {
         let (n, e, num_first) = match (self.as_num(a), self.as_num(b)) {
             (Some(n), None) => (n, b, true),
@@ -361,7 +373,11 @@ impl PGraph {
             }
             _ => return None,
         };
-        if k == 0.0 || !k.is_finite() || !c.is_finite() {
+        // The constants must also be numbers in f32, where the evaluator
+        // may run: `1e20·(1e20·x)` is not.
+        let fits =
+            |v: f64| v == 0.0 || (f32::MIN_POSITIVE as f64..=f32::MAX as f64).contains(&v.abs());
+        if k == 0.0 || !fits(k) || !fits(c) {
             return None;
         }
         Some(self.affine(k, x, c))
