@@ -519,6 +519,7 @@ fn time_rounds<const K: usize>(reps: usize, mut fs: [&mut dyn FnMut(); K]) -> [V
     v
 }
 
+/// The middle value (the upper one of an even count).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

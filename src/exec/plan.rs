@@ -252,10 +252,7 @@ impl PGraph {
         }
         if f == UFn::Neg {
             let (k, x, c) = self.affine_parts(a);
-            let fits = |v: f64| {
-                v == 0.0 || (f32::MIN_POSITIVE as f64..=f32::MAX as f64).contains(&v.abs())
-            };
-            if x != a && fits(k) && fits(c) {
+            if x != a && f32_constant(k) && f32_constant(c) {
                 // Negating both constants is exact (but for the sign of a
                 // zero result, see `fold_affine`).
                 return self.affine(-k, x, -c);
@@ -373,11 +370,7 @@ impl PGraph {
             }
             _ => return None,
         };
-        // The constants must also be numbers in f32, where the evaluator
-        // may run: `1e20·(1e20·x)` is not.
-        let fits =
-            |v: f64| v == 0.0 || (f32::MIN_POSITIVE as f64..=f32::MAX as f64).contains(&v.abs());
-        if k == 0.0 || !fits(k) || !fits(c) {
+        if k == 0.0 || !f32_constant(k) || !f32_constant(c) {
             return None;
         }
         Some(self.affine(k, x, c))
@@ -433,6 +426,12 @@ impl PGraph {
         memo.insert((p, b), r);
         r
     }
+}
+
+/// Whether a constant the planner folds is also a normal number (or 0) in
+/// f32, where the evaluator may run: `1e20·(1e20·x)` folded is not.
+fn f32_constant(v: f64) -> bool {
+    v == 0.0 || (f32::MIN_POSITIVE as f64..=f32::MAX as f64).contains(&v.abs())
 }
 
 /// A data or pred the evaluator reads.
@@ -1334,9 +1333,9 @@ fn fold_negations(pass: &mut Pass) {
     }
 }
 
-/// Rewrites `a · (1/b)` as `a / b` when nothing else reads `1/b` and both
-/// are in one scope: one rounding and one instruction fewer, the same
-/// number of divisions. A reciprocal read twice stays, so `a/b` and `c/b`
+/// Rewrites `a · (1/b)` as `a / b` when nothing else reads `1/b` and it
+/// has the product's shape: one rounding and one instruction fewer, the
+/// same number of divisions. A reciprocal read twice stays, so `a/b` and `c/b`
 /// keep sharing one division; so does one computed for fewer values than
 /// the product (once per chunk, or per row outside a loop over
 /// components), or one division would become one per row or component.
