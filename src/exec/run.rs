@@ -569,7 +569,7 @@ k1! {
     KExpm1 = |x| math::expm1::<T, F>(x);
     KSqrt = |x| x.sqrt();
     KAbs = |x| x.abs();
-    KSign = |x| sel(x > T::ZERO, T::ONE, sel(x < T::ZERO, -T::ONE, T::ZERO));
+    KSign = |x| math::sign(x);
     KRelu = |x| x.max(T::ZERO);
     KTanh = |x| math::tanh::<T, F>(x);
     KCosh = |x| math::cosh::<T, F>(x);

@@ -37,6 +37,7 @@ pub mod mae {
         #[inline(always)]
         unsafe fn body<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
             const L: usize = 512;
+            let lc = L.min(2048 / std::mem::size_of::<T>());
             let n = b.rows();
             // `y`
             let x0 = unsafe { std::slice::from_raw_parts(b.input(0), n) };
@@ -50,7 +51,7 @@ pub mod mae {
             let mut s0 = [T::ZERO; L];
             let mut r0 = b0;
             while r0 < b1 {
-                let len = L.min(b1 - r0);
+                let len = lc.min(b1 - r0);
                 let x0 = &x0[r0..r0 + len];
                 let x1 = &x1[r0..r0 + len];
                 let g0 = &mut g0[r0 - b0..r0 - b0 + len];

@@ -37,6 +37,7 @@ pub mod multilabel {
         #[inline(always)]
         unsafe fn body<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
             const L: usize = 512;
+            let lc = L.min(2048 / std::mem::size_of::<T>());
             let n = b.rows();
             // `y`
             let w0 = b.width(0);
@@ -65,7 +66,7 @@ pub mod multilabel {
             let mut s0 = [T::ZERO; L];
             let mut r0 = b0;
             while r0 < b1 {
-                let len = L.min(b1 - r0);
+                let len = lc.min(b1 - r0);
                 for l in 0..len {
                     let r = r0 + l;
                     let xr0 = &x0[r * w0..(r + 1) * w0];
