@@ -5,8 +5,10 @@
 //!
 //! `cargo bench --bench eval` prints criterion's timings and, at the end, a
 //! table of ratios (lossc / hand-written on one thread; lossc on one thread
-//! / lossc on all threads), the bytes lossc allocates beyond inputs and
-//! outputs, and the time to compile each example. `LOSSC_BENCH_QUICK=1`
+//! / lossc on all threads; and for the per-row losses the hand loop's own
+//! speed-up on all threads, split into contiguous parts of the batch: what
+//! the machine's memory lets any loop gain), the bytes lossc allocates
+//! beyond inputs and outputs, and the time to compile each example. `LOSSC_BENCH_QUICK=1`
 //! shrinks the sizes tenfold; `LOSSC_BENCH_TABLE=1` prints the table
 //! without criterion's own measurements; `LOSSC_BENCH_CASES=huber,cce`
 //! measures only the cases whose names contain one of the words.
@@ -15,6 +17,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use lossc::exec::math::{self, Float};
 use lossc::{Evaluator, Inputs, Loss, Output};
 use ndarray::{Array1, Array2, ArrayD};
+use rayon::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::Mutex;
@@ -98,10 +101,14 @@ fn sum_block<T: Float>(v: &[T]) -> f64 {
     lanes.iter().map(|x| x.f64()).sum::<f64>() + it.remainder().iter().map(|x| x.f64()).sum::<f64>()
 }
 
+// The per-row loops below take the batch's row count `n`: over a range of
+// rows they return that range's share of the mean, so the same loop also
+// runs on parts of the batch in parallel (the machine's ceiling for the
+// speed-up of lossc on all threads).
+
 /// Focal loss on logits, gamma = 2, alpha = 0.25: one `exp`, one `log1p`.
 #[inline(always)]
-fn focal_body<T: Float, const F: bool>(y: &[T], z: &[T], g: &mut [T]) -> f64 {
-    let n = y.len();
+fn focal_body<T: Float, const F: bool>(y: &[T], z: &[T], g: &mut [T], n: usize) -> f64 {
     let inv_n = T::of(1.0 / n as f64);
     let (alpha, one) = (T::of(0.25), T::ONE);
     let mut total = 0.0;
@@ -128,13 +135,12 @@ fn focal_body<T: Float, const F: bool>(y: &[T], z: &[T], g: &mut [T]) -> f64 {
     }
     total / n as f64
 }
-dispatch!(focal_hand, focal_body, (y: &[T], z: &[T], g: &mut [T]));
+dispatch!(focal_hand, focal_body, (y: &[T], z: &[T], g: &mut [T], n: usize));
 
 /// Severity-weighted BCE on probabilities (xray_triage): one `log`, one
 /// division.
 #[inline(always)]
-fn xray_body<T: Float, const F: bool>(y: &[T], s: &[T], p: &[T], g: &mut [T]) -> f64 {
-    let n = y.len();
+fn xray_body<T: Float, const F: bool>(y: &[T], s: &[T], p: &[T], g: &mut [T], n: usize) -> f64 {
     let inv_n = T::of(1.0 / n as f64);
     let one = T::ONE;
     let mut total = 0.0;
@@ -157,12 +163,11 @@ fn xray_body<T: Float, const F: bool>(y: &[T], s: &[T], p: &[T], g: &mut [T]) ->
     }
     total / n as f64
 }
-dispatch!(xray_hand, xray_body, (y: &[T], s: &[T], p: &[T], g: &mut [T]));
+dispatch!(xray_hand, xray_body, (y: &[T], s: &[T], p: &[T], g: &mut [T], n: usize));
 
 /// Huber with delta = 1.
 #[inline(always)]
-fn huber_body<T: Float, const F: bool>(y: &[T], yhat: &[T], g: &mut [T]) -> f64 {
-    let n = y.len();
+fn huber_body<T: Float, const F: bool>(y: &[T], yhat: &[T], g: &mut [T], n: usize) -> f64 {
     let inv_n = T::of(1.0 / n as f64);
     let (half, delta) = (T::of(0.5), T::ONE);
     let mut total = 0.0;
@@ -180,13 +185,12 @@ fn huber_body<T: Float, const F: bool>(y: &[T], yhat: &[T], g: &mut [T]) -> f64 
     }
     total / n as f64
 }
-dispatch!(huber_hand, huber_body, (y: &[T], yhat: &[T], g: &mut [T]));
+dispatch!(huber_hand, huber_body, (y: &[T], yhat: &[T], g: &mut [T], n: usize));
 
 /// Categorical cross-entropy on logits: a max pass, then one `exp` per
 /// logit kept in the gradient row and rescaled.
 #[inline(always)]
-fn cce_body<T: Float, const F: bool>(y: &[T], z: &[T], c: usize, g: &mut [T]) -> f64 {
-    let n = y.len();
+fn cce_body<T: Float, const F: bool>(y: &[T], z: &[T], c: usize, g: &mut [T], n: usize) -> f64 {
     let inv_n = T::of(1.0 / n as f64);
     let mut total = 0.0;
     for ((&yi, zr), gr) in y.iter().zip(z.chunks_exact(c)).zip(g.chunks_exact_mut(c)) {
@@ -216,7 +220,7 @@ fn cce_body<T: Float, const F: bool>(y: &[T], z: &[T], c: usize, g: &mut [T]) ->
     }
     total / n as f64
 }
-dispatch!(cce_hand, cce_body, (y: &[T], z: &[T], c: usize, g: &mut [T]));
+dispatch!(cce_hand, cce_body, (y: &[T], z: &[T], c: usize, g: &mut [T], n: usize));
 
 /// InfoNCE with temperature 0.1, as an expert writes it for speed: four
 /// queries at a time, so that each key row read serves four of them (the
@@ -320,8 +324,72 @@ fn rng(seed: u64) -> lossc::grad::Rng {
     lossc::grad::Rng::new(seed)
 }
 
-/// A hand-written loop: inputs, gradient outputs, the loss.
+/// A hand-written loop over a whole batch: inputs, gradient outputs, the
+/// loss.
 type HandLoop<T> = Box<dyn Fn(&[ArrayD<T>], &mut [ArrayD<T>]) -> f64>;
+
+/// A hand-written loop over a range of rows: each input's and gradient's
+/// rows in that range (row-major), the batch's row count, and that range's
+/// share of the loss.
+type RowLoop<T> = Box<dyn Fn(&[&[T]], &mut [&mut [T]], usize) -> f64 + Sync>;
+
+/// A benchmark's hand-written loop: per row (so it also runs in parallel,
+/// on parts of the batch), or over the whole batch at once (InfoNCE, whose
+/// rows all meet).
+enum Hand<T> {
+    Rows(RowLoop<T>),
+    Whole(HandLoop<T>),
+}
+
+impl<T: Float> Hand<T> {
+    /// The loss, on `threads` threads of rayon's global pool; `None` for a
+    /// whole-batch loop on more than one.
+    fn run(&self, arrays: &[ArrayD<T>], grads: &mut [ArrayD<T>], threads: usize) -> Option<f64> {
+        let f = match self {
+            Hand::Whole(f) => return (threads == 1).then(|| f(arrays, grads)),
+            Hand::Rows(f) => f,
+        };
+        let n = arrays[0].shape()[0];
+        let ins: Vec<&[T]> = arrays.iter().map(|a| a.as_slice().unwrap()).collect();
+        let mut outs: Vec<&mut [T]> = grads
+            .iter_mut()
+            .map(|g| g.as_slice_mut().unwrap())
+            .collect();
+        if threads == 1 {
+            return Some(f(&ins, &mut outs, n));
+        }
+        // Contiguous parts of `per` rows, one per thread.
+        let per = n.div_ceil(threads);
+        let part = |t: usize| (t * per).min(n)..((t + 1) * per).min(n);
+        let ins: Vec<Vec<&[T]>> = (0..threads)
+            .map(|t| {
+                let r = part(t);
+                ins.iter()
+                    .map(|a| {
+                        let w = a.len() / n;
+                        &a[r.start * w..r.end * w]
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut parts: Vec<Vec<&mut [T]>> = (0..threads).map(|_| Vec::new()).collect();
+        for g in outs {
+            let w = g.len() / n;
+            let mut rest = g;
+            for (t, p) in parts.iter_mut().enumerate() {
+                let (head, tail) = rest.split_at_mut(part(t).len() * w);
+                p.push(head);
+                rest = tail;
+            }
+        }
+        Some(
+            ins.par_iter()
+                .zip(parts.par_iter_mut())
+                .map(|(i, o)| f(i, o, n))
+                .sum(),
+        )
+    }
+}
 
 /// One benchmark case: its inputs in `T` and the hand loop.
 struct Case<T> {
@@ -329,7 +397,7 @@ struct Case<T> {
     spec: &'static str,
     arrays: Vec<(&'static str, ArrayD<T>)>,
     grads: Vec<ArrayD<T>>,
-    hand: HandLoop<T>,
+    hand: Hand<T>,
 }
 
 fn col<T: Float>(v: impl Iterator<Item = f64>) -> ArrayD<T> {
@@ -363,13 +431,7 @@ fn cases<T: Float>() -> Vec<Case<T>> {
             spec: "focal_logits",
             grads: vec![ArrayD::from_elem(z.raw_dim(), T::ZERO)],
             arrays: vec![("y", y), ("z", z)],
-            hand: Box::new(|a, g| {
-                focal_hand::<T>(
-                    a[0].as_slice().unwrap(),
-                    a[1].as_slice().unwrap(),
-                    g[0].as_slice_mut().unwrap(),
-                )
-            }),
+            hand: Hand::Rows(Box::new(|a, g, n| focal_hand::<T>(a[0], a[1], g[0], n))),
         });
     }
     // xray_triage
@@ -392,14 +454,9 @@ fn cases<T: Float>() -> Vec<Case<T>> {
             spec: "xray_triage",
             grads: vec![ArrayD::from_elem(p.raw_dim(), T::ZERO)],
             arrays: vec![("y", y), ("s", s), ("p", p)],
-            hand: Box::new(|a, g| {
-                xray_hand::<T>(
-                    a[0].as_slice().unwrap(),
-                    a[1].as_slice().unwrap(),
-                    a[2].as_slice().unwrap(),
-                    g[0].as_slice_mut().unwrap(),
-                )
-            }),
+            hand: Hand::Rows(Box::new(|a, g, n| {
+                xray_hand::<T>(a[0], a[1], a[2], g[0], n)
+            })),
         });
     }
     // huber
@@ -421,13 +478,7 @@ fn cases<T: Float>() -> Vec<Case<T>> {
             spec: "huber",
             grads: vec![ArrayD::from_elem(h.raw_dim(), T::ZERO)],
             arrays: vec![("y", y), ("yhat", h)],
-            hand: Box::new(|a, g| {
-                huber_hand::<T>(
-                    a[0].as_slice().unwrap(),
-                    a[1].as_slice().unwrap(),
-                    g[0].as_slice_mut().unwrap(),
-                )
-            }),
+            hand: Hand::Rows(Box::new(|a, g, n| huber_hand::<T>(a[0], a[1], g[0], n))),
         });
     }
     // cce_logits, C = 10 and C = 1000
@@ -444,14 +495,9 @@ fn cases<T: Float>() -> Vec<Case<T>> {
             spec: "cce_logits",
             grads: vec![ArrayD::from_elem(z.raw_dim(), T::ZERO)],
             arrays: vec![("y", y), ("z", z)],
-            hand: Box::new(move |a, g| {
-                cce_hand::<T>(
-                    a[0].as_slice().unwrap(),
-                    a[1].as_slice().unwrap(),
-                    c,
-                    g[0].as_slice_mut().unwrap(),
-                )
-            }),
+            hand: Hand::Rows(Box::new(move |a, g, n| {
+                cce_hand::<T>(a[0], a[1], c, g[0], n)
+            })),
         });
     }
     // infonce, n = 4096, D = 128
@@ -475,7 +521,7 @@ fn cases<T: Float>() -> Vec<Case<T>> {
                 ArrayD::from_elem(k.raw_dim(), T::ZERO),
             ],
             arrays: vec![("q", q), ("k", k)],
-            hand: Box::new(move |a, g| {
+            hand: Hand::Whole(Box::new(move |a, g| {
                 let (gq, gk) = g.split_at_mut(1);
                 infonce_hand::<T>(
                     a[0].as_slice().unwrap(),
@@ -484,7 +530,7 @@ fn cases<T: Float>() -> Vec<Case<T>> {
                     gq[0].as_slice_mut().unwrap(),
                     gk[0].as_slice_mut().unwrap(),
                 )
-            }),
+            })),
         });
     }
     out
@@ -565,7 +611,23 @@ fn run<T: Float>(c: &mut Criterion) {
         let mut out_all: Output<T> = all.eval(&inputs).unwrap();
         // Agreement with the hand loop, so the comparison is of equals.
         let arrays: Vec<ArrayD<T>> = case.arrays.iter().map(|(_, a)| a.clone()).collect();
-        let hand_value = (case.hand)(&arrays, &mut case.grads);
+        let hand_value = case.hand.run(&arrays, &mut case.grads, 1).unwrap();
+        // The hand loop on every thread (per-row losses only) agrees too.
+        let mut hand_grads = case.grads.clone();
+        let parallel = threads > 1 && case.hand.run(&arrays, &mut hand_grads, threads).is_some();
+        if parallel {
+            let v = case.hand.run(&arrays, &mut hand_grads, threads).unwrap();
+            assert!(
+                (v - hand_value).abs() <= 1e-5 * hand_value.abs(),
+                "{}: {v} vs {hand_value}",
+                case.name
+            );
+            assert!(
+                hand_grads == case.grads,
+                "{}: the hand loop's gradient on {threads} threads",
+                case.name
+            );
+        }
         let rel = (out.loss().f64() - hand_value).abs() / hand_value.abs().max(1e-30);
         let tol = if T::NAME == "f32" { 1e-4 } else { 1e-10 };
         assert!(
@@ -614,7 +676,7 @@ fn run<T: Float>(c: &mut Criterion) {
                 .measurement_time(Duration::from_secs(3))
                 .warm_up_time(Duration::from_millis(500));
             g.bench_function("hand-written", |b| {
-                b.iter(|| black_box((case.hand)(&arrays, &mut case.grads)))
+                b.iter(|| black_box(case.hand.run(&arrays, &mut case.grads, 1)))
             });
             if kernel.is_some() {
                 g.bench_function("lossc interpreter 1 thread", |b| {
@@ -631,19 +693,33 @@ fn run<T: Float>(c: &mut Criterion) {
         }
         // Times are medians over interleaved rounds; ratios are medians of
         // the ratios within each round.
-        let [th, t1, tn, ti] = time_rounds(
+        let [th, t1, tn, ti, thn] = time_rounds(
             15,
             [
                 &mut || {
-                    black_box((case.hand)(&arrays, &mut case.grads));
+                    black_box(case.hand.run(&arrays, &mut case.grads, 1));
                 },
                 &mut || one.eval_into(&inputs, &mut out).unwrap(),
                 &mut || all.eval_into(&inputs, &mut out_all).unwrap(),
                 &mut || interp.eval_into(&inputs, &mut out_i).unwrap(),
+                &mut || {
+                    if parallel {
+                        black_box(case.hand.run(&arrays, &mut hand_grads, threads));
+                    }
+                },
             ],
         );
+        let hand_all = if parallel {
+            format!(
+                "{:.2} ms | {:.2}x",
+                median(thn.clone()) * 1e3,
+                paired_ratio(&th, &thn)
+            )
+        } else {
+            "- | -".into()
+        };
         TABLE.lock().unwrap().push(format!(
-            "| {} | {} | {} | {:.2} ms | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {} B | {:.1} KiB |",
+            "| {} | {} | {} | {:.2} ms | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {hand_all} | {} B | {:.1} KiB |",
             case.name,
             T::NAME,
             if kernel.is_some() { "generated" } else { "interpreter" },
@@ -698,8 +774,8 @@ fn all(c: &mut Criterion) {
             lossc::exec::isa()
         ),
         String::new(),
-        "| case | type | lossc backend | hand-written, 1 thread | interpreter, 1 thread | ratio | lossc, 1 thread | ratio | lossc, all threads | speed-up | allocated by a repeated eval | scratch held |".into(),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|".into(),
+        "| case | type | lossc backend | hand-written, 1 thread | interpreter, 1 thread | ratio | lossc, 1 thread | ratio | lossc, all threads | speed-up | hand-written, all threads | its speed-up | allocated by a repeated eval | scratch held |".into(),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into(),
     ]);
     run::<f32>(c);
     run::<f64>(c);
