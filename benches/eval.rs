@@ -350,6 +350,17 @@ impl<T: Float> Hand<T> {
             Hand::Rows(f) => f,
         };
         let n = arrays[0].shape()[0];
+        // Every input and gradient has one entry (or row) per row of the batch.
+        for a in arrays.iter().chain(grads.iter()) {
+            assert_eq!(
+                a.shape()[0],
+                n,
+                "a per-row hand loop reads only per-row arrays"
+            );
+        }
+        if n == 0 {
+            return Some(0.0);
+        }
         let ins: Vec<&[T]> = arrays.iter().map(|a| a.as_slice().unwrap()).collect();
         let mut outs: Vec<&mut [T]> = grads
             .iter_mut()
@@ -612,18 +623,29 @@ fn run<T: Float>(c: &mut Criterion) {
         // Agreement with the hand loop, so the comparison is of equals.
         let arrays: Vec<ArrayD<T>> = case.arrays.iter().map(|(_, a)| a.clone()).collect();
         let hand_value = case.hand.run(&arrays, &mut case.grads, 1).unwrap();
-        // The hand loop on every thread (per-row losses only) agrees too.
-        let mut hand_grads = case.grads.clone();
-        let parallel = threads > 1 && case.hand.run(&arrays, &mut hand_grads, threads).is_some();
+        // The hand loop on every thread (per-row losses only) agrees too,
+        // and writes every gradient (the buffers start as NaN).
+        let parallel = threads > 1 && matches!(case.hand, Hand::Rows(_));
+        let mut hand_grads: Vec<ArrayD<T>> = case
+            .grads
+            .iter()
+            .map(|g| g.mapv(|_| T::of(f64::NAN)))
+            .collect();
         if parallel {
             let v = case.hand.run(&arrays, &mut hand_grads, threads).unwrap();
+            let tol = if T::NAME == "f32" { 1e-5 } else { 1e-12 };
             assert!(
-                (v - hand_value).abs() <= 1e-5 * hand_value.abs(),
+                (v - hand_value).abs() <= tol * hand_value.abs(),
                 "{}: {v} vs {hand_value}",
                 case.name
             );
+            let bits = |g: &[ArrayD<T>]| -> Vec<u64> {
+                g.iter()
+                    .flat_map(|a| a.iter().map(|x| x.f64().to_bits()))
+                    .collect()
+            };
             assert!(
-                hand_grads == case.grads,
+                bits(&hand_grads) == bits(&case.grads),
                 "{}: the hand loop's gradient on {threads} threads",
                 case.name
             );

@@ -583,6 +583,9 @@ mod tests {
             -f64::NAN,
             1e-310,
             -1e-310,
+            1e-40,
+            -1e-40,
+            f64::MIN_POSITIVE,
             0.5,
             -3.0,
             f64::INFINITY,
@@ -591,7 +594,7 @@ mod tests {
         for x in xs {
             let want = Func::Sign.eval(x);
             assert_eq!(sign(x).to_bits(), want.to_bits(), "sign({x})");
-            // 1e-310 is 0 in f32.
+            // 1e-310 is 0 in f32, 1e-40 a subnormal.
             let y = x as f32;
             let want = Func::Sign.eval(y.into()) as f32;
             assert_eq!(sign(y).to_bits(), want.to_bits(), "sign({y}f32)");
