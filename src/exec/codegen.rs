@@ -51,9 +51,9 @@ const CHUNK: usize = 512;
 /// f64, so that each input's, gradient's and loss's chunk is 2 KiB (the
 /// loss buffers keep `CHUNK` entries, since an array's length cannot depend
 /// on `T`; f64 uses half). In eight paired harness runs of the Huber loop
-/// over 10^7 f64 rows (40-60 rounds each), 256-row chunks were faster than
-/// 512-row ones in every run, by 0.5-11% (about 1.1x the hand-written loop
-/// against 1.12-1.21x); f32 measured the same at 512 and 1024 rows.
+/// over 10^7 f64 rows (40-60 rounds each), 256-row chunks beat 512-row ones
+/// in every run, by 6-10% (1.09-1.13x the hand-written loop against
+/// 1.18-1.21x); f32 measured the same at 512 and 1024 rows.
 const CHUNK_BYTES: usize = 2048;
 
 /// Vectors narrower than this (in every loop of a pass) run on the
