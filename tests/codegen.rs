@@ -3,30 +3,11 @@
 //! benchmarks), must match what lossc generates today, and must evaluate to
 //! the same loss and gradients as the reference.
 
-use lossc::grad::{Batch, Rng, random_batch};
-use lossc::sema::types::{Dom, Shape};
-use lossc::{Evaluator, Float, Inputs, Kernel, Loss};
-use ndarray::{ArrayD, IxDyn};
+use lossc::sema::types::Dom;
+use lossc::{Evaluator, Float, Loss};
 
-#[path = "kernels/mod.rs"]
-mod kernels;
-
-/// Every example, then the specs in `tests/kernels/specs/` that exercise
-/// what no example does (every reduction in a generated loop).
-fn examples() -> Vec<std::path::PathBuf> {
-    let specs = |dir: &str| {
-        let mut v: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "loss"))
-            .collect();
-        v.sort();
-        v
-    };
-    let mut v = specs("examples");
-    v.extend(specs("tests/kernels/specs"));
-    v
-}
+mod common;
+use common::{arrays, arrays_sized, examples, inputs_of, kernel};
 
 #[test]
 fn committed_kernels_are_what_lossc_generates() {
@@ -67,36 +48,6 @@ fn committed_kernels_are_what_lossc_generates() {
             "tests/kernels/mod.rs is stale: run LOSSC_BLESS=1 cargo test --test codegen"
         );
     }
-}
-
-fn kernel<T: Float>(name: &str) -> Kernel<T> {
-    kernels::by_name::<T>(name).unwrap_or_else(|| panic!("no kernel for {name}"))
-}
-
-/// Random in-domain arrays for every input of `loss`.
-fn arrays<T: Float>(loss: &Loss, n: usize) -> Vec<(String, ArrayD<T>)> {
-    as_arrays(loss, &random_batch(loss.checked(), n, &mut Rng::new(4)), n)
-}
-
-/// A batch's columns as arrays: `[n]` for a scalar, `[n, width]` for a vector.
-fn as_arrays<T: Float>(loss: &Loss, batch: &Batch, n: usize) -> Vec<(String, ArrayD<T>)> {
-    let c = loss.checked();
-    c.data
-        .iter()
-        .chain(&c.preds)
-        .map(|v| {
-            let rows = &batch.values[&v.name];
-            let flat: Vec<T> = rows.iter().flatten().map(|x| T::of(*x)).collect();
-            let shape = match v.shape {
-                Shape::Scalar => vec![n],
-                Shape::Vector(_) => vec![n, rows[0].len()],
-            };
-            (
-                v.name.clone(),
-                ArrayD::from_shape_vec(IxDyn(&shape), flat).unwrap(),
-            )
-        })
-        .collect()
 }
 
 fn check<T: Float>(tol: f64) {
@@ -267,14 +218,6 @@ fn generated_kernels_report_the_same_input_errors_as_the_interpreter() {
 }
 
 /// The arrays as named inputs.
-fn inputs_of<T: Float>(arrays: &[(String, ArrayD<T>)]) -> Inputs<'_, T> {
-    let mut inputs = Inputs::new();
-    for (name, a) in arrays {
-        inputs.insert(name.clone(), a.view());
-    }
-    inputs
-}
-
 /// The interpreter and the committed kernel `stem` for one spec file.
 fn both<T: Float>(path: &str, stem: &str) -> (Loss, Evaluator<T>, Evaluator<T>) {
     let loss = Loss::from_file(path).unwrap();
@@ -285,17 +228,6 @@ fn both<T: Float>(path: &str, stem: &str) -> (Loss, Evaluator<T>, Evaluator<T>) 
         .with_kernel(kernel::<T>(stem))
         .unwrap();
     (loss, interp, generated)
-}
-
-/// Random in-domain arrays with the size names given.
-fn arrays_sized<T: Float>(
-    loss: &Loss,
-    n: usize,
-    sizes: &[(&str, usize)],
-) -> Vec<(String, ArrayD<T>)> {
-    let sizes = sizes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    let batch = lossc::grad::random_batch_sized(loss.checked(), n, sizes, &mut Rng::new(9));
-    as_arrays(loss, &batch, n)
 }
 
 #[test]

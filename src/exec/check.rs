@@ -241,26 +241,30 @@ pub(crate) unsafe fn block_ok<T: Float>(
 ) -> bool {
     // SAFETY: the caller guarantees the rows are readable.
     let s = unsafe { std::slice::from_raw_parts(ptr.add(r0 * width), (r1 - r0) * width) };
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn wide<T: Float>(s: &[T], check: Check<'_>) -> bool {
-            any_bad(s, check)
-        }
-        if super::avx2() {
-            // SAFETY: the CPU has AVX2 and FMA.
-            if unsafe { wide(s, check) } {
-                return false;
+    let bad = match super::isa::active() {
+        #[cfg(target_arch = "x86_64")]
+        super::Isa::Avx512 => {
+            #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+            unsafe fn wide<T: Float>(s: &[T], check: Check<'_>) -> bool {
+                any_bad(s, check)
             }
-            return width == 1
-                || s.chunks_exact(width)
-                    .all(|r| row_ok(dom, width, r.iter().copied()));
+            // SAFETY: the CPU has AVX-512.
+            unsafe { wide(s, check) }
         }
-    }
-    !any_bad(s, check)
-        && (width == 1
-            || s.chunks_exact(width)
-                .all(|r| row_ok(dom, width, r.iter().copied())))
+        #[cfg(target_arch = "x86_64")]
+        super::Isa::Avx2 => {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn wide<T: Float>(s: &[T], check: Check<'_>) -> bool {
+                any_bad(s, check)
+            }
+            // SAFETY: the CPU has AVX2 and FMA.
+            unsafe { wide(s, check) }
+        }
+        _ => any_bad(s, check),
+    };
+    !bad && (width == 1
+        || s.chunks_exact(width)
+            .all(|r| row_ok(dom, width, r.iter().copied())))
 }
 
 /// Checks that every value of an input lies in its declared domain, and

@@ -147,8 +147,8 @@ pub(crate) fn rust_module(plan: &Plan, module: &str, origin: &str) -> String {
     s
 }
 
-/// The pass function's signature, its dispatch between the AVX2+FMA and
-/// the baseline build of its body, and the body's first lines.
+/// The pass function's signature, its dispatch between the AVX-512, the
+/// AVX2+FMA and the baseline build of its body, and the body's first lines.
 fn pass_header(index: usize, s: &mut String) {
     let sig = "b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool";
     let _ = write!(
@@ -157,9 +157,17 @@ fn pass_header(index: usize, s: &mut String) {
     fn pass{index}<T: Float>({sig} {{
         #[cfg(target_arch = \"x86_64\")]
         {{
+            #[target_feature(enable = \"avx512f,avx512bw,avx512dq,avx512vl,avx2,fma\")]
+            unsafe fn wide512<T: Float>({sig} {{
+                unsafe {{ body::<T, true>(b, b0, b1, sums) }}
+            }}
             #[target_feature(enable = \"avx2,fma\")]
             unsafe fn wide<T: Float>({sig} {{
                 unsafe {{ body::<T, true>(b, b0, b1, sums) }}
+            }}
+            if lossc::exec::avx512() {{
+                // SAFETY: the CPU has AVX-512 and FMA.
+                return unsafe {{ wide512::<T>(b, b0, b1, sums) }};
             }}
             if lossc::exec::avx2() {{
                 // SAFETY: the CPU has AVX2 and FMA.
@@ -876,7 +884,7 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
                         Some(t) => {
                             let _ = writeln!(
                                 s,
-                                "{pad}let ({m}, bad{acc}) = math::max_lanes_tested({row}, T::of(f64::NEG_INFINITY), |x| {t});\n{pad}bad |= bad{acc};"
+                                "{pad}let ({m}, bad{acc}) = math::max_lanes_tested({row}, T::of(f64::NEG_INFINITY), #[inline(always)] |x| {t});\n{pad}bad |= bad{acc};"
                             );
                         }
                         None => {

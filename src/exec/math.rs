@@ -265,7 +265,10 @@ fn ln_f64<const FMA: bool>(x: f64) -> f64 {
         1.531_383_769_920_937_3e-1,
         1.479_819_860_511_658_6e-1,
     ];
-    let m = |a, b, c| f64::madd::<FMA>(a, b, c);
+    // A function item, not a closure: a closure instance shared by the
+    // AVX2 and AVX-512 builds could be left out of line, built for
+    // baseline x86-64.
+    let m = <f64 as Float>::madd::<FMA>;
     // Subnormals are scaled into the normal range first.
     let tiny = x < f64::MIN_POSITIVE;
     let xs = sel(tiny, x * 18014398509481984.0, x); // 2^54
@@ -298,7 +301,10 @@ fn ln_f64<const FMA: bool>(x: f64) -> f64 {
 #[inline(always)]
 fn ln_f32<const FMA: bool>(x: f32) -> f32 {
     const LG: [f32; 4] = [0.666_666_6, 0.400_009_72, 0.284_987_87, 0.242_790_79];
-    let m = |a, b, c| f32::madd::<FMA>(a, b, c);
+    // A function item, not a closure: a closure instance shared by the
+    // AVX2 and AVX-512 builds could be left out of line, built for
+    // baseline x86-64.
+    let m = <f32 as Float>::madd::<FMA>;
     let tiny = x < f32::MIN_POSITIVE;
     let xs = sel(tiny, x * 33554432.0, x); // 2^25
     let bits = xs.to_bits();

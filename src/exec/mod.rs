@@ -26,14 +26,15 @@
 
 pub mod check;
 pub(crate) mod codegen;
+pub mod isa;
 pub mod math;
 pub(crate) mod plan;
 pub(crate) mod run;
 mod select;
 mod softmax;
 
+pub use isa::{Isa, avx2, avx512, isa};
 pub use math::Float;
-pub use run::{avx2, isa};
 
 use crate::grad::{Derivation, Factor};
 use crate::sema::types::{Dom, Size};

@@ -4,11 +4,12 @@
 //! sizes chosen from the shapes, with buffers reused once a register is
 //! dead, so that every intermediate stays in cache. Each instruction is a
 //! loop over the register's positions; the row is the innermost, contiguous
-//! axis, so the loops vectorise. The same code is compiled twice, for the
-//! baseline x86-64 target and with AVX2 and FMA, and the wider one is
-//! chosen at run time: the default build reaches the vector units without
-//! any `RUSTFLAGS`.
+//! axis, so the loops vectorise. The same code is compiled three times,
+//! for the baseline x86-64 target, with AVX2 and FMA, and with AVX-512,
+//! and the widest the CPU has is chosen at run time (`isa.rs`): the
+//! default build reaches the vector units without any `RUSTFLAGS`.
 
+use super::isa::{self, Isa};
 use super::math::{self, Float, sel};
 use super::plan::{
     BFn, CompSrc, Fold, Item, LoopKind, MAX_LOOPS, Op, Pass, Range, Reg, RowSrc, SoftmaxX, UFn,
@@ -298,31 +299,14 @@ pub(crate) fn run_block<T: Float>(
         row0: 0,
         len: 0,
     };
-    if avx2() {
+    match isa::active() {
+        // SAFETY: the CPU has AVX-512 and FMA (checked at run time).
+        Isa::Avx512 => unsafe { block_avx512(&mut ex, b0, b1, sums) },
         // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-        unsafe { block_avx2(&mut ex, b0, b1, sums) }
-    } else {
+        Isa::Avx2 => unsafe { block_avx2(&mut ex, b0, b1, sums) },
         // SAFETY: no target feature is required.
-        unsafe { block_base(&mut ex, b0, b1, sums) }
+        Isa::Baseline => unsafe { block_base(&mut ex, b0, b1, sums) },
     }
-}
-
-/// Whether this CPU runs the AVX2+FMA code paths (checked once, cached by
-/// the standard library).
-pub fn avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// The instruction set the fast path was compiled for, for reports.
-pub fn isa() -> &'static str {
-    if avx2() { "avx2+fma" } else { "baseline" }
 }
 
 macro_rules! variant {
@@ -382,6 +366,11 @@ macro_rules! variant {
 
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn block_avx2<T: Float>(ex: &mut Exec<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
+    unsafe { block_base(ex, b0, b1, sums) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn block_avx512<T: Float>(ex: &mut Exec<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
     unsafe { block_base(ex, b0, b1, sums) }
 }
 
@@ -708,9 +697,14 @@ macro_rules! per_binary {
 /// `o = K(a)` over a walk.
 #[inline(always)]
 fn unary_walk<T: Float, const F: bool, K: K1<T, F>>(w: &Walk, o: *mut T, pa: *const T) {
-    w.each(2, |off, n, s| unsafe {
-        run1::<T, F, K>(o.add(off[0]), pa.add(off[1]), s[1], n)
-    });
+    // The closures are marked `inline(always)`: an instance shared by the
+    // AVX2 and AVX-512 builds has two callers, and left out of line it
+    // would be compiled for baseline x86-64 (its `mul_add`s calling libm).
+    w.each(
+        2,
+        #[inline(always)]
+        |off, n, s| unsafe { run1::<T, F, K>(o.add(off[0]), pa.add(off[1]), s[1], n) },
+    );
 }
 
 /// `o = K(a, b)` over a walk.
@@ -721,9 +715,13 @@ fn binary_walk<T: Float, const F: bool, K: K2<T, F>>(
     pa: *const T,
     pb: *const T,
 ) {
-    w.each(3, |off, n, s| unsafe {
-        run2::<T, F, K>(o.add(off[0]), pa.add(off[1]), s[1], pb.add(off[2]), s[2], n)
-    });
+    w.each(
+        3,
+        #[inline(always)]
+        |off, n, s| unsafe {
+            run2::<T, F, K>(o.add(off[0]), pa.add(off[1]), s[1], pb.add(off[2]), s[2], n)
+        },
+    );
 }
 
 // The instruction and fold bodies hold the hot loops in closures; a
@@ -1497,6 +1495,27 @@ def_op!(op_avx2, true, "avx2,fma");
 def_fold!(fold_avx2, true, "avx2,fma");
 #[cfg(target_arch = "x86_64")]
 variant!(block_avx2, scope_avx2, op_avx2, fold_avx2, true, "avx2,fma");
+#[cfg(target_arch = "x86_64")]
+def_op!(
+    op_avx512,
+    true,
+    "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"
+);
+#[cfg(target_arch = "x86_64")]
+def_fold!(
+    fold_avx512,
+    true,
+    "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"
+);
+#[cfg(target_arch = "x86_64")]
+variant!(
+    block_avx512,
+    scope_avx512,
+    op_avx512,
+    fold_avx512,
+    true,
+    "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"
+);
 
 #[cfg(test)]
 mod tests {

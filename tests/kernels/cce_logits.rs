@@ -22,9 +22,17 @@ pub mod cce_logits {
     fn pass0<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
+            #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+            unsafe fn wide512<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
+                unsafe { body::<T, true>(b, b0, b1, sums) }
+            }
             #[target_feature(enable = "avx2,fma")]
             unsafe fn wide<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
                 unsafe { body::<T, true>(b, b0, b1, sums) }
+            }
+            if lossc::exec::avx512() {
+                // SAFETY: the CPU has AVX-512 and FMA.
+                return unsafe { wide512::<T>(b, b0, b1, sums) };
             }
             if lossc::exec::avx2() {
                 // SAFETY: the CPU has AVX2 and FMA.
@@ -71,7 +79,7 @@ pub mod cce_logits {
                     let r = r0 + l;
                     let xr1 = &x1[r * w1..(r + 1) * w1];
                     let xr1 = &xr1[..e1];
-                    let (m4, bad4) = math::max_lanes_tested(xr1, T::of(f64::NEG_INFINITY), |x| check::out_of_range(x, f64::NEG_INFINITY, f64::INFINITY, false, false));
+                    let (m4, bad4) = math::max_lanes_tested(xr1, T::of(f64::NEG_INFINITY), #[inline(always)] |x| check::out_of_range(x, f64::NEG_INFINITY, f64::INFINITY, false, false));
                     bad |= bad4;
                     let (v4, sum4): (T, T) = if m4 > T::of(f64::NEG_INFINITY) && m4 < T::of(f64::INFINITY) {
                         for (x, &y) in k1.iter_mut().zip(xr1) {

@@ -22,9 +22,17 @@ pub mod weighted_bce_entropy {
     fn pass0<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
+            #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+            unsafe fn wide512<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
+                unsafe { body::<T, true>(b, b0, b1, sums) }
+            }
             #[target_feature(enable = "avx2,fma")]
             unsafe fn wide<T: Float>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
                 unsafe { body::<T, true>(b, b0, b1, sums) }
+            }
+            if lossc::exec::avx512() {
+                // SAFETY: the CPU has AVX-512 and FMA.
+                return unsafe { wide512::<T>(b, b0, b1, sums) };
             }
             if lossc::exec::avx2() {
                 // SAFETY: the CPU has AVX2 and FMA.
