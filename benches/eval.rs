@@ -1,7 +1,8 @@
 //! lossc's compiled evaluator against hand-written fused loops, in the same
 //! run: value and gradient, one pass, the loop an expert writes for that
-//! one loss (branch-free, the same inlined `exp`/`log` as lossc, AVX2+FMA
-//! chosen at run time like lossc's, accumulators that vectorise).
+//! one loss (branch-free, the same inlined `exp`/`log` as lossc, compiled
+//! for AVX2+FMA and for AVX-512 like lossc, on whichever of the two is
+//! faster for that loop on this machine, accumulators that vectorise).
 //!
 //! `cargo bench --bench eval` prints criterion's timings and, at the end, a
 //! table of ratios (lossc / hand-written on one thread; lossc on one thread
@@ -14,6 +15,7 @@
 //! measures only the cases whose names contain one of the words.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use lossc::exec::Isa;
 use lossc::exec::math::{self, Float};
 use lossc::{Evaluator, Inputs, Loss, Output};
 use ndarray::{Array1, Array2, ArrayD};
@@ -21,7 +23,7 @@ use rayon::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[path = "../tests/kernels/mod.rs"]
@@ -53,31 +55,50 @@ fn quick() -> bool {
     std::env::var_os("LOSSC_BENCH_QUICK").is_some()
 }
 
-fn avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+/// The tier the hand loops run on (`Isa as u8`): each case picks the faster
+/// of AVX2 and AVX-512 for its hand loop before timing it (see
+/// [`best_hand_tier`]), so that lossc is compared with the loop at its best.
+static HAND_ISA: AtomicU8 = AtomicU8::new(Isa::Baseline as u8);
+
+fn hand_isa() -> Isa {
+    match HAND_ISA.load(Ordering::Relaxed) {
+        2 => Isa::Avx512,
+        1 => Isa::Avx2,
+        _ => Isa::Baseline,
     }
 }
 
-/// Stamps out a hand-written loop for the baseline target and for
-/// AVX2+FMA, chosen at run time (as lossc does).
+fn set_hand_isa(t: Isa) {
+    assert!(
+        Isa::available().contains(&t),
+        "this CPU has no {}",
+        t.name()
+    );
+    HAND_ISA.store(t as u8, Ordering::Relaxed);
+}
+
+/// Stamps out a hand-written loop for the baseline target, for AVX2+FMA
+/// and for AVX-512, the tier chosen at run time (as lossc does).
 macro_rules! dispatch {
     ($name:ident, $body:ident, ($($arg:ident : $ty:ty),*)) => {
         fn $name<T: Float>($($arg: $ty),*) -> f64 {
             #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn wide<T: Float>($($arg: $ty),*) -> f64 {
-                $body::<T, true>($($arg),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            if avx2() {
-                // SAFETY: the CPU has AVX2 and FMA.
-                return unsafe { wide::<T>($($arg),*) };
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                unsafe fn wide512<T: Float>($($arg: $ty),*) -> f64 {
+                    $body::<T, true>($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn wide<T: Float>($($arg: $ty),*) -> f64 {
+                    $body::<T, true>($($arg),*)
+                }
+                match hand_isa() {
+                    // SAFETY: `set_hand_isa` checked that the CPU has it.
+                    Isa::Avx512 => return unsafe { wide512::<T>($($arg),*) },
+                    // SAFETY: as above.
+                    Isa::Avx2 => return unsafe { wide::<T>($($arg),*) },
+                    Isa::Baseline => {}
+                }
             }
             $body::<T, false>($($arg),*)
         }
@@ -590,6 +611,31 @@ fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
     median(a.iter().zip(b).map(|(x, y)| x / y).collect())
 }
 
+/// The faster tier for a hand loop on this machine: AVX2 and AVX-512 timed
+/// in interleaved rounds (on this project's Intel machines AVX-512 wins
+/// where a loop computes, and can lose a little where it only streams
+/// memory, since unaligned 64-byte loads split cache lines).
+fn best_hand_tier(run: impl FnMut()) -> Isa {
+    let wide: Vec<Isa> = Isa::available()
+        .into_iter()
+        .filter(|&t| t != Isa::Baseline)
+        .collect();
+    if wide.len() < 2 {
+        return wide.last().copied().unwrap_or(Isa::Baseline);
+    }
+    let run = std::cell::RefCell::new(run);
+    let timed = |t: Isa| {
+        set_hand_isa(t);
+        (run.borrow_mut())();
+    };
+    let [a, b] = time_rounds(7, [&mut || timed(Isa::Avx2), &mut || timed(Isa::Avx512)]);
+    if median(b) < median(a) {
+        Isa::Avx512
+    } else {
+        Isa::Avx2
+    }
+}
+
 static TABLE: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 fn run<T: Float>(c: &mut Criterion) {
@@ -620,8 +666,12 @@ fn run<T: Float>(c: &mut Criterion) {
         }
         let mut out: Output<T> = one.eval(&inputs).unwrap();
         let mut out_all: Output<T> = all.eval(&inputs).unwrap();
-        // Agreement with the hand loop, so the comparison is of equals.
         let arrays: Vec<ArrayD<T>> = case.arrays.iter().map(|(_, a)| a.clone()).collect();
+        let tier = best_hand_tier(|| {
+            black_box(case.hand.run(&arrays, &mut case.grads, 1));
+        });
+        set_hand_isa(tier);
+        // Agreement with the hand loop, so the comparison is of equals.
         let hand_value = case.hand.run(&arrays, &mut case.grads, 1).unwrap();
         // The hand loop on every thread (per-row losses only) agrees too,
         // and writes every gradient (the buffers start as NaN).
@@ -742,10 +792,11 @@ fn run<T: Float>(c: &mut Criterion) {
             "- | -".into()
         };
         TABLE.lock().unwrap().push(format!(
-            "| {} | {} | {} | {:.2} ms | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {hand_all} | {} B | {:.1} KiB |",
+            "| {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {hand_all} | {} B | {:.1} KiB |",
             case.name,
             T::NAME,
             if kernel.is_some() { "generated" } else { "interpreter" },
+            tier.name(),
             median(th.clone()) * 1e3,
             median(ti.clone()) * 1e3,
             paired_ratio(&ti, &th),
@@ -790,6 +841,15 @@ fn compile_times(c: &mut Criterion) {
 }
 
 fn all(c: &mut Criterion) {
+    // `LOSSC_BENCH_ISA=avx2` (or `baseline`) caps the tier lossc runs on,
+    // to measure what a tier gains.
+    if let Ok(v) = std::env::var("LOSSC_BENCH_ISA") {
+        let cap = [Isa::Baseline, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .find(|t| t.name().starts_with(v.as_str()))
+            .unwrap_or_else(|| panic!("LOSSC_BENCH_ISA: no tier named {v:?}"));
+        lossc::exec::isa::limit(cap);
+    }
     TABLE.lock().unwrap().extend([
         format!(
             "machine: {} cores, lossc path {}",
@@ -797,8 +857,8 @@ fn all(c: &mut Criterion) {
             lossc::exec::isa()
         ),
         String::new(),
-        "| case | type | lossc backend | hand-written, 1 thread | interpreter, 1 thread | ratio | lossc, 1 thread | ratio | lossc, all threads | speed-up | hand-written, all threads | its speed-up | allocated by a repeated eval | scratch held |".into(),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into(),
+        "| case | type | lossc backend | hand loop on | hand-written, 1 thread | interpreter, 1 thread | ratio | lossc, 1 thread | ratio | lossc, all threads | speed-up | hand-written, all threads | its speed-up | allocated by a repeated eval | scratch held |".into(),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into(),
     ]);
     run::<f32>(c);
     run::<f64>(c);
