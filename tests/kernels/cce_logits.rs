@@ -68,9 +68,6 @@ pub mod cce_logits {
             if !ok {
                 return false;
             }
-            let mut scratch = b.scratch(e1);
-            let rest: &mut [T] = &mut scratch;
-            let (k1, rest) = rest.split_at_mut(e1);
             let mut s0 = [T::ZERO; L];
             let mut r0 = b0;
             while r0 < b1 {
@@ -79,6 +76,8 @@ pub mod cce_logits {
                     let r = r0 + l;
                     let xr1 = &x1[r * w1..(r + 1) * w1];
                     let xr1 = &xr1[..e1];
+                    // its exps go straight to the gradient row, which the softmax rescales in place
+                    let k1: &mut [T] = &mut g0[(r - b0) * gw0..][..e1];
                     let (m4, bad4) = math::max_lanes_tested(xr1, T::of(f64::NEG_INFINITY), #[inline(always)] |x| check::out_of_range(x, f64::NEG_INFINITY, f64::INFINITY, false, false));
                     bad |= bad4;
                     let (v4, sum4): (T, T) = if m4 > T::of(f64::NEG_INFINITY) && m4 < T::of(f64::INFINITY) {
@@ -98,18 +97,26 @@ pub mod cce_logits {
                     let v7: T = math::gather(xr1, v8);
                     let v1: T = v7 - v4;
                     let v0: T = -v1;
-                    let gr0 = &mut g0[(r - b0) * gw0..][..e2];
-                    for c in 0..e2 {
+                    let gr0 = &mut k1[..e2];
+                    let hot2 = math::index_range::<T>(v8, e2);
+                    for c in 0..hot2.start {
                         let v12: T = math::index::<T>(c);
                         let v11: T = T::ZERO;
-                        let v13: T = k1[c] * inv4;
+                        let v13: T = gr0[c] * inv4;
                         let v9: T = v13 - v11;
                         gr0[c] = v9 * scale;
                     }
-                    for c in math::index_range::<T>(v8, e2) {
+                    for c in hot2.clone() {
                         let v12: T = math::index::<T>(c);
                         let v11: T = T::ONE;
-                        let v13: T = k1[c] * inv4;
+                        let v13: T = gr0[c] * inv4;
+                        let v9: T = v13 - v11;
+                        gr0[c] = v9 * scale;
+                    }
+                    for c in hot2.end..e2 {
+                        let v12: T = math::index::<T>(c);
+                        let v11: T = T::ZERO;
+                        let v13: T = gr0[c] * inv4;
                         let v9: T = v13 - v11;
                         gr0[c] = v9 * scale;
                     }

@@ -71,12 +71,11 @@ pub mod peel {
             if !ok {
                 return false;
             }
-            let mut scratch = b.scratch(e1 + e2 + e3 + e4 + e5);
+            let mut scratch = b.scratch(e1 + e2 + e3 + e5);
             let rest: &mut [T] = &mut scratch;
             let (k1, rest) = rest.split_at_mut(e1);
             let (k2, rest) = rest.split_at_mut(e2);
             let (k3, rest) = rest.split_at_mut(e3);
-            let (k4, rest) = rest.split_at_mut(e4);
             let (k5, rest) = rest.split_at_mut(e5);
             let mut s0 = [T::ZERO; L];
             let mut r0 = b0;
@@ -148,6 +147,8 @@ pub mod peel {
                     let v2: T = v3 + v27;
                     let v35: T = T::of(0.5);
                     let xr1 = &xr1[..e4];
+                    // its exps go straight to the gradient row, which the softmax rescales in place
+                    let k4: &mut [T] = &mut g0[(r - b0) * gw0..][..e4];
                     for c in 0..e4 {
                         let v32: T = math::index::<T>(c);
                         let v31: T = T::ZERO;
@@ -203,8 +204,9 @@ pub mod peel {
                     let v81: T = T::ONE / v82;
                     let v80: T = v18 * v81;
                     let xr1 = &xr1[..e6];
-                    let gr0 = &mut g0[(r - b0) * gw0..][..e6];
-                    for c in 0..e6 {
+                    let gr0 = &mut k4[..e6];
+                    let hot6 = math::index_range::<T>(v7, e6);
+                    for c in 0..hot6.start {
                         let v54: T = math::index::<T>(c);
                         let v53: T = math::truth::<T>(v54 != v7);
                         let v57: T = T::ZERO;
@@ -228,7 +230,7 @@ pub mod peel {
                         let v48: T = v49 + v68;
                         let v77: T = v59 * v35;
                         let v76: T = math::sel(v57 != T::ZERO, v59, v77);
-                        let v74: T = k4[c] * inv36;
+                        let v74: T = gr0[c] * inv36;
                         let v73: T = v60 + v74;
                         let v79: T = v59 * v80;
                         let v72: T = v73 + v79;
@@ -238,7 +240,7 @@ pub mod peel {
                         let v47: T = v48 + v71;
                         gr0[c] = v47 * scale;
                     }
-                    for c in math::index_range::<T>(v7, e6) {
+                    for c in hot6.clone() {
                         let v54: T = math::index::<T>(c);
                         let v53: T = math::truth::<T>(v54 != v7);
                         let v57: T = T::ONE;
@@ -262,7 +264,41 @@ pub mod peel {
                         let v48: T = v49 + v68;
                         let v77: T = v59 * v35;
                         let v76: T = math::sel(v57 != T::ZERO, v59, v77);
-                        let v74: T = k4[c] * inv36;
+                        let v74: T = gr0[c] * inv36;
+                        let v73: T = v60 + v74;
+                        let v79: T = v59 * v80;
+                        let v72: T = v73 + v79;
+                        let v84: T = v35 * v74;
+                        let v83: T = v81 + v84;
+                        let v71: T = math::sel(v57 != T::ZERO, v72, v83);
+                        let v47: T = v48 + v71;
+                        gr0[c] = v47 * scale;
+                    }
+                    for c in hot6.end..e6 {
+                        let v54: T = math::index::<T>(c);
+                        let v53: T = math::truth::<T>(v54 != v7);
+                        let v57: T = T::ZERO;
+                        let v59: T = xr1[c];
+                        let v58: T = v59 * v18;
+                        let v56: T = math::sel(v57 != T::ZERO, v58, v59);
+                        let v55: T = math::truth::<T>(v56 == v19);
+                        let v52: T = math::truth::<T>((v53 != T::ZERO) & (v55 != T::ZERO));
+                        let v51: T = math::sel(v52 != T::ZERO, v60, v43);
+                        let v62: T = math::truth::<T>((v57 != T::ZERO) & (v55 != T::ZERO));
+                        let v61: T = math::sel(v62 != T::ZERO, v18, v43);
+                        let v50: T = v51 + v61;
+                        let v67: T = -v59;
+                        let v66: T = math::sel(v57 != T::ZERO, v59, v67);
+                        let v65: T = math::truth::<T>(v66 == v10);
+                        let v64: T = math::truth::<T>((v57 != T::ZERO) & (v65 != T::ZERO));
+                        let v63: T = math::sel(v64 != T::ZERO, v60, v43);
+                        let v49: T = v50 + v63;
+                        let v69: T = math::truth::<T>((v53 != T::ZERO) & (v65 != T::ZERO));
+                        let v68: T = math::sel(v69 != T::ZERO, v70, v43);
+                        let v48: T = v49 + v68;
+                        let v77: T = v59 * v35;
+                        let v76: T = math::sel(v57 != T::ZERO, v59, v77);
+                        let v74: T = gr0[c] * inv36;
                         let v73: T = v60 + v74;
                         let v79: T = v59 * v80;
                         let v72: T = v73 + v79;
