@@ -217,7 +217,6 @@ fn generated_kernels_report_the_same_input_errors_as_the_interpreter() {
     assert!(cases > 100, "{cases} cases");
 }
 
-/// The arrays as named inputs.
 /// The interpreter and the committed kernel `stem` for one spec file.
 fn both<T: Float>(path: &str, stem: &str) -> (Loss, Evaluator<T>, Evaluator<T>) {
     let loss = Loss::from_file(path).unwrap();
@@ -233,7 +232,8 @@ fn both<T: Float>(path: &str, stem: &str) -> (Loss, Evaluator<T>, Evaluator<T>) 
 #[test]
 fn loop_kernels_agree_for_every_vector_width_and_thread_count() {
     // Generated loops over components: widths that are not, are, and are
-    // just past a multiple of the eight lanes, one component, and 1000; a
+    // just past a multiple of the eight and sixteen lanes, one component,
+    // and 1000; a
     // row count that leaves a short last block; results identical with one
     // and two threads.
     for (stem, size) in [
@@ -242,13 +242,14 @@ fn loop_kernels_agree_for_every_vector_width_and_thread_count() {
         ("triplet", "D"),
         ("contrastive", "D"),
         ("reductions", "C"),
+        ("two_softmaxes", "C"),
     ] {
         let path = examples()
             .into_iter()
             .find(|p| p.file_stem().is_some_and(|f| f == stem))
             .unwrap();
         let loss = Loss::from_file(&path).unwrap();
-        for width in [1usize, 7, 8, 9, 31, 32, 33, 100, 1000] {
+        for width in [1usize, 7, 8, 9, 31, 32, 33, 47, 48, 64, 100, 1000] {
             let n = if width == 1000 { 300 } else { 16_384 + 37 };
             let arrays = arrays_sized::<f64>(&loss, n, &[(size, width)]);
             let inputs = inputs_of(&arrays);
@@ -361,14 +362,15 @@ fn peeled_one_hot_loops_agree_with_the_interpreter_for_every_kind_of_value() {
 
 #[test]
 fn a_logsumexp_read_straight_from_its_input_reports_a_bad_value_anywhere_in_the_row() {
-    // The maximum and the test of a row run eight lanes at a time and then
-    // over the leftover components: a bad value in the first, the eighth,
-    // the next-to-last or the last component of rows whose width is and is
-    // not a multiple of eight is reported as the interpreter reports it.
+    // The maximum and the test of a row run sixteen lanes at a time and
+    // then over the leftover components: a bad value in the first, the
+    // eighth, the sixteenth, the next-to-last or the last component of rows
+    // whose width is and is not a multiple of sixteen is reported as the
+    // interpreter reports it.
     let (loss, interp, generated) = both::<f32>("examples/cce_logits.loss", "cce_logits");
     let n = 5000;
-    for width in [33usize, 37, 39, 40, 100] {
-        for at in [0usize, 7, width - 2, width - 1] {
+    for width in [33usize, 37, 39, 40, 48, 64, 100] {
+        for at in [0usize, 7, 15, width - 2, width - 1] {
             for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
                 let mut arrays = arrays_sized::<f32>(&loss, n, &[("C", width)]);
                 let z = &mut arrays.iter_mut().find(|(name, _)| name == "z").unwrap().1;

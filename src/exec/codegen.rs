@@ -18,8 +18,10 @@
 //!   A reduction's values go to a per-row buffer (the worker's scratch) and
 //!   are folded eight lanes at a time; a softmax `exp(x - logsumexp(x))`
 //!   reuses the exps its logsumexp kept, so each logit costs one `exp`, as
-//!   in a hand-written softmax. Vectors narrower than `NARROW` (32) are handed
-//!   back to the interpreter block by block.
+//!   in a hand-written softmax (kept in the gradient row the softmax
+//!   rescales, where that is safe: see `softmax_into_gradient`). Vectors
+//!   narrower than `NARROW` (32) are handed back to the interpreter block by
+//!   block.
 //!
 //! A single-pass kernel also tests every value it reads against its domain
 //! (a compare or two per value, in registers), so input validation costs
@@ -598,8 +600,9 @@ impl Alias {
 /// arithmetic to hide the wait (`cce_logits` with C = 1000 in f64 ran 1.4x
 /// the hand loop on AVX-512, against 1.05-1.15x). Safe when the softmax is
 /// read only in one gradient loop over the same components, which writes
-/// that row's component `c` after reading the exp at `c` and is the only
-/// writer of that output in the pass.
+/// that row's component `c` after reading the exp at `c`, is the only
+/// writer of that output in the pass, and takes no other logsumexp's exps
+/// into its row.
 fn softmax_into_gradient(pass: &Pass, soft: &BTreeMap<Reg, (u16, Reg)>) -> BTreeMap<u16, Alias> {
     let mut out = BTreeMap::new();
     let range = |sc: u16| match pass.scopes[sc as usize].range {
@@ -619,6 +622,10 @@ fn softmax_into_gradient(pass: &Pass, soft: &BTreeMap<Reg, (u16, Reg)>) -> BTree
             .collect()
     };
     let lses: BTreeSet<u16> = soft.values().map(|&(ls, _)| ls).collect();
+    // A gradient row holds one logsumexp's exps: a second softmax in the
+    // same loop (distillation: a hard and a softened cross-entropy) keeps
+    // its exps in scratch.
+    let mut claimed = BTreeSet::new();
     for ls in lses {
         // Every loop with a softmax of this logsumexp, and where in it.
         let mut readers = BTreeMap::<u16, Vec<usize>>::new();
@@ -648,12 +655,14 @@ fn softmax_into_gradient(pass: &Pass, soft: &BTreeMap<Reg, (u16, Reg)>) -> BTree
             .filter(|&(_, h, o)| (h, o) == (hessian, output))
             .count();
         if is_store_loop
+            && !claimed.contains(&m)
             && range(m).is_some()
             && range(m) == range(ls)
             && stores(&pass.scopes[ls as usize]).is_empty()
             && writers == 1
             && reads.iter().all(|&i| i < at)
         {
+            claimed.insert(m);
             out.insert(
                 ls,
                 Alias {
@@ -670,9 +679,9 @@ fn softmax_into_gradient(pass: &Pass, soft: &BTreeMap<Reg, (u16, Reg)>) -> BTree
 
 /// A pass with loops over components, generated row by row: the row's
 /// scalars are locals, each loop over components is one Rust loop over
-/// them (its values in a per-row buffer of this worker's scratch, then
-/// reduced eight lanes at a time), and the row's gradient components are
-/// written in that loop.
+/// them (its values in a per-row buffer of this worker's scratch, or in
+/// the gradient row a softmax of it rescales, then reduced eight lanes at
+/// a time), and the row's gradient components are written in that loop.
 fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
     pass_header(index, s);
     // Softmaxes read the exps their logsumexp kept (see `softmax`).
@@ -1082,7 +1091,9 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
                 // every component, for a compare, a conversion and a select
                 // less per component. (A count of the components that pass
                 // a filter would count them twice, so such loops are not
-                // peeled.)
+                // peeled. A loop that rescales exps kept in its own row
+                // would read what it overwrote, so it runs before, over and
+                // after the components where the test holds instead.)
                 let peel = if count { None } else { one_hot(sc) };
                 match peel {
                     // A loop that rescales its own row in place must visit

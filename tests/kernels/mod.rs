@@ -69,6 +69,9 @@ pub use peel_file::peel;
 #[path = "reductions.rs"]
 mod reductions_file;
 pub use reductions_file::reductions;
+#[path = "two_softmaxes.rs"]
+mod two_softmaxes_file;
+pub use two_softmaxes_file::two_softmaxes;
 
 /// The kernel of the example named `name`.
 pub fn by_name<T: lossc::Float>(name: &str) -> Option<lossc::Kernel<T>> {
@@ -96,6 +99,7 @@ pub fn by_name<T: lossc::Float>(name: &str) -> Option<lossc::Kernel<T>> {
         "xray_triage" => Some(xray_triage::kernel()),
         "peel" => Some(peel::kernel()),
         "reductions" => Some(reductions::kernel()),
+        "two_softmaxes" => Some(two_softmaxes::kernel()),
         _ => None,
     }
 }
