@@ -88,7 +88,8 @@ pub fn active() -> Isa {
 }
 
 /// Whether the AVX2+FMA tier (or a wider one) is in use. Generated kernels
-/// call this; it stays for kernels generated before AVX-512 was a tier.
+/// call it after [`avx512`], and kernels generated before AVX-512 was a
+/// tier call only it, so they keep working.
 pub fn avx2() -> bool {
     active() >= Isa::Avx2
 }
