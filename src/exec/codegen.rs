@@ -597,12 +597,12 @@ impl Alias {
 /// written while the `exp`s compute, and the rescaling finds it in L1. Kept
 /// in a scratch row instead, the exps cost a second row of L1, and the
 /// rescaling writes a gradient row that is not in cache, with little
-/// arithmetic to hide the wait (`cce_logits` with C = 1000 in f64 ran 1.4x
-/// the hand loop on AVX-512, against 1.05-1.15x). Safe when the softmax is
-/// read only in one gradient loop over the same components, which writes
-/// that row's component `c` after reading the exp at `c`, is the only
-/// writer of that output in the pass, and takes no other logsumexp's exps
-/// into its row.
+/// arithmetic to hide the wait (`cce_logits` with C = 1000 in f64 ran 1.5x
+/// the hand loop on AVX-512 that way, and 1.02-1.12x this way). Safe when
+/// the softmax is read only in one gradient loop over the same components,
+/// which writes that row's component `c` after reading the exp at `c`, is
+/// the only writer of that output in the pass, and takes no other
+/// logsumexp's exps into its row.
 fn softmax_into_gradient(pass: &Pass, soft: &BTreeMap<Reg, (u16, Reg)>) -> BTreeMap<u16, Alias> {
     let mut out = BTreeMap::new();
     let range = |sc: u16| match pass.scopes[sc as usize].range {
