@@ -13,7 +13,8 @@
 //! shrinks the sizes tenfold; `LOSSC_BENCH_TABLE=1` prints the table
 //! without criterion's own measurements; `LOSSC_BENCH_CASES=huber,cce`
 //! measures only the cases whose names contain one of the words;
-//! `LOSSC_BENCH_ISA=avx2` (or `baseline`) caps the tier lossc runs on.
+//! `LOSSC_BENCH_ISA=avx2` (or `baseline`) caps the tier lossc and the hand
+//! loops run on, as on a machine without the wider ones.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use lossc::exec::Isa;
@@ -617,9 +618,11 @@ fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
 /// where a loop computes, and can lose a little where it only streams
 /// memory, since unaligned 64-byte loads split cache lines).
 fn best_hand_tier(run: impl FnMut()) -> Isa {
+    // Within `LOSSC_BENCH_ISA`'s cap, like lossc.
+    let cap = lossc::exec::isa::active();
     let wide: Vec<Isa> = Isa::available()
         .into_iter()
-        .filter(|&t| t != Isa::Baseline)
+        .filter(|&t| t != Isa::Baseline && t <= cap)
         .collect();
     if wide.len() < 2 {
         return wide.last().copied().unwrap_or(Isa::Baseline);
@@ -846,10 +849,8 @@ fn compile_times(c: &mut Criterion) {
 }
 
 fn all(c: &mut Criterion) {
-    // `LOSSC_BENCH_ISA=avx2` (or `baseline`) caps the tier lossc runs on,
-    // to measure what a tier gains.
-    // The hand loops stay on their faster tier, so the ratio shows what
-    // lossc loses on the narrower one.
+    // `LOSSC_BENCH_ISA=avx2` (or `baseline`) caps the tier lossc and the
+    // hand loops run on, to measure as on a machine without the wider ones.
     if let Ok(v) = std::env::var("LOSSC_BENCH_ISA") {
         let cap = match v.as_str() {
             "baseline" => Isa::Baseline,
