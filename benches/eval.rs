@@ -63,11 +63,7 @@ fn quick() -> bool {
 static HAND_ISA: AtomicU8 = AtomicU8::new(Isa::Baseline as u8);
 
 fn hand_isa() -> Isa {
-    match HAND_ISA.load(Ordering::Relaxed) {
-        2 => Isa::Avx512,
-        1 => Isa::Avx2,
-        _ => Isa::Baseline,
-    }
+    Isa::ALL[HAND_ISA.load(Ordering::Relaxed) as usize]
 }
 
 fn set_hand_isa(t: Isa) {
@@ -852,12 +848,7 @@ fn all(c: &mut Criterion) {
     // `LOSSC_BENCH_ISA=avx2` (or `baseline`) caps the tier lossc and the
     // hand loops run on, to measure as on a machine without the wider ones.
     if let Ok(v) = std::env::var("LOSSC_BENCH_ISA") {
-        let cap = match v.as_str() {
-            "baseline" => Isa::Baseline,
-            "avx2" => Isa::Avx2,
-            "avx512" => Isa::Avx512,
-            _ => panic!("LOSSC_BENCH_ISA: {v:?} is not baseline, avx2 or avx512"),
-        };
+        let cap: Isa = v.parse().unwrap_or_else(|e| panic!("LOSSC_BENCH_ISA: {e}"));
         lossc::exec::isa::limit(cap);
     }
     TABLE.lock().unwrap().extend([

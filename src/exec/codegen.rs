@@ -569,8 +569,6 @@ fn looped(plan: &Plan, pass: &Pass) -> bool {
 /// there directly rather than into a scratch row (see
 /// [`softmax_into_gradient`]).
 struct Alias {
-    /// The logsumexp's loop.
-    lse: u16,
     /// The loop that reads its exps and writes the gradient row.
     store: u16,
     hessian: bool,
@@ -666,7 +664,6 @@ fn softmax_into_gradient(pass: &Pass, soft: &BTreeMap<Reg, (u16, Reg)>) -> BTree
             out.insert(
                 ls,
                 Alias {
-                    lse: ls,
                     store: m,
                     hessian,
                     output,
@@ -961,12 +958,12 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
                         a.width()
                     );
                 }
-                let taken = alias.values().find(|a| a.store == *scope);
+                let taken = alias.iter().find(|(_, a)| a.store == *scope);
                 for (hessian, output) in &stores {
                     let v = if *hessian { "h" } else { "g" };
                     match taken {
-                        Some(a) => {
-                            let _ = writeln!(s, "{pad}let {} = &mut k{}[..{e}];", a.row(), a.lse);
+                        Some((lse, a)) => {
+                            let _ = writeln!(s, "{pad}let {} = &mut k{lse}[..{e}];", a.row());
                         }
                         None => {
                             let _ = writeln!(

@@ -24,6 +24,9 @@ pub enum Isa {
 }
 
 impl Isa {
+    /// Every tier, narrowest first (`Isa::ALL[t as usize] == t`).
+    pub const ALL: [Isa; 3] = [Isa::Baseline, Isa::Avx2, Isa::Avx512];
+
     /// The tier's name, as reports print it.
     pub fn name(self) -> &'static str {
         match self {
@@ -36,18 +39,26 @@ impl Isa {
     /// Every tier this CPU can run, narrowest first.
     pub fn available() -> Vec<Isa> {
         let top = detected();
-        [Isa::Baseline, Isa::Avx2, Isa::Avx512]
-            .into_iter()
-            .filter(|&t| t <= top)
-            .collect()
+        Isa::ALL.into_iter().filter(|&t| t <= top).collect()
     }
 
     fn from_u8(v: u8) -> Isa {
-        match v {
-            0 => Isa::Baseline,
-            1 => Isa::Avx2,
-            _ => Isa::Avx512,
-        }
+        Isa::ALL[usize::from(v).min(Isa::ALL.len() - 1)]
+    }
+}
+
+/// `baseline`, `avx2` or `avx512` (or the names reports print), for
+/// settings such as the benchmark's `LOSSC_BENCH_ISA`.
+impl std::str::FromStr for Isa {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Isa, String> {
+        Isa::ALL
+            .into_iter()
+            .find(|t| t.name() == s || t.name().split('+').next() == Some(s))
+            .ok_or_else(|| {
+                format!("`{s}` is not an instruction-set tier (baseline, avx2 or avx512)")
+            })
     }
 }
 
@@ -114,8 +125,24 @@ mod tests {
         assert!(Isa::available().contains(&active()));
         assert_eq!(Isa::available()[0], Isa::Baseline);
         assert_eq!(*Isa::available().last().unwrap(), detected());
-        for t in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
+        for t in Isa::ALL {
             assert_eq!(Isa::from_u8(t as u8), t);
+            assert_eq!(Isa::ALL[t as usize], t);
+            assert_eq!(t.name().parse::<Isa>(), Ok(t));
+        }
+        assert_eq!("avx2".parse::<Isa>(), Ok(Isa::Avx2));
+        assert_eq!("avx512".parse::<Isa>(), Ok(Isa::Avx512));
+    }
+
+    #[test]
+    fn an_unknown_tier_name_is_refused_with_the_choices() {
+        for bad in ["", "avx", "AVX2", "sse2", "avx2+"] {
+            assert_eq!(
+                bad.parse::<Isa>(),
+                Err(format!(
+                    "`{bad}` is not an instruction-set tier (baseline, avx2 or avx512)"
+                ))
+            );
         }
     }
 }
