@@ -123,7 +123,10 @@ fn sum_block<T: Float>(v: &[T]) -> f64 {
 // The per-row loops below take the batch's row count `n`: over a range of
 // rows they return that range's share of the mean, so the same loop also
 // runs on parts of the batch in parallel (the machine's ceiling for the
-// speed-up of lossc on all threads).
+// speed-up of lossc on all threads). They walk their rows with zipped
+// iterators, not indices: indexed, each row kept bounds checks and LLVM
+// vectorised the loops poorly (on a Zen 5 with AVX-512, `focal_logits` f32
+// ran 2.0x and `xray_triage` 1.7-1.8x as long as the same loop zipped).
 
 /// Focal loss on logits, gamma = 2, alpha = 0.25: one `exp`, one `log1p`.
 #[inline(always)]
@@ -134,8 +137,7 @@ fn focal_body<T: Float, const F: bool>(y: &[T], z: &[T], g: &mut [T], n: usize) 
     let mut buf = [T::ZERO; B];
     for ((yb, zb), gb) in y.chunks(B).zip(z.chunks(B)).zip(g.chunks_mut(B)) {
         let m = yb.len();
-        for i in 0..m {
-            let (yi, zi) = (yb[i], zb[i]);
+        for (((&yi, &zi), gi), bi) in yb.iter().zip(zb).zip(gb.iter_mut()).zip(&mut buf[..m]) {
             let e = (-zi.abs()).exp::<F>();
             let d = one / (one + e);
             let p = math::sel(zi >= T::ZERO, d, e * d);
@@ -147,8 +149,8 @@ fn focal_body<T: Float, const F: bool>(y: &[T], z: &[T], g: &mut [T], n: usize) 
             let l0 = -(one - alpha) * p * p * log_q;
             let g1 = alpha * q * q * (T::of(2.0) * p * log_p - q);
             let g0 = (one - alpha) * p * p * (p - T::of(2.0) * q * log_q);
-            buf[i] = math::sel(pos, l1, l0);
-            gb[i] = math::sel(pos, g1, g0) * inv_n;
+            *bi = math::sel(pos, l1, l0);
+            *gi = math::sel(pos, g1, g0) * inv_n;
         }
         total += sum_block(&buf[..m]);
     }
@@ -171,12 +173,13 @@ fn xray_body<T: Float, const F: bool>(y: &[T], s: &[T], p: &[T], g: &mut [T], n:
         .zip(g.chunks_mut(B))
     {
         let m = yb.len();
-        for i in 0..m {
-            let pos = yb[i] == one;
-            let w = math::sel(pos, T::of(20.0) * (one + T::of(0.1) * sb[i]), one);
-            let pt = math::sel(pos, pb[i], one - pb[i]);
-            buf[i] = -w * pt.ln::<F>();
-            gb[i] = math::sel(pos, -w, w) / pt * inv_n;
+        let rows = yb.iter().zip(sb).zip(pb).zip(gb.iter_mut());
+        for ((((&yi, &si), &pi), gi), bi) in rows.zip(&mut buf[..m]) {
+            let pos = yi == one;
+            let w = math::sel(pos, T::of(20.0) * (one + T::of(0.1) * si), one);
+            let pt = math::sel(pos, pi, one - pi);
+            *bi = -w * pt.ln::<F>();
+            *gi = math::sel(pos, -w, w) / pt * inv_n;
         }
         total += sum_block(&buf[..m]);
     }
@@ -193,12 +196,12 @@ fn huber_body<T: Float, const F: bool>(y: &[T], yhat: &[T], g: &mut [T], n: usiz
     let mut buf = [T::ZERO; B];
     for ((yb, hb), gb) in y.chunks(B).zip(yhat.chunks(B)).zip(g.chunks_mut(B)) {
         let m = yb.len();
-        for i in 0..m {
-            let r = hb[i] - yb[i];
+        for (((&yi, &hi), gi), bi) in yb.iter().zip(hb).zip(gb.iter_mut()).zip(&mut buf[..m]) {
+            let r = hi - yi;
             let a = r.abs();
             let small = a <= delta;
-            buf[i] = math::sel(small, half * r * r, delta * (a - half * delta));
-            gb[i] = math::sel(small, r, delta.copysign(r)) * inv_n;
+            *bi = math::sel(small, half * r * r, delta * (a - half * delta));
+            *gi = math::sel(small, r, delta.copysign(r)) * inv_n;
         }
         total += sum_block(&buf[..m]);
     }
@@ -320,9 +323,11 @@ fn infonce_body<T: Float, const F: bool>(
                 let p = sim[ii * n + j];
                 let qi = &q[(i0 + ii) * d..][..d];
                 let gqi = &mut gqb[ii * d..(ii + 1) * d];
-                for c in 0..d {
-                    gqi[c] = T::madd::<F>(p, kj[c], gqi[c]);
-                    gkj[c] = T::madd::<F>(p, qi[c], gkj[c]);
+                for ((gqc, gkc), (&kc, &qc)) in
+                    gqi.iter_mut().zip(gkj.iter_mut()).zip(kj.iter().zip(qi))
+                {
+                    *gqc = T::madd::<F>(p, kc, *gqc);
+                    *gkc = T::madd::<F>(p, qc, *gkc);
                 }
             }
         }
