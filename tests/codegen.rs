@@ -233,9 +233,8 @@ fn both<T: Float>(path: &str, stem: &str) -> (Loss, Evaluator<T>, Evaluator<T>) 
 fn loop_kernels_agree_for_every_vector_width_and_thread_count() {
     // Generated loops over components: widths that are not, are, and are
     // just past a multiple of the eight and sixteen lanes, one component,
-    // and 1000; a
-    // row count that leaves a short last block; results identical with one
-    // and two threads.
+    // and 1000; a row count that leaves a short last block; results
+    // identical with one and two threads.
     for (stem, size) in [
         ("cce_logits", "C"),
         ("multilabel", "L"),
