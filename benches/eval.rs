@@ -1,8 +1,12 @@
 //! lossc's compiled evaluator against hand-written fused loops, in the same
 //! run: value and gradient, one pass, the loop an expert writes for that
 //! one loss (branch-free, the same inlined `exp`/`log` as lossc, compiled
-//! for AVX2+FMA and for AVX-512 like lossc, on whichever of the two is
-//! faster for that loop on this machine, accumulators that vectorise).
+//! for AVX2+FMA and for AVX-512 like lossc, accumulators that vectorise).
+//! Where an expert has more than one good way to write it (softmax
+//! cross-entropy a row at a time or on transposed blocks of rows; InfoNCE
+//! as one sweep over the keys or as three matrix products), each is written
+//! and the fastest of them and of the two tiers on this machine is the
+//! baseline.
 //!
 //! `cargo bench --bench eval` prints criterion's timings and, at the end, a
 //! table of ratios (lossc / hand-written on one thread; lossc on one thread
@@ -20,7 +24,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use lossc::exec::Isa;
 use lossc::exec::math::{self, Float};
 use lossc::{Evaluator, Inputs, Loss, Output};
-use ndarray::{Array1, Array2, ArrayD};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewMut2, LinalgScalar, s};
 use rayon::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -244,6 +249,127 @@ fn cce_body<T: Float, const F: bool>(y: &[T], z: &[T], c: usize, g: &mut [T], n:
 }
 dispatch!(cce_hand, cce_body, (y: &[T], z: &[T], c: usize, g: &mut [T], n: usize));
 
+/// Categorical cross-entropy for few classes, as an expert writes it when a
+/// row is shorter than a vector register: a block of rows transposed so
+/// that each class's logits lie contiguous across the rows, and the max,
+/// the exps, their sums and the logarithms vectorise across rows, not
+/// along a row of ten.
+#[inline(always)]
+fn cce_cols_body<T: Float, const F: bool>(
+    y: &[T],
+    z: &[T],
+    c: usize,
+    g: &mut [T],
+    n: usize,
+) -> f64 {
+    const R: usize = 64;
+    let inv_n = T::of(1.0 / n as f64);
+    let mut t = vec![T::ZERO; c * R];
+    let (mut mx, mut s, mut lse) = ([T::ZERO; R], [T::ZERO; R], [T::ZERO; R]);
+    let mut total = 0.0;
+    for ((yb, zb), gb) in y.chunks(R).zip(z.chunks(R * c)).zip(g.chunks_mut(R * c)) {
+        let m = yb.len();
+        for (r, zr) in zb.chunks_exact(c).enumerate() {
+            for (j, &v) in zr.iter().enumerate() {
+                t[j * R + r] = v;
+            }
+        }
+        // (a short last block computes on the rows of the one before, unused)
+        mx.copy_from_slice(&t[..R]);
+        for tj in t.chunks_exact(R).skip(1) {
+            for (a, &v) in mx.iter_mut().zip(tj) {
+                *a = a.max(v);
+            }
+        }
+        s.fill(T::ZERO);
+        for tj in t.chunks_exact_mut(R) {
+            for ((v, a), &m) in tj.iter_mut().zip(s.iter_mut()).zip(&mx) {
+                let e = (*v - m).exp::<F>();
+                *v = e;
+                *a = *a + e;
+            }
+        }
+        for ((l, a), &m) in lse.iter_mut().zip(s.iter_mut()).zip(&mx) {
+            *l = m + a.ln::<F>();
+            *a = inv_n / *a;
+        }
+        total += sum_block(&lse[..m]);
+        for (r, (gr, &yr)) in gb.chunks_exact_mut(c).zip(yb).enumerate() {
+            let label = yr.f64() as usize;
+            total -= zb[r * c + label].f64();
+            for (j, gj) in gr.iter_mut().enumerate() {
+                *gj = t[j * R + r] * s[r];
+            }
+            gr[label] = gr[label] - inv_n;
+        }
+    }
+    total / n as f64
+}
+dispatch!(cce_cols_hand, cce_cols_body, (y: &[T], z: &[T], c: usize, g: &mut [T], n: usize));
+
+/// The row softmax of a block of InfoNCE's similarities (already divided
+/// by the temperature) in place: each row then holds p_ij / (n t). Returns
+/// the block's share of n times the loss; `i0` is the block's first query,
+/// whose own key's similarity sits on the block's diagonal.
+#[inline(always)]
+fn softmax_rows_body<T: Float, const F: bool>(sim: &mut [T], n: usize, i0: usize, scale: T) -> f64 {
+    let mut total = 0.0;
+    for (ii, row) in sim.chunks_exact_mut(n).enumerate() {
+        let own = row[i0 + ii];
+        let mx = row.iter().fold(T::of(f64::NEG_INFINITY), |a, &b| a.max(b));
+        for s in row.iter_mut() {
+            *s = (*s - mx).exp::<F>();
+        }
+        let z = sum_block(row);
+        total += mx.f64() + z.ln() - own.f64();
+        let w = T::of(1.0 / z) * scale;
+        for s in row.iter_mut() {
+            *s = *s * w;
+        }
+    }
+    total
+}
+dispatch!(softmax_rows_hand, softmax_rows_body, (sim: &mut [T], n: usize, i0: usize, scale: T));
+
+/// InfoNCE as an expert with a matrix-product library writes it: per block
+/// of queries, S = Q Kᵀ / t, its row softmax, then dQ = P K and dK += Pᵀ Q,
+/// the three products by `matrixmultiply` (ndarray's `general_mat_mul`:
+/// packed, cache-blocked, register-tiled kernels chosen at run time).
+/// O(block x n) memory.
+fn infonce_gemm<T: Float + LinalgScalar>(
+    q: &[T],
+    k: &[T],
+    d: usize,
+    gq: &mut [T],
+    gk: &mut [T],
+) -> f64 {
+    const IB: usize = 256;
+    let n = q.len() / d;
+    let inv_t = T::of(10.0);
+    let scale = inv_t * T::of(1.0 / n as f64);
+    let kv = ArrayView2::from_shape((n, d), k).unwrap();
+    let mut gkv = ArrayViewMut2::from_shape((n, d), &mut *gk).unwrap();
+    gkv.fill(T::ZERO);
+    let mut sim = Array2::<T>::zeros((IB.min(n), n));
+    let mut total = 0.0;
+    for i0 in (0..n).step_by(IB) {
+        let ib = IB.min(n - i0);
+        let qb = ArrayView2::from_shape((ib, d), &q[i0 * d..(i0 + ib) * d]).unwrap();
+        let mut s = sim.slice_mut(s![..ib, ..]);
+        general_mat_mul(inv_t, &qb, &kv.t(), T::ZERO, &mut s);
+        total += softmax_rows_hand::<T>(s.as_slice_mut().unwrap(), n, i0, scale);
+        let mut gqb = ArrayViewMut2::from_shape((ib, d), &mut gq[i0 * d..(i0 + ib) * d]).unwrap();
+        general_mat_mul(T::ONE, &s, &kv, T::ZERO, &mut gqb);
+        general_mat_mul(T::ONE, &s.t(), &qb, T::ONE, &mut gkv);
+    }
+    // The own pair's term: -dot(q_i, k_i) / (n t).
+    for ((gqi, gki), (&qi, &ki)) in gq.iter_mut().zip(gk.iter_mut()).zip(q.iter().zip(k)) {
+        *gqi = *gqi - ki * scale;
+        *gki = *gki - qi * scale;
+    }
+    total / n as f64
+}
+
 /// InfoNCE with temperature 0.1, as an expert writes it for speed: four
 /// queries at a time, so that each key row read serves four of them (the
 /// keys of n = 4096 outgrow the L2 cache, and a row at a time streams them
@@ -426,20 +552,21 @@ impl<T: Float> Hand<T> {
     }
 }
 
-/// One benchmark case: its inputs in `T` and the hand loop.
+/// One benchmark case: its inputs in `T` and its hand loops, named (the
+/// faster on this machine is the baseline).
 struct Case<T> {
     name: String,
     spec: &'static str,
     arrays: Vec<(&'static str, ArrayD<T>)>,
     grads: Vec<ArrayD<T>>,
-    hand: Hand<T>,
+    hands: Vec<(&'static str, Hand<T>)>,
 }
 
 fn col<T: Float>(v: impl Iterator<Item = f64>) -> ArrayD<T> {
     Array1::from_iter(v.map(T::of)).into_dyn()
 }
 
-fn cases<T: Float>() -> Vec<Case<T>> {
+fn cases<T: Float + LinalgScalar>() -> Vec<Case<T>> {
     let scale = if quick() { 10 } else { 1 };
     let big = 10_000_000 / scale;
     let mut r = rng(1);
@@ -466,7 +593,10 @@ fn cases<T: Float>() -> Vec<Case<T>> {
             spec: "focal_logits",
             grads: vec![ArrayD::from_elem(z.raw_dim(), T::ZERO)],
             arrays: vec![("y", y), ("z", z)],
-            hand: Hand::Rows(Box::new(|a, g, n| focal_hand::<T>(a[0], a[1], g[0], n))),
+            hands: vec![(
+                "rows",
+                Hand::Rows(Box::new(|a, g, n| focal_hand::<T>(a[0], a[1], g[0], n))),
+            )],
         });
     }
     // xray_triage
@@ -489,9 +619,12 @@ fn cases<T: Float>() -> Vec<Case<T>> {
             spec: "xray_triage",
             grads: vec![ArrayD::from_elem(p.raw_dim(), T::ZERO)],
             arrays: vec![("y", y), ("s", s), ("p", p)],
-            hand: Hand::Rows(Box::new(|a, g, n| {
-                xray_hand::<T>(a[0], a[1], a[2], g[0], n)
-            })),
+            hands: vec![(
+                "rows",
+                Hand::Rows(Box::new(|a, g, n| {
+                    xray_hand::<T>(a[0], a[1], a[2], g[0], n)
+                })),
+            )],
         });
     }
     // huber
@@ -513,7 +646,10 @@ fn cases<T: Float>() -> Vec<Case<T>> {
             spec: "huber",
             grads: vec![ArrayD::from_elem(h.raw_dim(), T::ZERO)],
             arrays: vec![("y", y), ("yhat", h)],
-            hand: Hand::Rows(Box::new(|a, g, n| huber_hand::<T>(a[0], a[1], g[0], n))),
+            hands: vec![(
+                "rows",
+                Hand::Rows(Box::new(|a, g, n| huber_hand::<T>(a[0], a[1], g[0], n))),
+            )],
         });
     }
     // cce_logits, C = 10 and C = 1000
@@ -530,9 +666,20 @@ fn cases<T: Float>() -> Vec<Case<T>> {
             spec: "cce_logits",
             grads: vec![ArrayD::from_elem(z.raw_dim(), T::ZERO)],
             arrays: vec![("y", y), ("z", z)],
-            hand: Hand::Rows(Box::new(move |a, g, n| {
-                cce_hand::<T>(a[0], a[1], c, g[0], n)
-            })),
+            hands: vec![
+                (
+                    "rows",
+                    Hand::Rows(Box::new(move |a, g, n| {
+                        cce_hand::<T>(a[0], a[1], c, g[0], n)
+                    })),
+                ),
+                (
+                    "columns",
+                    Hand::Rows(Box::new(move |a, g, n| {
+                        cce_cols_hand::<T>(a[0], a[1], c, g[0], n)
+                    })),
+                ),
+            ],
         });
     }
     // infonce, n = 4096, D = 128
@@ -556,16 +703,34 @@ fn cases<T: Float>() -> Vec<Case<T>> {
                 ArrayD::from_elem(k.raw_dim(), T::ZERO),
             ],
             arrays: vec![("q", q), ("k", k)],
-            hand: Hand::Whole(Box::new(move |a, g| {
-                let (gq, gk) = g.split_at_mut(1);
-                infonce_hand::<T>(
-                    a[0].as_slice().unwrap(),
-                    a[1].as_slice().unwrap(),
-                    d,
-                    gq[0].as_slice_mut().unwrap(),
-                    gk[0].as_slice_mut().unwrap(),
-                )
-            })),
+            hands: vec![
+                (
+                    "sweep",
+                    Hand::Whole(Box::new(move |a, g| {
+                        let (gq, gk) = g.split_at_mut(1);
+                        infonce_hand::<T>(
+                            a[0].as_slice().unwrap(),
+                            a[1].as_slice().unwrap(),
+                            d,
+                            gq[0].as_slice_mut().unwrap(),
+                            gk[0].as_slice_mut().unwrap(),
+                        )
+                    })),
+                ),
+                (
+                    "gemm",
+                    Hand::Whole(Box::new(move |a, g| {
+                        let (gq, gk) = g.split_at_mut(1);
+                        infonce_gemm::<T>(
+                            a[0].as_slice().unwrap(),
+                            a[1].as_slice().unwrap(),
+                            d,
+                            gq[0].as_slice_mut().unwrap(),
+                            gk[0].as_slice_mut().unwrap(),
+                        )
+                    })),
+                ),
+            ],
         });
     }
     out
@@ -614,40 +779,57 @@ fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
     median(a.iter().zip(b).map(|(x, y)| x / y).collect())
 }
 
-/// The faster tier for a hand loop on this machine: AVX2 and AVX-512 timed
-/// in interleaved rounds (on this project's Intel machines AVX-512 wins
-/// where a loop computes, and can lose a little where it only streams
-/// memory, since unaligned 64-byte loads split cache lines).
-fn best_hand_tier(run: impl FnMut()) -> Isa {
+/// The fastest of a case's hand loops (`run(v)` runs the `v`th of
+/// `variants`) and tiers on this machine, all timed in interleaved rounds.
+/// (On this project's Intel machines AVX-512 wins where a loop computes,
+/// and can lose a little where it only streams memory, since unaligned
+/// 64-byte loads split cache lines.)
+fn best_hand(variants: usize, run: impl FnMut(usize)) -> (usize, Isa) {
     // Within `LOSSC_BENCH_ISA`'s cap, like lossc.
     let cap = lossc::exec::isa::active();
     let wide: Vec<Isa> = Isa::available()
         .into_iter()
         .filter(|&t| t != Isa::Baseline && t <= cap)
         .collect();
-    if wide.len() < 2 {
-        return wide.last().copied().unwrap_or(Isa::Baseline);
+    let tiers = if wide.is_empty() {
+        vec![Isa::Baseline]
+    } else {
+        wide
+    };
+    let both: Vec<(usize, Isa)> = (0..variants)
+        .flat_map(|v| tiers.iter().map(move |&t| (v, t)))
+        .collect();
+    if both.len() < 2 {
+        return both[0];
     }
-    let run = std::cell::RefCell::new(run);
-    let timed = |t: Isa| {
+    let mut run = run;
+    let mut timed = |(v, t): (usize, Isa)| {
         set_hand_isa(t);
-        (run.borrow_mut())();
+        let start = Instant::now();
+        run(v);
+        start.elapsed().as_secs_f64()
     };
     // One untimed call each first: the first round would otherwise pay
-    // the first touches of the gradient for AVX2 alone.
-    timed(Isa::Avx2);
-    timed(Isa::Avx512);
-    let [a, b] = time_rounds(7, [&mut || timed(Isa::Avx2), &mut || timed(Isa::Avx512)]);
-    if median(b) < median(a) {
-        Isa::Avx512
-    } else {
-        Isa::Avx2
+    // the first touches of the gradient for the first alone.
+    for &b in &both {
+        timed(b);
     }
+    let mut times = vec![Vec::new(); both.len()];
+    for _ in 0..7 {
+        for (&b, t) in both.iter().zip(times.iter_mut()) {
+            t.push(timed(b));
+        }
+    }
+    let medians: Vec<f64> = times.into_iter().map(median).collect();
+    let best = (0..both.len())
+        .min_by(|&a, &b| medians[a].total_cmp(&medians[b]))
+        .unwrap();
+    both[best]
 }
 
 static TABLE: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-fn run<T: Float>(c: &mut Criterion) {
+fn run<T: Float + LinalgScalar>(c: &mut Criterion) {
     let threads = rayon::current_num_threads();
     // `LOSSC_BENCH_CASES=huber,xray` measures only the cases whose names
     // contain one of the words.
@@ -676,15 +858,16 @@ fn run<T: Float>(c: &mut Criterion) {
         let mut out: Output<T> = one.eval(&inputs).unwrap();
         let mut out_all: Output<T> = all.eval(&inputs).unwrap();
         let arrays: Vec<ArrayD<T>> = case.arrays.iter().map(|(_, a)| a.clone()).collect();
-        let tier = best_hand_tier(|| {
-            black_box(case.hand.run(&arrays, &mut case.grads, 1));
+        let (variant, tier) = best_hand(case.hands.len(), |v| {
+            black_box(case.hands[v].1.run(&arrays, &mut case.grads, 1));
         });
         set_hand_isa(tier);
+        let (variant, hand) = &case.hands[variant];
         // Agreement with the hand loop, so the comparison is of equals.
-        let hand_value = case.hand.run(&arrays, &mut case.grads, 1).unwrap();
+        let hand_value = hand.run(&arrays, &mut case.grads, 1).unwrap();
         // The hand loop on every thread (per-row losses only) agrees too,
         // and writes every gradient (the buffers start as NaN).
-        let parallel = threads > 1 && matches!(case.hand, Hand::Rows(_));
+        let parallel = threads > 1 && matches!(hand, Hand::Rows(_));
         let mut hand_grads: Vec<ArrayD<T>> = if parallel {
             let nan = T::of(f64::NAN);
             case.grads.iter().map(|g| g.mapv(|_| nan)).collect()
@@ -692,7 +875,7 @@ fn run<T: Float>(c: &mut Criterion) {
             Vec::new()
         };
         if parallel {
-            let v = case.hand.run(&arrays, &mut hand_grads, threads).unwrap();
+            let v = hand.run(&arrays, &mut hand_grads, threads).unwrap();
             let tol = if T::NAME == "f32" { 1e-5 } else { 1e-12 };
             assert!(
                 (v - hand_value).abs() <= tol * hand_value.abs(),
@@ -758,7 +941,7 @@ fn run<T: Float>(c: &mut Criterion) {
                 .measurement_time(Duration::from_secs(3))
                 .warm_up_time(Duration::from_millis(500));
             g.bench_function("hand-written", |b| {
-                b.iter(|| black_box(case.hand.run(&arrays, &mut case.grads, 1)))
+                b.iter(|| black_box(hand.run(&arrays, &mut case.grads, 1)))
             });
             if kernel.is_some() {
                 g.bench_function("lossc interpreter 1 thread", |b| {
@@ -779,14 +962,14 @@ fn run<T: Float>(c: &mut Criterion) {
             15,
             [
                 &mut || {
-                    black_box(case.hand.run(&arrays, &mut case.grads, 1));
+                    black_box(hand.run(&arrays, &mut case.grads, 1));
                 },
                 &mut || one.eval_into(&inputs, &mut out).unwrap(),
                 &mut || all.eval_into(&inputs, &mut out_all).unwrap(),
                 &mut || interp.eval_into(&inputs, &mut out_i).unwrap(),
                 &mut || {
                     if parallel {
-                        black_box(case.hand.run(&arrays, &mut hand_grads, threads));
+                        black_box(hand.run(&arrays, &mut hand_grads, threads));
                     }
                 },
             ],
@@ -801,7 +984,7 @@ fn run<T: Float>(c: &mut Criterion) {
             "- | -".into()
         };
         TABLE.lock().unwrap().push(format!(
-            "| {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {hand_all} | {} B | {:.1} KiB |",
+            "| {} | {} | {} | {variant}, {} | {:.2} ms | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {:.2} ms | {:.2}x | {hand_all} | {} B | {:.1} KiB |",
             case.name,
             T::NAME,
             if kernel.is_some() { "generated" } else { "interpreter" },
@@ -863,7 +1046,7 @@ fn all(c: &mut Criterion) {
             lossc::exec::isa()
         ),
         String::new(),
-        "| case | type | lossc backend | hand loop on | hand-written, 1 thread | interpreter, 1 thread | ratio | lossc, 1 thread | ratio | lossc, all threads | speed-up | hand-written, all threads | its speed-up | allocated by a repeated eval | scratch held |".into(),
+        "| case | type | lossc backend | hand loop, on | hand-written, 1 thread | interpreter, 1 thread | ratio | lossc, 1 thread | ratio | lossc, all threads | speed-up | hand-written, all threads | its speed-up | allocated by a repeated eval | scratch held |".into(),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into(),
     ]);
     run::<f32>(c);
