@@ -64,6 +64,9 @@ pub(crate) fn layout(pass: &Pass, sizes: &[usize], rows: usize) -> Layout {
         .iter()
         .map(|s| s.items.iter().any(|i| matches!(i, Item::Loop { .. })))
         .collect();
+    // The fewest rows a chunk shrinks to: a batch loop's tiles are blocked
+    // products, whose register blocks span 16-32 rows.
+    let floor = if pass.coupled { 64 } else { 16 };
     // Shrink a factor of the largest register until all fit.
     loop {
         let (worst, size) = (0..pass.regs.len())
@@ -91,7 +94,7 @@ pub(crate) fn layout(pass: &Pass, sizes: &[usize], rows: usize) -> Layout {
             .max_by_key(|&l| (!nested[l as usize], tile[l as usize], l));
         match (leaf, any) {
             (Some(l), _) => tile[l as usize] = tile[l as usize].div_ceil(2),
-            _ if d.rowdep && chunk > 16 => chunk = chunk.div_ceil(2),
+            _ if d.rowdep && chunk > floor => chunk = chunk.div_ceil(2),
             (None, Some(l)) => tile[l as usize] = tile[l as usize].div_ceil(2),
             (None, None) => break,
         }
@@ -1106,7 +1109,7 @@ fn init_acc<T: Float>(
 }
 
 macro_rules! def_fold {
-    ($name:ident, $F:literal $(, $feat:literal)?) => {
+    ($name:ident, $F:literal, $VB:literal $(, $feat:literal)?) => {
 $(#[target_feature(enable = $feat)])?
 #[allow(unused_unsafe)]
 unsafe fn $name<T: Float>(
@@ -1137,7 +1140,7 @@ unsafe fn $name<T: Float>(
             let w = Walk::new(ex, &loops, rowdep, &[a, b, acc]);
             let (qa, qb) = (ex.ptr[a as usize], ex.ptr[b as usize]);
             if let Some(g) = Gemm::of(&w, qa, qb, pa) {
-                unsafe { g.run::<F>() };
+                unsafe { g.run::<F, $VB>() };
                 return;
             }
             w.each(4, |off, n, s| unsafe {
@@ -1359,35 +1362,55 @@ impl<T: Float> Gemm<T> {
         })
     }
 
-    /// Two vectors of rows: 16 lanes of `f32`, 8 of `f64`.
+    /// Two vectors of rows, `VB` bytes each: with 4 positions, 8
+    /// independent multiply-add chains, enough to keep both FMA pipes busy
+    /// across their latency (one vector of rows would leave half idle).
     #[inline(always)]
-    unsafe fn run<const F: bool>(&self) {
-        if std::mem::size_of::<T>() == 4 {
-            unsafe { self.blocked::<F, 16>() }
-        } else {
-            unsafe { self.blocked::<F, 8>() }
+    unsafe fn run<const F: bool, const VB: usize>(&self) {
+        // Rows short of a whole block (a chunk of 16) go by half blocks
+        // before they go one at a time.
+        unsafe {
+            let done = match (VB, std::mem::size_of::<T>()) {
+                (64, 4) => self.blocked::<F, 16, 4>(self.blocked::<F, 32, 4>(0)),
+                (64, _) => self.blocked::<F, 8, 4>(self.blocked::<F, 16, 8>(0)),
+                (_, 4) => self.blocked::<F, 16, 4>(0),
+                _ => self.blocked::<F, 8, 4>(0),
+            };
+            self.singles::<F>(done);
         }
     }
 
-    /// Blocks of 4 positions by `RB` rows, then the positions and the rows
-    /// left over one at a time.
+    /// Blocks of 4 positions by `RB` rows from row `from` on, and the
+    /// positions left over one at a time; returns the first row not done.
     #[inline(always)]
-    unsafe fn blocked<const F: bool, const RB: usize>(&self) {
+    unsafe fn blocked<const F: bool, const RB: usize, const AB: usize>(
+        &self,
+        from: usize,
+    ) -> usize {
         let [na, _, nr] = self.dims;
-        let full = nr / RB * RB;
+        let full = from + (nr - from) / RB * RB;
         unsafe {
-            for r0 in (0..full).step_by(RB) {
+            for r0 in (from..full).step_by(RB) {
                 let mut a0 = 0;
-                while a0 + 4 <= na {
-                    self.block::<F, RB, 4>(a0, r0);
-                    a0 += 4;
+                while a0 + AB <= na {
+                    self.block::<F, RB, AB>(a0, r0);
+                    a0 += AB;
                 }
                 for a in a0..na {
                     self.block::<F, RB, 1>(a, r0);
                 }
             }
+        }
+        full
+    }
+
+    /// Every position for the rows from `from` on, one at a time.
+    #[inline(always)]
+    unsafe fn singles<const F: bool>(&self, from: usize) {
+        let [na, _, nr] = self.dims;
+        unsafe {
             for a in 0..na {
-                for r in full..nr {
+                for r in from..nr {
                     self.block::<F, 1, 1>(a, r);
                 }
             }
@@ -1487,12 +1510,12 @@ fn finish_chunk<T: Float>(ex: &mut Exec<'_, T>, sums: &mut [f64]) {
 }
 
 def_op!(op_base, false);
-def_fold!(fold_base, false);
+def_fold!(fold_base, false, 32);
 variant!(block_base, scope_base, op_base, fold_base, false);
 #[cfg(target_arch = "x86_64")]
 def_op!(op_avx2, true, "avx2,fma");
 #[cfg(target_arch = "x86_64")]
-def_fold!(fold_avx2, true, "avx2,fma");
+def_fold!(fold_avx2, true, 32, "avx2,fma");
 #[cfg(target_arch = "x86_64")]
 variant!(block_avx2, scope_avx2, op_avx2, fold_avx2, true, "avx2,fma");
 #[cfg(target_arch = "x86_64")]
@@ -1505,6 +1528,7 @@ def_op!(
 def_fold!(
     fold_avx512,
     true,
+    64,
     "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"
 );
 #[cfg(target_arch = "x86_64")]
@@ -1578,11 +1602,11 @@ mod tests {
 
     /// The blocked product adds each accumulator's terms in the walk's
     /// order: the same bits as one multiply-add per (position, tile, row).
-    fn same_bits<T: Float, const F: bool>() {
+    fn same_bits<T: Float, const F: bool, const VB: usize>() {
         let mut rng = crate::grad::Rng::new(3);
         for &na in &[1, 3, 4, 5, 9] {
             for &nt in &[1, 7, 16] {
-                for &nr in &[2, 7, 8, 15, 16, 17, 33] {
+                for &nr in &[2, 7, 8, 15, 16, 17, 31, 32, 33, 65] {
                     for x_first in [true, false] {
                         let x: Vec<T> = (0..nt * nr).map(|_| T::of(rng.normal())).collect();
                         let y: Vec<T> = (0..na * nt).map(|_| T::of(rng.normal())).collect();
@@ -1604,7 +1628,7 @@ mod tests {
                             (y.as_ptr(), x.as_ptr())
                         };
                         let g = Gemm::of(&w, qa, qb, got.as_mut_ptr()).expect("a product");
-                        unsafe { g.run::<F>() };
+                        unsafe { g.run::<F, VB>() };
                         let bits =
                             |v: &[T]| v.iter().map(|e| e.f64().to_bits()).collect::<Vec<_>>();
                         assert_eq!(
@@ -1620,10 +1644,13 @@ mod tests {
 
     #[test]
     fn a_blocked_product_has_the_bits_of_the_walk() {
-        same_bits::<f32, false>();
-        same_bits::<f64, false>();
-        same_bits::<f32, true>();
-        same_bits::<f64, true>();
+        same_bits::<f32, false, 32>();
+        same_bits::<f64, false, 32>();
+        same_bits::<f32, true, 32>();
+        same_bits::<f64, true, 32>();
+        // (the 64-byte blocks' bits, computed without AVX-512)
+        same_bits::<f32, true, 64>();
+        same_bits::<f64, true, 64>();
     }
 
     #[test]
