@@ -220,6 +220,12 @@ fn any_bad<T: Float>(s: &[T], check: Check<'_>) -> bool {
             let (a, b) = (T::of(a), T::of(b));
             scan!(|v| (v == a) | (v == b))
         }
+        // (`fract` is a vector rounding; through `ok` in f64 the loop ran
+        // at a third of memory speed, 7% of `cce_logits` at C = 10)
+        Check::Class(c) if exact(c) => {
+            let c = T::of(c);
+            scan!(|v| (v >= T::ZERO) & (v < c) & v.is_integer())
+        }
         Check::ZeroOne => scan!(|v| (v == T::ZERO) | (v == T::ONE)),
         Check::Unit => scan!(|v| (v >= T::ZERO) & (v <= T::ONE)),
         _ => scan!(|v| check.ok(v.f64())),
