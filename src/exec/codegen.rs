@@ -20,8 +20,8 @@
 //!   reuses the exps its logsumexp kept, so each logit costs one `exp`, as
 //!   in a hand-written softmax (kept in the gradient row the softmax
 //!   rescales, where that is safe: see `softmax_into_gradient`). Vectors
-//!   narrower than `NARROW` (32) are handed back to the interpreter block by
-//!   block.
+//!   narrower than `NARROW` (32) run on transposed blocks of rows instead,
+//!   vectorised across the rows (`narrow_fn`).
 //!
 //! A single-pass kernel also tests every value it reads against its domain
 //! (a compare or two per value, in registers), so input validation costs
@@ -58,12 +58,18 @@ const CHUNK: usize = 512;
 /// 1.18-1.21x); f32 measured the same at 512 and 1024 rows.
 const CHUNK_BYTES: usize = 2048;
 
-/// Vectors narrower than this (in every loop of a pass) run on the
-/// interpreter rather than in generated loops over their components
-/// (measured: at C = 10 the interpreter's rows-innermost layout is 1.3-1.8x
-/// faster than a generated loop per row; at C = 1000 the generated loops
-/// are 2.5-3x faster).
+/// Vectors narrower than this (in every loop of a pass) run on transposed
+/// blocks of rows (`narrow_fn`) rather than in loops over each row's
+/// components (measured: at C = 10 the interpreter's rows-innermost layout
+/// was 1.3-1.8x faster than a generated loop per row, and the transposed
+/// blocks are faster still; at C = 1000 the loops per row are 2.5-3x faster
+/// than the interpreter).
 const NARROW: usize = 32;
+
+/// Rows per block of a narrow pass (see `narrow_fn`): 64 rows are four
+/// AVX-512 vectors of f32, and ten components of every input, output and
+/// kept exp of such a block fit in the first-level cache.
+const NARROW_ROWS: usize = 64;
 
 /// A 64-bit FNV-1a hash of the plan's text and its inputs' domains: a
 /// generated kernel is only accepted by an evaluator with the same plan.
@@ -799,14 +805,14 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
             }
         }
     }
-    // Narrow vectors run on the interpreter, whose registers put rows
-    // innermost: a loop per row over a handful of components costs more in
-    // per-row overhead than it saves.
+    // Narrow vectors run on transposed blocks of rows (`narrow_fn`): a
+    // loop per row over a handful of components costs more in per-row
+    // overhead than it saves.
     // (A pass without loops here reads a vector only by index.)
     if let Some((first, rest)) = widths.split_first() {
         let _ = writeln!(
             s,
-            "            if {} < {NARROW} {{\n                return b.interpret(b0, b1, sums);\n            }}",
+            "            if {} < {NARROW} {{\n                return unsafe {{ narrow{index}::<T, F>(b, b0, b1, sums) }};\n            }}",
             rest.iter()
                 .fold(first.clone(), |a, w| format!("{a}.max({w})"))
         );
@@ -1163,4 +1169,473 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
         }
     }
     pass_footer(pass, "r - b0", s);
+    if !widths.is_empty() {
+        narrow_fn(plan, pass, index, &soft, &test_at, s);
+    }
+}
+
+/// A looped pass's body for narrow vectors (every loop under `NARROW`
+/// components): rows in blocks of `NARROW_ROWS`, each input's block
+/// transposed into scratch so that a component's values lie contiguous
+/// across the rows. Every instruction then runs as a loop over the block's
+/// rows, vectorised along them, and a loop over components runs its rows
+/// innermost; a row's scalars are per-row arrays on the stack, reductions
+/// fold a component at a time into per-row accumulators, and gradients are
+/// written transposed and copied out a row at a time. The hand-written
+/// softmax cross-entropy for ten classes is written this way; a loop per
+/// row over ten components spent more on per-row overhead than on the
+/// arithmetic. Rows past the end of a short last block repeat its last
+/// row, so that every lane computes on (and tests) real values.
+fn narrow_fn(
+    plan: &Plan,
+    pass: &Pass,
+    index: usize,
+    soft: &BTreeMap<Reg, (u16, Reg)>,
+    test_at: &BTreeMap<u16, Reg>,
+    s: &mut String,
+) {
+    let sig = "b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool";
+    let _ = writeln!(
+        s,
+        "\n    #[inline(always)]\n    unsafe fn narrow{index}<T: Float, const F: bool>({sig} {{\n        const R: usize = {NARROW_ROWS};\n        let n = b.rows();\n        let scale = b.scale();"
+    );
+    let ops_of = |sc: u16| {
+        pass.scopes[sc as usize]
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Op(op) => Some(op),
+                Item::Loop { .. } => None,
+            })
+    };
+    let all_ops: Vec<&Op> = (0..pass.scopes.len() as u16).flat_map(ops_of).collect();
+    let mut slots = BTreeSet::new();
+    let mut tables_in = BTreeSet::new();
+    let mut outs = BTreeSet::new();
+    for op in &all_ops {
+        match op {
+            Op::Load { slot, .. } => {
+                slots.insert(*slot);
+            }
+            Op::TableLoad { table, .. } => {
+                tables_in.insert(*table);
+            }
+            Op::Store {
+                output, hessian, ..
+            } => {
+                outs.insert((*hessian, *output));
+            }
+            _ => {}
+        }
+    }
+    let is_vector = |slot: u16| plan.inputs[slot as usize].size.is_some();
+    for slot in &slots {
+        let _ = writeln!(
+            s,
+            "        // `{}`\n        let w{slot} = b.width({slot});\n        let x{slot} = unsafe {{ std::slice::from_raw_parts(b.input({slot}), n * w{slot}) }};",
+            plan.inputs[*slot as usize].name
+        );
+    }
+    for t in &tables_in {
+        let _ = writeln!(
+            s,
+            "        let t{t} = unsafe {{ std::slice::from_raw_parts(b.table({t}), n) }};\n        let mut tt{t} = [T::ZERO; R];"
+        );
+    }
+    let out_name = |hessian: bool| if hessian { "h" } else { "g" };
+    for (hessian, output) in &outs {
+        let (v, get, decl) = if *hessian {
+            ("h", "hessian", &plan.hessians[*output as usize])
+        } else {
+            ("g", "grad", &plan.grads[*output as usize])
+        };
+        let _ = writeln!(
+            s,
+            "        let {v}w{output} = b.width({});\n        // SAFETY: each block writes only its own rows.\n        let {v}{output} = unsafe {{ std::slice::from_raw_parts_mut(b.{get}({output}).add(b0 * {v}w{output}), (b1 - b0) * {v}w{output}) }};",
+            decl.slot
+        );
+    }
+    for (_, t) in &pass.tables {
+        let _ = writeln!(
+            s,
+            "        let to{t} = unsafe {{ std::slice::from_raw_parts_mut(b.table_out({t}).add(b0), b1 - b0) }};"
+        );
+    }
+    // Loops: extents; a logsumexp's values wait in a transposed buffer for
+    // its maximum.
+    let mut lse_loops = Vec::new();
+    for item in &pass.scopes[0].items {
+        if let Item::Loop { scope, kind } = item {
+            let Some(Range::Feature(z)) = pass.scopes[*scope as usize].range else {
+                unreachable!("looped passes loop over components");
+            };
+            let _ = writeln!(s, "        let e{scope} = b.size({z});");
+            if let LoopKind::Reduce {
+                op: RedOp::LogSumExp,
+                ..
+            } = kind
+            {
+                lse_loops.push(*scope);
+            }
+        }
+    }
+    // Input tests, as in the row-by-row body.
+    let checked = plan.checks_per_block();
+    let inline = |slot: u16| {
+        test_at.contains_key(&slot) && check_expr(&plan.inputs[slot as usize].dom, "v").is_some()
+    };
+    let _ = writeln!(
+        s,
+        "        let mut ok = true;\n        let mut bad = T::Bits::default();"
+    );
+    if checked {
+        for slot in 0..plan.inputs.len() as u16 {
+            if !inline(slot) {
+                let _ = writeln!(
+                    s,
+                    "        ok &= b.valid({slot}, b0, b1); // `{}`",
+                    plan.inputs[slot as usize].name
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "        if !ok {{\n            return false;\n        }}"
+        );
+    }
+    // Scratch: the transposed inputs, logsumexp values and outputs.
+    let mut parts: Vec<(String, String)> = Vec::new();
+    for slot in &slots {
+        if is_vector(*slot) {
+            parts.push((format!("tx{slot}"), format!("w{slot} * R")));
+        } else {
+            let _ = writeln!(s, "        let mut tx{slot} = [T::ZERO; R];");
+        }
+    }
+    for l in &lse_loops {
+        parts.push((format!("k{l}"), format!("e{l} * R")));
+    }
+    for (hessian, output) in &outs {
+        let v = out_name(*hessian);
+        parts.push((format!("t{v}{output}"), format!("{v}w{output} * R")));
+    }
+    let total: Vec<&str> = parts.iter().map(|(_, len)| len.as_str()).collect();
+    let _ = writeln!(
+        s,
+        "        let mut scratch = b.scratch({});\n        let rest: &mut [T] = &mut scratch;",
+        total.join(" + ")
+    );
+    for (name, len) in &parts {
+        let _ = writeln!(s, "        let ({name}, rest) = rest.split_at_mut({len});");
+    }
+    // A per-row array for every value of the root scope: its instructions'
+    // and its loops' results.
+    let mut root_regs = BTreeSet::new();
+    for item in &pass.scopes[0].items {
+        match item {
+            Item::Op(op) => {
+                if let Some(out) = super::plan::op_writes(op) {
+                    root_regs.insert(out);
+                }
+            }
+            Item::Loop {
+                kind: LoopKind::Reduce { acc, op, .. },
+                ..
+            } => {
+                root_regs.insert(*acc);
+                if *op == RedOp::LogSumExp {
+                    let _ = writeln!(s, "        let mut inv{acc} = [T::ONE; R];");
+                }
+            }
+            Item::Loop { .. } => {}
+        }
+    }
+    for r in &root_regs {
+        let _ = writeln!(s, "        let mut a{r} = [T::ZERO; R];");
+    }
+    let _ = writeln!(
+        s,
+        "        let mut r0 = b0;\n        while r0 < b1 {{\n            let len = R.min(b1 - r0);"
+    );
+    // Transposed in, the last row repeated past the end of the block. A
+    // whole block reads each component's column across the rows (vector
+    // gathers: `cce_logits` f32 at C = 10 took 12.2 ms instead of 14.5 ms
+    // with a row at a time, on Zen 5); the way out is a row at a time
+    // (scattered stores took 5-15% longer).
+    for slot in &slots {
+        if is_vector(*slot) {
+            let _ = writeln!(
+                s,
+                "            if len == R {{\n                let xb = &x{slot}[r0 * w{slot}..(r0 + R) * w{slot}];\n                for (c, col) in tx{slot}.chunks_exact_mut(R).enumerate() {{\n                    for l in 0..R {{\n                        // SAFETY: l < R and c < w{slot}, and `xb` has R rows of w{slot}.\n                        col[l] = unsafe {{ *xb.get_unchecked(l * w{slot} + c) }};\n                    }}\n                }}\n            }} else {{\n                for l in 0..R {{\n                    let r = r0 + l.min(len - 1);\n                    for (c, &v) in x{slot}[r * w{slot}..(r + 1) * w{slot}].iter().enumerate() {{\n                        tx{slot}[c * R + l] = v;\n                    }}\n                }}\n            }}"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "            for l in 0..R {{\n                tx{slot}[l] = x{slot}[r0 + l.min(len - 1)];\n            }}"
+            );
+        }
+    }
+    for t in &tables_in {
+        let _ = writeln!(
+            s,
+            "            for l in 0..R {{\n                tt{t}[l] = t{t}[r0 + l.min(len - 1)];\n            }}"
+        );
+    }
+    let leaf = |op: &Op| -> String {
+        match op {
+            Op::CurRow { .. } => "T::of((r0 + l) as f64)".into(),
+            Op::Iota { .. } => "math::index::<T>(c)".into(),
+            Op::TableLoad { table, .. } => format!("tt{table}[l]"),
+            Op::Load { slot, comp, .. } => match comp {
+                CompSrc::None => format!("tx{slot}[l]"),
+                CompSrc::Loop(_) => format!("tx{slot}c[l]"),
+                CompSrc::Reg(i) => format!("math::gather_lane(tx{slot}, w{slot}, R, v{i}, l)"),
+            },
+            _ => unreachable!("not a leaf"),
+        }
+    };
+    let p4 = "                ";
+    let p5 = "                    ";
+    // The root's values a group of instructions reads, as locals.
+    let copy_in = |reads: &BTreeSet<Reg>, defined: &BTreeSet<Reg>, pad: &str, s: &mut String| {
+        for r in reads {
+            if defined.contains(r) {
+                let _ = writeln!(s, "{pad}let v{r}: T = a{r}[l];");
+            }
+        }
+    };
+    // One instruction inside a loop over the block's rows.
+    let op_line = |op: &Op, pad: &str, s: &mut String| match op {
+        Op::Store {
+            reg,
+            output,
+            hessian,
+            scope,
+        } => {
+            let c = if scope.is_some() { "c" } else { "" };
+            let _ = writeln!(
+                s,
+                "{pad}t{}{output}{c}[l] = v{reg} * scale;",
+                out_name(*hessian)
+            );
+        }
+        Op::Softmax { out, .. } => {
+            let (ls, acc) = soft[out];
+            let _ = writeln!(s, "{pad}let v{out}: T = k{ls}c[l] * inv{acc}[l];");
+        }
+        _ => {
+            let Some(out) = super::plan::op_writes(op) else {
+                return;
+            };
+            let _ = writeln!(s, "{pad}let v{out}: T = {};", expr(op, &leaf));
+            if let Op::Load { slot, .. } = op
+                && checked
+                && inline(*slot)
+                && test_at.get(slot) == Some(&out)
+                && let Some(test) = check_expr(&plan.inputs[*slot as usize].dom, &format!("v{out}"))
+            {
+                let _ = writeln!(s, "{pad}bad |= {test};");
+            }
+        }
+    };
+    let reads_of = |op: &Op| -> Vec<Reg> {
+        match op {
+            // (a softmax reads its logsumexp's buffers, not registers)
+            Op::Softmax { .. } => Vec::new(),
+            _ => super::plan::op_reads(op),
+        }
+    };
+    let mut defined: BTreeSet<Reg> = BTreeSet::new();
+    let items = &pass.scopes[0].items;
+    let mut i = 0;
+    while i < items.len() {
+        match &items[i] {
+            Item::Op(_) => {
+                // A run of the root's instructions, one loop over the rows.
+                let mut j = i;
+                while j < items.len() && matches!(items[j], Item::Op(_)) {
+                    j += 1;
+                }
+                let group: Vec<&Op> = items[i..j]
+                    .iter()
+                    .filter_map(|it| match it {
+                        Item::Op(op) => Some(op),
+                        Item::Loop { .. } => None,
+                    })
+                    .collect();
+                let reads: BTreeSet<Reg> = group.iter().flat_map(|op| reads_of(op)).collect();
+                let _ = writeln!(s, "            for l in 0..R {{");
+                copy_in(&reads, &defined, p4, s);
+                for op in &group {
+                    op_line(op, p4, s);
+                    if let Some(out) = super::plan::op_writes(op) {
+                        let _ = writeln!(s, "{p4}a{out}[l] = v{out};");
+                        defined.insert(out);
+                    }
+                }
+                let _ = writeln!(s, "            }}");
+                i = j;
+            }
+            Item::Loop { scope, kind } => {
+                let sc = *scope;
+                let e = format!("e{sc}");
+                let body: Vec<&Op> = ops_of(sc).collect();
+                let mut reads: BTreeSet<Reg> = body.iter().flat_map(|op| reads_of(op)).collect();
+                if let LoopKind::Reduce { fold, filter, .. } = kind {
+                    match fold {
+                        Fold::Reg(r) => reads.insert(*r),
+                        Fold::Prod(a, b) => reads.insert(*a) | reads.insert(*b),
+                    };
+                    reads.extend(filter);
+                }
+                // Accumulators' starting values.
+                if let LoopKind::Reduce {
+                    op, acc, filter, ..
+                } = kind
+                {
+                    let init = match op {
+                        RedOp::Sum | RedOp::Mean => "T::ZERO",
+                        RedOp::Max | RedOp::Min => "T::of(f64::NAN)",
+                        RedOp::LogSumExp => "T::of(f64::NEG_INFINITY)",
+                    };
+                    let _ = writeln!(s, "            a{acc} = [{init}; R];");
+                    if *op == RedOp::Mean && filter.is_some() {
+                        let _ = writeln!(s, "            let mut cnt{sc} = [T::ZERO; R];");
+                    }
+                }
+                let _ = writeln!(s, "            for c in 0..{e} {{");
+                // This component's row of every transposed buffer the loop
+                // reads or writes, `R` long, so the row loop has no checks.
+                let mut cols: BTreeSet<(String, bool)> = BTreeSet::new();
+                for op in &body {
+                    match op {
+                        Op::Load {
+                            slot,
+                            comp: CompSrc::Loop(_),
+                            ..
+                        } => {
+                            cols.insert((format!("tx{slot}"), false));
+                        }
+                        Op::Softmax { out, .. } => {
+                            cols.insert((format!("k{}", soft[out].0), false));
+                        }
+                        Op::Store {
+                            output, hessian, ..
+                        } => {
+                            cols.insert((format!("t{}{output}", out_name(*hessian)), true));
+                        }
+                        _ => {}
+                    }
+                }
+                if let LoopKind::Reduce {
+                    op: RedOp::LogSumExp,
+                    ..
+                } = kind
+                {
+                    cols.insert((format!("k{sc}"), true));
+                }
+                for (buf, write) in &cols {
+                    let m = if *write { "mut " } else { "" };
+                    let _ = writeln!(s, "{p4}let {buf}c = &{m}{buf}[c * R..][..R];");
+                }
+                let _ = writeln!(s, "{p4}for l in 0..R {{");
+                copy_in(&reads, &defined, p5, s);
+                for op in &body {
+                    op_line(op, p5, s);
+                }
+                if let LoopKind::Reduce {
+                    op,
+                    acc,
+                    fold,
+                    filter,
+                    ..
+                } = kind
+                {
+                    let val = match fold {
+                        Fold::Reg(r) => format!("v{r}"),
+                        Fold::Prod(a, b) => format!("v{a} * v{b}"),
+                    };
+                    let val = match filter {
+                        None => val,
+                        Some(f) => {
+                            let skip = match op {
+                                RedOp::Sum | RedOp::Mean => "T::ZERO",
+                                RedOp::Max | RedOp::Min => "T::of(f64::NAN)",
+                                RedOp::LogSumExp => "T::of(f64::NEG_INFINITY)",
+                            };
+                            if *op == RedOp::Mean {
+                                let _ = writeln!(
+                                    s,
+                                    "{p5}cnt{sc}[l] = cnt{sc}[l] + math::truth::<T>(v{f} != T::ZERO);"
+                                );
+                            }
+                            format!("math::sel(v{f} != T::ZERO, {val}, {skip})")
+                        }
+                    };
+                    let line = match op {
+                        RedOp::Sum | RedOp::Mean => format!("a{acc}[l] = a{acc}[l] + {val};"),
+                        RedOp::Max => format!("a{acc}[l] = a{acc}[l].max({val});"),
+                        RedOp::Min => format!("a{acc}[l] = a{acc}[l].min({val});"),
+                        RedOp::LogSumExp => format!("k{sc}c[l] = {val};"),
+                    };
+                    let _ = writeln!(s, "{p5}{line}");
+                }
+                let _ = writeln!(s, "{p4}}}\n            }}");
+                if let LoopKind::Reduce {
+                    op, acc, filter, ..
+                } = kind
+                {
+                    match op {
+                        RedOp::Mean => {
+                            let count = if filter.is_some() {
+                                format!("cnt{sc}[l]")
+                            } else {
+                                format!("T::of({e} as f64)")
+                            };
+                            let _ = writeln!(
+                                s,
+                                "            for l in 0..R {{\n{p4}a{acc}[l] = a{acc}[l] / {count};\n            }}"
+                            );
+                        }
+                        // Each row's maximum, the exps shifted by it (kept
+                        // for a softmax), their sum; a row without a finite
+                        // maximum is that maximum, as in the interpreter.
+                        RedOp::LogSumExp => {
+                            let _ = writeln!(
+                                s,
+                                "            for col in k{sc}.chunks_exact(R) {{\n{p4}for l in 0..R {{\n{p5}a{acc}[l] = a{acc}[l].max(col[l]);\n{p4}}}\n            }}\n            let mut sum{acc} = [T::ZERO; R];\n            for col in k{sc}.chunks_exact_mut(R) {{\n{p4}for l in 0..R {{\n{p5}let x = (col[l] - a{acc}[l]).exp::<F>();\n{p5}col[l] = x;\n{p5}sum{acc}[l] = sum{acc}[l] + x;\n{p4}}}\n            }}\n            for l in 0..R {{\n{p4}let m = a{acc}[l];\n{p4}let finite = (m > T::of(f64::NEG_INFINITY)) & (m < T::of(f64::INFINITY));\n{p4}a{acc}[l] = math::sel(finite, m + sum{acc}[l].ln::<F>(), m);\n{p4}inv{acc}[l] = math::sel(finite, T::ONE / sum{acc}[l], T::ONE);\n            }}"
+                            );
+                        }
+                        _ => {}
+                    }
+                    defined.insert(*acc);
+                }
+                i += 1;
+            }
+        }
+    }
+    // Gradients out a row at a time; the block's sums and tables.
+    for (hessian, output) in &outs {
+        let v = out_name(*hessian);
+        let _ = writeln!(
+            s,
+            "            for l in 0..len {{\n{p4}let row = &mut {v}{output}[(r0 - b0 + l) * {v}w{output}..][..{v}w{output}];\n{p4}for (c, o) in row.iter_mut().enumerate() {{\n{p5}// SAFETY: c < {v}w{output} and l < R, the buffer's shape.\n{p5}*o = unsafe {{ *t{v}{output}.get_unchecked(c * R + l) }};\n{p4}}}\n            }}"
+        );
+    }
+    for (reg, slot) in &pass.sums {
+        let _ = writeln!(
+            s,
+            "            sums[{slot}] += math::sum_lanes(&a{reg}[..len]);"
+        );
+    }
+    for (reg, t) in &pass.tables {
+        let _ = writeln!(
+            s,
+            "            to{t}[r0 - b0..r0 - b0 + len].copy_from_slice(&a{reg}[..len]);"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "            r0 += len;\n        }}\n        ok & (bad == T::Bits::default())\n    }}"
+    );
 }

@@ -551,6 +551,19 @@ pub fn index<T: Float>(i: usize) -> T {
     T::of(i as i32 as f64)
 }
 
+/// [`gather`] from row `lane` of a transposed block (component `c` of that
+/// row at `c * stride + lane`, `width` components): generated code for
+/// narrow vectors keeps a block of rows this way.
+#[inline(always)]
+pub fn gather_lane<T: Float>(block: &[T], width: usize, stride: usize, i: T, lane: usize) -> T {
+    let f = i.f64();
+    if f >= 0.0 && f.fract() == 0.0 && (f as usize) < width {
+        block[f as usize * stride + lane]
+    } else {
+        T::of(f64::NAN)
+    }
+}
+
 /// `row[i]` for an index-valued `i` (a class label), NaN when `i` is not a
 /// component number of the row, as the interpreter reads it.
 #[inline(always)]
@@ -607,6 +620,27 @@ mod tests {
             let y = x as f32;
             let want = Func::Sign.eval(y.into()) as f32;
             assert_eq!(sign(y).to_bits(), want.to_bits(), "sign({y}f32)");
+        }
+    }
+
+    /// A gather from a transposed block reads what a gather from the row
+    /// reads, NaN included, for every lane.
+    #[test]
+    fn gather_lane_is_gather_on_the_lane_s_row() {
+        let (width, stride) = (3usize, 4usize);
+        // Row `l` is [10 l, 10 l + 1, 10 l + 2], stored component-major.
+        let block: Vec<f64> = (0..width * stride)
+            .map(|i| (10 * (i % stride) + i / stride) as f64)
+            .collect();
+        for l in 0..stride {
+            let row: Vec<f64> = (0..width).map(|c| (10 * l + c) as f64).collect();
+            for i in [0.0, 1.0, 2.0, 3.0, -1.0, 0.5, -0.0, f64::NAN, f64::INFINITY] {
+                let (a, b) = (gather_lane(&block, width, stride, i, l), gather(&row, i));
+                assert!(
+                    a == b || (a.is_nan() && b.is_nan()),
+                    "lane {l}, index {i}: {a} vs {b}"
+                );
+            }
         }
     }
 

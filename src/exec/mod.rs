@@ -236,10 +236,8 @@ impl<T: Float> Block<'_, T> {
     /// Runs rows `[b0, b1)` on the interpreter, as the evaluator does for a
     /// pass without generated code (testing the block's inputs first when
     /// values are tested block by block); returns whether they were valid.
-    /// Generated loops over a vector's components call it for narrow
-    /// vectors, where the interpreter's layout (rows innermost) is faster
-    /// than a loop per row. Like the pass functions, it writes the rows'
-    /// outputs; [`Kernel::new`]'s contract keeps each call to its own rows.
+    /// Like the pass functions, it writes the rows' outputs;
+    /// [`Kernel::new`]'s contract keeps each call to its own rows.
     pub fn interpret(&self, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
         let b1 = b1.min(self.rows);
         let b0 = b0.min(b1);

@@ -60,7 +60,7 @@ pub mod cce_logits {
             let e1 = b.size(0);
             let e2 = b.size(0);
             if e1.max(e2) < 32 {
-                return b.interpret(b0, b1, sums);
+                return unsafe { narrow0::<T, F>(b, b0, b1, sums) };
             }
             let mut ok = true;
             let mut bad = T::Bits::default();
@@ -127,5 +127,126 @@ pub mod cce_logits {
             }
             ok & (bad == T::Bits::default())
         }
+    }
+
+    #[inline(always)]
+    unsafe fn narrow0<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
+        const R: usize = 64;
+        let n = b.rows();
+        let scale = b.scale();
+        // `y`
+        let w0 = b.width(0);
+        let x0 = unsafe { std::slice::from_raw_parts(b.input(0), n * w0) };
+        // `z`
+        let w1 = b.width(1);
+        let x1 = unsafe { std::slice::from_raw_parts(b.input(1), n * w1) };
+        let gw0 = b.width(1);
+        // SAFETY: each block writes only its own rows.
+        let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0 * gw0), (b1 - b0) * gw0) };
+        let e1 = b.size(0);
+        let e2 = b.size(0);
+        let mut ok = true;
+        let mut bad = T::Bits::default();
+        ok &= b.valid(0, b0, b1); // `y`
+        if !ok {
+            return false;
+        }
+        let mut tx0 = [T::ZERO; R];
+        let mut scratch = b.scratch(w1 * R + e1 * R + gw0 * R);
+        let rest: &mut [T] = &mut scratch;
+        let (tx1, rest) = rest.split_at_mut(w1 * R);
+        let (k1, rest) = rest.split_at_mut(e1 * R);
+        let (tg0, rest) = rest.split_at_mut(gw0 * R);
+        let mut inv4 = [T::ONE; R];
+        let mut a0 = [T::ZERO; R];
+        let mut a1 = [T::ZERO; R];
+        let mut a4 = [T::ZERO; R];
+        let mut a7 = [T::ZERO; R];
+        let mut a8 = [T::ZERO; R];
+        let mut r0 = b0;
+        while r0 < b1 {
+            let len = R.min(b1 - r0);
+            for l in 0..R {
+                tx0[l] = x0[r0 + l.min(len - 1)];
+            }
+            if len == R {
+                let xb = &x1[r0 * w1..(r0 + R) * w1];
+                for (c, col) in tx1.chunks_exact_mut(R).enumerate() {
+                    for l in 0..R {
+                        // SAFETY: l < R and c < w1, and `xb` has R rows of w1.
+                        col[l] = unsafe { *xb.get_unchecked(l * w1 + c) };
+                    }
+                }
+            } else {
+                for l in 0..R {
+                    let r = r0 + l.min(len - 1);
+                    for (c, &v) in x1[r * w1..(r + 1) * w1].iter().enumerate() {
+                        tx1[c * R + l] = v;
+                    }
+                }
+            }
+            a4 = [T::of(f64::NEG_INFINITY); R];
+            for c in 0..e1 {
+                let k1c = &mut k1[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v3: T = tx1c[l];
+                    bad |= check::out_of_range(v3, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    k1c[l] = v3;
+                }
+            }
+            for col in k1.chunks_exact(R) {
+                for l in 0..R {
+                    a4[l] = a4[l].max(col[l]);
+                }
+            }
+            let mut sum4 = [T::ZERO; R];
+            for col in k1.chunks_exact_mut(R) {
+                for l in 0..R {
+                    let x = (col[l] - a4[l]).exp::<F>();
+                    col[l] = x;
+                    sum4[l] = sum4[l] + x;
+                }
+            }
+            for l in 0..R {
+                let m = a4[l];
+                let finite = (m > T::of(f64::NEG_INFINITY)) & (m < T::of(f64::INFINITY));
+                a4[l] = math::sel(finite, m + sum4[l].ln::<F>(), m);
+                inv4[l] = math::sel(finite, T::ONE / sum4[l], T::ONE);
+            }
+            for l in 0..R {
+                let v4: T = a4[l];
+                let v8: T = tx0[l];
+                a8[l] = v8;
+                let v7: T = math::gather_lane(tx1, w1, R, v8, l);
+                a7[l] = v7;
+                let v1: T = v7 - v4;
+                a1[l] = v1;
+                let v0: T = -v1;
+                a0[l] = v0;
+            }
+            for c in 0..e2 {
+                let k1c = &k1[c * R..][..R];
+                let tg0c = &mut tg0[c * R..][..R];
+                for l in 0..R {
+                    let v8: T = a8[l];
+                    let v12: T = math::index::<T>(c);
+                    let v11: T = math::truth::<T>(v12 == v8);
+                    let v13: T = k1c[l] * inv4[l];
+                    let v9: T = v13 - v11;
+                    tg0c[l] = v9 * scale;
+                }
+            }
+            for l in 0..len {
+                let row = &mut g0[(r0 - b0 + l) * gw0..][..gw0];
+                for (c, o) in row.iter_mut().enumerate() {
+                    // SAFETY: c < gw0 and l < R, the buffer's shape.
+                    *o = unsafe { *tg0.get_unchecked(c * R + l) };
+                }
+            }
+            sums[0] += math::sum_lanes(&a0[..len]);
+            r0 += len;
+        }
+        ok & (bad == T::Bits::default())
     }
 }

@@ -67,7 +67,7 @@ pub mod contrastive {
             let e2 = b.size(0);
             let e3 = b.size(0);
             if e1.max(e2).max(e3) < 32 {
-                return b.interpret(b0, b1, sums);
+                return unsafe { narrow0::<T, F>(b, b0, b1, sums) };
             }
             let mut ok = true;
             let mut bad = T::Bits::default();
@@ -146,5 +146,215 @@ pub mod contrastive {
             }
             ok & (bad == T::Bits::default())
         }
+    }
+
+    #[inline(always)]
+    unsafe fn narrow0<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
+        const R: usize = 64;
+        let n = b.rows();
+        let scale = b.scale();
+        // `same`
+        let w0 = b.width(0);
+        let x0 = unsafe { std::slice::from_raw_parts(b.input(0), n * w0) };
+        // `a`
+        let w1 = b.width(1);
+        let x1 = unsafe { std::slice::from_raw_parts(b.input(1), n * w1) };
+        // `b`
+        let w2 = b.width(2);
+        let x2 = unsafe { std::slice::from_raw_parts(b.input(2), n * w2) };
+        let gw0 = b.width(1);
+        // SAFETY: each block writes only its own rows.
+        let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0 * gw0), (b1 - b0) * gw0) };
+        let gw1 = b.width(2);
+        // SAFETY: each block writes only its own rows.
+        let g1 = unsafe { std::slice::from_raw_parts_mut(b.grad(1).add(b0 * gw1), (b1 - b0) * gw1) };
+        let e1 = b.size(0);
+        let e2 = b.size(0);
+        let e3 = b.size(0);
+        let mut ok = true;
+        let mut bad = T::Bits::default();
+        if !ok {
+            return false;
+        }
+        let mut tx0 = [T::ZERO; R];
+        let mut scratch = b.scratch(w1 * R + w2 * R + gw0 * R + gw1 * R);
+        let rest: &mut [T] = &mut scratch;
+        let (tx1, rest) = rest.split_at_mut(w1 * R);
+        let (tx2, rest) = rest.split_at_mut(w2 * R);
+        let (tg0, rest) = rest.split_at_mut(gw0 * R);
+        let (tg1, rest) = rest.split_at_mut(gw1 * R);
+        let mut a0 = [T::ZERO; R];
+        let mut a1 = [T::ZERO; R];
+        let mut a2 = [T::ZERO; R];
+        let mut a3 = [T::ZERO; R];
+        let mut a4 = [T::ZERO; R];
+        let mut a5 = [T::ZERO; R];
+        let mut a6 = [T::ZERO; R];
+        let mut a7 = [T::ZERO; R];
+        let mut a12 = [T::ZERO; R];
+        let mut a15 = [T::ZERO; R];
+        let mut a16 = [T::ZERO; R];
+        let mut a17 = [T::ZERO; R];
+        let mut a23 = [T::ZERO; R];
+        let mut a24 = [T::ZERO; R];
+        let mut a25 = [T::ZERO; R];
+        let mut a26 = [T::ZERO; R];
+        let mut a27 = [T::ZERO; R];
+        let mut a32 = [T::ZERO; R];
+        let mut a33 = [T::ZERO; R];
+        let mut a34 = [T::ZERO; R];
+        let mut a35 = [T::ZERO; R];
+        let mut r0 = b0;
+        while r0 < b1 {
+            let len = R.min(b1 - r0);
+            for l in 0..R {
+                tx0[l] = x0[r0 + l.min(len - 1)];
+            }
+            if len == R {
+                let xb = &x1[r0 * w1..(r0 + R) * w1];
+                for (c, col) in tx1.chunks_exact_mut(R).enumerate() {
+                    for l in 0..R {
+                        // SAFETY: l < R and c < w1, and `xb` has R rows of w1.
+                        col[l] = unsafe { *xb.get_unchecked(l * w1 + c) };
+                    }
+                }
+            } else {
+                for l in 0..R {
+                    let r = r0 + l.min(len - 1);
+                    for (c, &v) in x1[r * w1..(r + 1) * w1].iter().enumerate() {
+                        tx1[c * R + l] = v;
+                    }
+                }
+            }
+            if len == R {
+                let xb = &x2[r0 * w2..(r0 + R) * w2];
+                for (c, col) in tx2.chunks_exact_mut(R).enumerate() {
+                    for l in 0..R {
+                        // SAFETY: l < R and c < w2, and `xb` has R rows of w2.
+                        col[l] = unsafe { *xb.get_unchecked(l * w2 + c) };
+                    }
+                }
+            } else {
+                for l in 0..R {
+                    let r = r0 + l.min(len - 1);
+                    for (c, &v) in x2[r * w2..(r + 1) * w2].iter().enumerate() {
+                        tx2[c * R + l] = v;
+                    }
+                }
+            }
+            for l in 0..R {
+                let v1: T = T::of(0.5);
+                a1[l] = v1;
+                let v5: T = tx0[l];
+                bad |= check::not_either(v5, 0.0, 1.0);
+                a5[l] = v5;
+                let v6: T = T::of(1.0);
+                a6[l] = v6;
+                let v4: T = math::truth::<T>(v5 == v6);
+                a4[l] = v4;
+            }
+            a12 = [T::ZERO; R];
+            for c in 0..e1 {
+                let tx1c = &tx1[c * R..][..R];
+                let tx2c = &tx2[c * R..][..R];
+                for l in 0..R {
+                    let v10: T = tx1c[l];
+                    bad |= check::out_of_range(v10, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    let v11: T = tx2c[l];
+                    bad |= check::out_of_range(v11, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    let v9: T = v10 - v11;
+                    let v8: T = v9 * v9;
+                    a12[l] = a12[l] + v8;
+                }
+            }
+            for l in 0..R {
+                let v1: T = a1[l];
+                let v4: T = a4[l];
+                let v6: T = a6[l];
+                let v12: T = a12[l];
+                let v7: T = v12.sqrt();
+                a7[l] = v7;
+                let v16: T = T::of(0.0);
+                a16[l] = v16;
+                let v17: T = v6 - v7;
+                a17[l] = v17;
+                let v15: T = v16.max(v17);
+                a15[l] = v15;
+                let v3: T = math::sel(v4 != T::ZERO, v7, v15);
+                a3[l] = v3;
+                let v2: T = v3 * v3;
+                a2[l] = v2;
+                let v0: T = v1 * v2;
+                a0[l] = v0;
+                let v24: T = T::ONE / v7;
+                a24[l] = v24;
+                let v26: T = math::truth::<T>(v7 < v6);
+                a26[l] = v26;
+                let v27: T = -v15;
+                a27[l] = v27;
+                let v25: T = math::sel(v26 != T::ZERO, v27, v16);
+                a25[l] = v25;
+                let v23: T = v24 * v25;
+                a23[l] = v23;
+            }
+            for c in 0..e2 {
+                let tg0c = &mut tg0[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                let tx2c = &tx2[c * R..][..R];
+                for l in 0..R {
+                    let v4: T = a4[l];
+                    let v23: T = a23[l];
+                    let v20: T = tx1c[l];
+                    let v21: T = tx2c[l];
+                    let v19: T = v20 - v21;
+                    let v22: T = v19 * v23;
+                    let v18: T = math::sel(v4 != T::ZERO, v19, v22);
+                    tg0c[l] = v18 * scale;
+                }
+            }
+            for l in 0..R {
+                let v4: T = a4[l];
+                let v24: T = a24[l];
+                let v25: T = a25[l];
+                let v33: T = T::of(-1.0);
+                a33[l] = v33;
+                let v35: T = -v24;
+                a35[l] = v35;
+                let v34: T = v35 * v25;
+                a34[l] = v34;
+                let v32: T = math::sel(v4 != T::ZERO, v33, v34);
+                a32[l] = v32;
+            }
+            for c in 0..e3 {
+                let tg1c = &mut tg1[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                let tx2c = &tx2[c * R..][..R];
+                for l in 0..R {
+                    let v32: T = a32[l];
+                    let v30: T = tx1c[l];
+                    let v31: T = tx2c[l];
+                    let v29: T = v30 - v31;
+                    let v28: T = v29 * v32;
+                    tg1c[l] = v28 * scale;
+                }
+            }
+            for l in 0..len {
+                let row = &mut g0[(r0 - b0 + l) * gw0..][..gw0];
+                for (c, o) in row.iter_mut().enumerate() {
+                    // SAFETY: c < gw0 and l < R, the buffer's shape.
+                    *o = unsafe { *tg0.get_unchecked(c * R + l) };
+                }
+            }
+            for l in 0..len {
+                let row = &mut g1[(r0 - b0 + l) * gw1..][..gw1];
+                for (c, o) in row.iter_mut().enumerate() {
+                    // SAFETY: c < gw1 and l < R, the buffer's shape.
+                    *o = unsafe { *tg1.get_unchecked(c * R + l) };
+                }
+            }
+            sums[0] += math::sum_lanes(&a0[..len]);
+            r0 += len;
+        }
+        ok & (bad == T::Bits::default())
     }
 }

@@ -60,7 +60,7 @@ pub mod multilabel {
             let e1 = b.size(0);
             let e2 = b.size(0);
             if e1.max(e2) < 32 {
-                return b.interpret(b0, b1, sums);
+                return unsafe { narrow0::<T, F>(b, b0, b1, sums) };
             }
             let mut ok = true;
             let mut bad = T::Bits::default();
@@ -115,5 +115,124 @@ pub mod multilabel {
             }
             ok & (bad == T::Bits::default())
         }
+    }
+
+    #[inline(always)]
+    unsafe fn narrow0<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
+        const R: usize = 64;
+        let n = b.rows();
+        let scale = b.scale();
+        // `y`
+        let w0 = b.width(0);
+        let x0 = unsafe { std::slice::from_raw_parts(b.input(0), n * w0) };
+        // `z`
+        let w1 = b.width(1);
+        let x1 = unsafe { std::slice::from_raw_parts(b.input(1), n * w1) };
+        let gw0 = b.width(1);
+        // SAFETY: each block writes only its own rows.
+        let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0 * gw0), (b1 - b0) * gw0) };
+        let e1 = b.size(0);
+        let e2 = b.size(0);
+        let mut ok = true;
+        let mut bad = T::Bits::default();
+        ok &= b.valid(0, b0, b1); // `y`
+        if !ok {
+            return false;
+        }
+        let mut scratch = b.scratch(w0 * R + w1 * R + gw0 * R);
+        let rest: &mut [T] = &mut scratch;
+        let (tx0, rest) = rest.split_at_mut(w0 * R);
+        let (tx1, rest) = rest.split_at_mut(w1 * R);
+        let (tg0, rest) = rest.split_at_mut(gw0 * R);
+        let mut a0 = [T::ZERO; R];
+        let mut a10 = [T::ZERO; R];
+        let mut a12 = [T::ZERO; R];
+        let mut r0 = b0;
+        while r0 < b1 {
+            let len = R.min(b1 - r0);
+            if len == R {
+                let xb = &x0[r0 * w0..(r0 + R) * w0];
+                for (c, col) in tx0.chunks_exact_mut(R).enumerate() {
+                    for l in 0..R {
+                        // SAFETY: l < R and c < w0, and `xb` has R rows of w0.
+                        col[l] = unsafe { *xb.get_unchecked(l * w0 + c) };
+                    }
+                }
+            } else {
+                for l in 0..R {
+                    let r = r0 + l.min(len - 1);
+                    for (c, &v) in x0[r * w0..(r + 1) * w0].iter().enumerate() {
+                        tx0[c * R + l] = v;
+                    }
+                }
+            }
+            if len == R {
+                let xb = &x1[r0 * w1..(r0 + R) * w1];
+                for (c, col) in tx1.chunks_exact_mut(R).enumerate() {
+                    for l in 0..R {
+                        // SAFETY: l < R and c < w1, and `xb` has R rows of w1.
+                        col[l] = unsafe { *xb.get_unchecked(l * w1 + c) };
+                    }
+                }
+            } else {
+                for l in 0..R {
+                    let r = r0 + l.min(len - 1);
+                    for (c, &v) in x1[r * w1..(r + 1) * w1].iter().enumerate() {
+                        tx1[c * R + l] = v;
+                    }
+                }
+            }
+            for l in 0..R {
+                let v10: T = T::of(1.0);
+                a10[l] = v10;
+            }
+            a12 = [T::ZERO; R];
+            for c in 0..e1 {
+                let tx0c = &tx0[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v10: T = a10[l];
+                    let v3: T = tx0c[l];
+                    let v7: T = tx1c[l];
+                    bad |= check::out_of_range(v7, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    let v6: T = math::softplus::<T, F>(v7);
+                    let v5: T = v6 - v7;
+                    let v4: T = -v5;
+                    let v2: T = v3 * v4;
+                    let v9: T = v10 - v3;
+                    let v11: T = -v6;
+                    let v8: T = v9 * v11;
+                    let v1: T = v2 + v8;
+                    a12[l] = a12[l] + v1;
+                }
+            }
+            for l in 0..R {
+                let v12: T = a12[l];
+                let v0: T = -v12;
+                a0[l] = v0;
+            }
+            for c in 0..e2 {
+                let tg0c = &mut tg0[c * R..][..R];
+                let tx0c = &tx0[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v17: T = tx1c[l];
+                    let v16: T = math::sigmoid::<T, F>(v17);
+                    let v18: T = tx0c[l];
+                    let v15: T = v16 - v18;
+                    tg0c[l] = v15 * scale;
+                }
+            }
+            for l in 0..len {
+                let row = &mut g0[(r0 - b0 + l) * gw0..][..gw0];
+                for (c, o) in row.iter_mut().enumerate() {
+                    // SAFETY: c < gw0 and l < R, the buffer's shape.
+                    *o = unsafe { *tg0.get_unchecked(c * R + l) };
+                }
+            }
+            sums[0] += math::sum_lanes(&a0[..len]);
+            r0 += len;
+        }
+        ok & (bad == T::Bits::default())
     }
 }

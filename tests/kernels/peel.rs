@@ -64,7 +64,7 @@ pub mod peel {
             let e5 = b.size(0);
             let e6 = b.size(0);
             if e1.max(e2).max(e3).max(e4).max(e5).max(e6) < 32 {
-                return b.interpret(b0, b1, sums);
+                return unsafe { narrow0::<T, F>(b, b0, b1, sums) };
             }
             let mut ok = true;
             let mut bad = T::Bits::default();
@@ -315,5 +315,278 @@ pub mod peel {
             }
             ok & (bad == T::Bits::default())
         }
+    }
+
+    #[inline(always)]
+    unsafe fn narrow0<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
+        const R: usize = 64;
+        let n = b.rows();
+        let scale = b.scale();
+        // `k`
+        let w0 = b.width(0);
+        let x0 = unsafe { std::slice::from_raw_parts(b.input(0), n * w0) };
+        // `z`
+        let w1 = b.width(1);
+        let x1 = unsafe { std::slice::from_raw_parts(b.input(1), n * w1) };
+        let gw0 = b.width(1);
+        // SAFETY: each block writes only its own rows.
+        let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0 * gw0), (b1 - b0) * gw0) };
+        let e1 = b.size(0);
+        let e2 = b.size(0);
+        let e3 = b.size(0);
+        let e4 = b.size(0);
+        let e5 = b.size(0);
+        let e6 = b.size(0);
+        let mut ok = true;
+        let mut bad = T::Bits::default();
+        if !ok {
+            return false;
+        }
+        let mut tx0 = [T::ZERO; R];
+        let mut scratch = b.scratch(w1 * R + e4 * R + gw0 * R);
+        let rest: &mut [T] = &mut scratch;
+        let (tx1, rest) = rest.split_at_mut(w1 * R);
+        let (k4, rest) = rest.split_at_mut(e4 * R);
+        let (tg0, rest) = rest.split_at_mut(gw0 * R);
+        let mut inv36 = [T::ONE; R];
+        let mut a0 = [T::ZERO; R];
+        let mut a1 = [T::ZERO; R];
+        let mut a2 = [T::ZERO; R];
+        let mut a3 = [T::ZERO; R];
+        let mut a7 = [T::ZERO; R];
+        let mut a10 = [T::ZERO; R];
+        let mut a18 = [T::ZERO; R];
+        let mut a19 = [T::ZERO; R];
+        let mut a27 = [T::ZERO; R];
+        let mut a35 = [T::ZERO; R];
+        let mut a36 = [T::ZERO; R];
+        let mut a43 = [T::ZERO; R];
+        let mut a44 = [T::ZERO; R];
+        let mut a60 = [T::ZERO; R];
+        let mut a70 = [T::ZERO; R];
+        let mut a80 = [T::ZERO; R];
+        let mut a81 = [T::ZERO; R];
+        let mut a82 = [T::ZERO; R];
+        let mut r0 = b0;
+        while r0 < b1 {
+            let len = R.min(b1 - r0);
+            for l in 0..R {
+                tx0[l] = x0[r0 + l.min(len - 1)];
+            }
+            if len == R {
+                let xb = &x1[r0 * w1..(r0 + R) * w1];
+                for (c, col) in tx1.chunks_exact_mut(R).enumerate() {
+                    for l in 0..R {
+                        // SAFETY: l < R and c < w1, and `xb` has R rows of w1.
+                        col[l] = unsafe { *xb.get_unchecked(l * w1 + c) };
+                    }
+                }
+            } else {
+                for l in 0..R {
+                    let r = r0 + l.min(len - 1);
+                    for (c, &v) in x1[r * w1..(r + 1) * w1].iter().enumerate() {
+                        tx1[c * R + l] = v;
+                    }
+                }
+            }
+            for l in 0..R {
+                let v7: T = tx0[l];
+                bad |= check::out_of_range(v7, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                a7[l] = v7;
+            }
+            a10 = [T::of(f64::NAN); R];
+            for c in 0..e1 {
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v7: T = a7[l];
+                    let v6: T = math::index::<T>(c);
+                    let v5: T = math::truth::<T>(v6 == v7);
+                    let v8: T = tx1c[l];
+                    bad |= check::out_of_range(v8, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    let v9: T = -v8;
+                    let v4: T = math::sel(v5 != T::ZERO, v8, v9);
+                    a10[l] = a10[l].max(v4);
+                }
+            }
+            for l in 0..R {
+                let v18: T = T::of(2.0);
+                a18[l] = v18;
+            }
+            a19 = [T::of(f64::NAN); R];
+            for c in 0..e2 {
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v7: T = a7[l];
+                    let v18: T = a18[l];
+                    let v15: T = math::index::<T>(c);
+                    let v14: T = math::truth::<T>(v15 == v7);
+                    let v17: T = tx1c[l];
+                    let v16: T = v17 * v18;
+                    let v13: T = math::sel(v14 != T::ZERO, v16, v17);
+                    a19[l] = a19[l].min(v13);
+                }
+            }
+            for l in 0..R {
+                let v10: T = a10[l];
+                let v19: T = a19[l];
+                let v3: T = v10 + v19;
+                a3[l] = v3;
+            }
+            a27 = [T::ZERO; R];
+            for c in 0..e3 {
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v7: T = a7[l];
+                    let v24: T = math::index::<T>(c);
+                    let v23: T = math::truth::<T>(v24 == v7);
+                    let v26: T = tx1c[l];
+                    let v25: T = v26 * v26;
+                    let v22: T = math::sel(v23 != T::ZERO, v25, v26);
+                    a27[l] = a27[l] + v22;
+                }
+            }
+            for l in 0..R {
+                a27[l] = a27[l] / T::of(e3 as f64);
+            }
+            for l in 0..R {
+                let v3: T = a3[l];
+                let v27: T = a27[l];
+                let v2: T = v3 + v27;
+                a2[l] = v2;
+                let v35: T = T::of(0.5);
+                a35[l] = v35;
+            }
+            a36 = [T::of(f64::NEG_INFINITY); R];
+            for c in 0..e4 {
+                let k4c = &mut k4[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v7: T = a7[l];
+                    let v35: T = a35[l];
+                    let v32: T = math::index::<T>(c);
+                    let v31: T = math::truth::<T>(v32 == v7);
+                    let v33: T = tx1c[l];
+                    let v34: T = v33 * v35;
+                    let v30: T = math::sel(v31 != T::ZERO, v33, v34);
+                    k4c[l] = v30;
+                }
+            }
+            for col in k4.chunks_exact(R) {
+                for l in 0..R {
+                    a36[l] = a36[l].max(col[l]);
+                }
+            }
+            let mut sum36 = [T::ZERO; R];
+            for col in k4.chunks_exact_mut(R) {
+                for l in 0..R {
+                    let x = (col[l] - a36[l]).exp::<F>();
+                    col[l] = x;
+                    sum36[l] = sum36[l] + x;
+                }
+            }
+            for l in 0..R {
+                let m = a36[l];
+                let finite = (m > T::of(f64::NEG_INFINITY)) & (m < T::of(f64::INFINITY));
+                a36[l] = math::sel(finite, m + sum36[l].ln::<F>(), m);
+                inv36[l] = math::sel(finite, T::ONE / sum36[l], T::ONE);
+            }
+            for l in 0..R {
+                let v2: T = a2[l];
+                let v36: T = a36[l];
+                let v1: T = v2 + v36;
+                a1[l] = v1;
+                let v43: T = T::of(0.0);
+                a43[l] = v43;
+            }
+            a44 = [T::ZERO; R];
+            for c in 0..e5 {
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v7: T = a7[l];
+                    let v43: T = a43[l];
+                    let v41: T = math::index::<T>(c);
+                    let v40: T = math::truth::<T>(v41 == v7);
+                    let v42: T = tx1c[l];
+                    let v39: T = math::sel(v40 != T::ZERO, v42, v43);
+                    a44[l] = a44[l] + v39;
+                }
+            }
+            for l in 0..R {
+                let v1: T = a1[l];
+                let v18: T = a18[l];
+                let v44: T = a44[l];
+                let v0: T = v1 + v44;
+                a0[l] = v0;
+                let v60: T = T::of(1.0);
+                a60[l] = v60;
+                let v70: T = T::of(-1.0);
+                a70[l] = v70;
+                let v82: T = b.uniform(1);
+                a82[l] = v82;
+                let v81: T = T::ONE / v82;
+                a81[l] = v81;
+                let v80: T = v18 * v81;
+                a80[l] = v80;
+            }
+            for c in 0..e6 {
+                let k4c = &k4[c * R..][..R];
+                let tg0c = &mut tg0[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v7: T = a7[l];
+                    let v10: T = a10[l];
+                    let v18: T = a18[l];
+                    let v19: T = a19[l];
+                    let v35: T = a35[l];
+                    let v43: T = a43[l];
+                    let v60: T = a60[l];
+                    let v70: T = a70[l];
+                    let v80: T = a80[l];
+                    let v81: T = a81[l];
+                    let v54: T = math::index::<T>(c);
+                    let v53: T = math::truth::<T>(v54 != v7);
+                    let v57: T = math::truth::<T>(v54 == v7);
+                    let v59: T = tx1c[l];
+                    let v58: T = v59 * v18;
+                    let v56: T = math::sel(v57 != T::ZERO, v58, v59);
+                    let v55: T = math::truth::<T>(v56 == v19);
+                    let v52: T = math::truth::<T>((v53 != T::ZERO) & (v55 != T::ZERO));
+                    let v51: T = math::sel(v52 != T::ZERO, v60, v43);
+                    let v62: T = math::truth::<T>((v57 != T::ZERO) & (v55 != T::ZERO));
+                    let v61: T = math::sel(v62 != T::ZERO, v18, v43);
+                    let v50: T = v51 + v61;
+                    let v67: T = -v59;
+                    let v66: T = math::sel(v57 != T::ZERO, v59, v67);
+                    let v65: T = math::truth::<T>(v66 == v10);
+                    let v64: T = math::truth::<T>((v57 != T::ZERO) & (v65 != T::ZERO));
+                    let v63: T = math::sel(v64 != T::ZERO, v60, v43);
+                    let v49: T = v50 + v63;
+                    let v69: T = math::truth::<T>((v53 != T::ZERO) & (v65 != T::ZERO));
+                    let v68: T = math::sel(v69 != T::ZERO, v70, v43);
+                    let v48: T = v49 + v68;
+                    let v77: T = v59 * v35;
+                    let v76: T = math::sel(v57 != T::ZERO, v59, v77);
+                    let v74: T = k4c[l] * inv36[l];
+                    let v73: T = v60 + v74;
+                    let v79: T = v59 * v80;
+                    let v72: T = v73 + v79;
+                    let v84: T = v35 * v74;
+                    let v83: T = v81 + v84;
+                    let v71: T = math::sel(v57 != T::ZERO, v72, v83);
+                    let v47: T = v48 + v71;
+                    tg0c[l] = v47 * scale;
+                }
+            }
+            for l in 0..len {
+                let row = &mut g0[(r0 - b0 + l) * gw0..][..gw0];
+                for (c, o) in row.iter_mut().enumerate() {
+                    // SAFETY: c < gw0 and l < R, the buffer's shape.
+                    *o = unsafe { *tg0.get_unchecked(c * R + l) };
+                }
+            }
+            sums[0] += math::sum_lanes(&a0[..len]);
+            r0 += len;
+        }
+        ok & (bad == T::Bits::default())
     }
 }

@@ -65,7 +65,7 @@ pub mod reductions {
             let e7 = b.size(0);
             let e6 = b.size(0);
             if e1.max(e2).max(e3).max(e4).max(e5).max(e7).max(e6) < 32 {
-                return b.interpret(b0, b1, sums);
+                return unsafe { narrow0::<T, F>(b, b0, b1, sums) };
             }
             let mut ok = true;
             let mut bad = T::Bits::default();
@@ -248,5 +248,285 @@ pub mod reductions {
             }
             ok & (bad == T::Bits::default())
         }
+    }
+
+    #[inline(always)]
+    unsafe fn narrow0<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
+        const R: usize = 64;
+        let n = b.rows();
+        let scale = b.scale();
+        // `t`
+        let w0 = b.width(0);
+        let x0 = unsafe { std::slice::from_raw_parts(b.input(0), n * w0) };
+        // `z`
+        let w1 = b.width(1);
+        let x1 = unsafe { std::slice::from_raw_parts(b.input(1), n * w1) };
+        let gw0 = b.width(1);
+        // SAFETY: each block writes only its own rows.
+        let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0 * gw0), (b1 - b0) * gw0) };
+        let e1 = b.size(0);
+        let e2 = b.size(0);
+        let e3 = b.size(0);
+        let e4 = b.size(0);
+        let e5 = b.size(0);
+        let e7 = b.size(0);
+        let e6 = b.size(0);
+        let mut ok = true;
+        let mut bad = T::Bits::default();
+        if !ok {
+            return false;
+        }
+        let mut scratch = b.scratch(w0 * R + w1 * R + e4 * R + gw0 * R);
+        let rest: &mut [T] = &mut scratch;
+        let (tx0, rest) = rest.split_at_mut(w0 * R);
+        let (tx1, rest) = rest.split_at_mut(w1 * R);
+        let (k4, rest) = rest.split_at_mut(e4 * R);
+        let (tg0, rest) = rest.split_at_mut(gw0 * R);
+        let mut inv32 = [T::ONE; R];
+        let mut a0 = [T::ZERO; R];
+        let mut a1 = [T::ZERO; R];
+        let mut a2 = [T::ZERO; R];
+        let mut a3 = [T::ZERO; R];
+        let mut a9 = [T::ZERO; R];
+        let mut a12 = [T::ZERO; R];
+        let mut a18 = [T::ZERO; R];
+        let mut a22 = [T::ZERO; R];
+        let mut a31 = [T::ZERO; R];
+        let mut a32 = [T::ZERO; R];
+        let mut a37 = [T::ZERO; R];
+        let mut a55 = [T::ZERO; R];
+        let mut a61 = [T::ZERO; R];
+        let mut a66 = [T::ZERO; R];
+        let mut a67 = [T::ZERO; R];
+        let mut a74 = [T::ZERO; R];
+        let mut r0 = b0;
+        while r0 < b1 {
+            let len = R.min(b1 - r0);
+            if len == R {
+                let xb = &x0[r0 * w0..(r0 + R) * w0];
+                for (c, col) in tx0.chunks_exact_mut(R).enumerate() {
+                    for l in 0..R {
+                        // SAFETY: l < R and c < w0, and `xb` has R rows of w0.
+                        col[l] = unsafe { *xb.get_unchecked(l * w0 + c) };
+                    }
+                }
+            } else {
+                for l in 0..R {
+                    let r = r0 + l.min(len - 1);
+                    for (c, &v) in x0[r * w0..(r + 1) * w0].iter().enumerate() {
+                        tx0[c * R + l] = v;
+                    }
+                }
+            }
+            if len == R {
+                let xb = &x1[r0 * w1..(r0 + R) * w1];
+                for (c, col) in tx1.chunks_exact_mut(R).enumerate() {
+                    for l in 0..R {
+                        // SAFETY: l < R and c < w1, and `xb` has R rows of w1.
+                        col[l] = unsafe { *xb.get_unchecked(l * w1 + c) };
+                    }
+                }
+            } else {
+                for l in 0..R {
+                    let r = r0 + l.min(len - 1);
+                    for (c, &v) in x1[r * w1..(r + 1) * w1].iter().enumerate() {
+                        tx1[c * R + l] = v;
+                    }
+                }
+            }
+            for l in 0..R {
+                let v9: T = T::of(0.0);
+                a9[l] = v9;
+            }
+            a12 = [T::ZERO; R];
+            let mut cnt1 = [T::ZERO; R];
+            for c in 0..e1 {
+                let tx0c = &tx0[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v9: T = a9[l];
+                    let v5: T = tx1c[l];
+                    bad |= check::out_of_range(v5, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    let v4: T = v5 * v5;
+                    let v8: T = tx0c[l];
+                    bad |= check::out_of_range(v8, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    let v7: T = math::truth::<T>(v8 > v9);
+                    let v11: T = math::index::<T>(c);
+                    let v10: T = math::truth::<T>(v11 == v9);
+                    let v6: T = math::truth::<T>((v7 != T::ZERO) | (v10 != T::ZERO));
+                    cnt1[l] = cnt1[l] + math::truth::<T>(v6 != T::ZERO);
+                    a12[l] = a12[l] + math::sel(v6 != T::ZERO, v4, T::ZERO);
+                }
+            }
+            for l in 0..R {
+                a12[l] = a12[l] / cnt1[l];
+            }
+            a18 = [T::of(f64::NAN); R];
+            for c in 0..e2 {
+                let tx0c = &tx0[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v16: T = tx1c[l];
+                    let v17: T = tx0c[l];
+                    let v15: T = v16 * v17;
+                    a18[l] = a18[l].max(v15);
+                }
+            }
+            for l in 0..R {
+                let v12: T = a12[l];
+                let v18: T = a18[l];
+                let v3: T = v12 + v18;
+                a3[l] = v3;
+            }
+            a22 = [T::of(f64::NAN); R];
+            for c in 0..e3 {
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v21: T = tx1c[l];
+                    a22[l] = a22[l].min(v21);
+                }
+            }
+            for l in 0..R {
+                let v3: T = a3[l];
+                let v22: T = a22[l];
+                let v2: T = v3 - v22;
+                a2[l] = v2;
+                let v31: T = T::of(0.5);
+                a31[l] = v31;
+            }
+            a32 = [T::of(f64::NEG_INFINITY); R];
+            for c in 0..e4 {
+                let k4c = &mut k4[c * R..][..R];
+                let tx0c = &tx0[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v9: T = a9[l];
+                    let v31: T = a31[l];
+                    let v25: T = tx1c[l];
+                    let v28: T = math::index::<T>(c);
+                    let v27: T = math::truth::<T>(v28 == v9);
+                    let v30: T = tx0c[l];
+                    let v29: T = math::truth::<T>(v30 < v31);
+                    let v26: T = math::truth::<T>((v27 != T::ZERO) | (v29 != T::ZERO));
+                    k4c[l] = math::sel(v26 != T::ZERO, v25, T::of(f64::NEG_INFINITY));
+                }
+            }
+            for col in k4.chunks_exact(R) {
+                for l in 0..R {
+                    a32[l] = a32[l].max(col[l]);
+                }
+            }
+            let mut sum32 = [T::ZERO; R];
+            for col in k4.chunks_exact_mut(R) {
+                for l in 0..R {
+                    let x = (col[l] - a32[l]).exp::<F>();
+                    col[l] = x;
+                    sum32[l] = sum32[l] + x;
+                }
+            }
+            for l in 0..R {
+                let m = a32[l];
+                let finite = (m > T::of(f64::NEG_INFINITY)) & (m < T::of(f64::INFINITY));
+                a32[l] = math::sel(finite, m + sum32[l].ln::<F>(), m);
+                inv32[l] = math::sel(finite, T::ONE / sum32[l], T::ONE);
+            }
+            for l in 0..R {
+                let v2: T = a2[l];
+                let v32: T = a32[l];
+                let v1: T = v2 + v32;
+                a1[l] = v1;
+            }
+            a37 = [T::ZERO; R];
+            for c in 0..e5 {
+                let tx0c = &tx0[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v35: T = tx1c[l];
+                    let v36: T = tx0c[l];
+                    a37[l] = a37[l] + v35 * v36;
+                }
+            }
+            for l in 0..R {
+                let v1: T = a1[l];
+                let v37: T = a37[l];
+                let v0: T = v1 + v37;
+                a0[l] = v0;
+                let v55: T = T::of(1.0);
+                a55[l] = v55;
+                let v61: T = T::of(-1.0);
+                a61[l] = v61;
+                let v67: T = T::of(2.0);
+                a67[l] = v67;
+            }
+            a74 = [T::ZERO; R];
+            for c in 0..e7 {
+                let tx0c = &tx0[c * R..][..R];
+                for l in 0..R {
+                    let v9: T = a9[l];
+                    let v55: T = a55[l];
+                    let v71: T = tx0c[l];
+                    let v70: T = math::truth::<T>(v71 > v9);
+                    let v73: T = math::index::<T>(c);
+                    let v72: T = math::truth::<T>(v73 == v9);
+                    let v69: T = math::truth::<T>((v70 != T::ZERO) | (v72 != T::ZERO));
+                    a74[l] = a74[l] + math::sel(v69 != T::ZERO, v55, T::ZERO);
+                }
+            }
+            for l in 0..R {
+                let v67: T = a67[l];
+                let v74: T = a74[l];
+                let v66: T = v67 / v74;
+                a66[l] = v66;
+            }
+            for c in 0..e6 {
+                let tg0c = &mut tg0[c * R..][..R];
+                let tx0c = &tx0[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v9: T = a9[l];
+                    let v18: T = a18[l];
+                    let v22: T = a22[l];
+                    let v31: T = a31[l];
+                    let v32: T = a32[l];
+                    let v55: T = a55[l];
+                    let v61: T = a61[l];
+                    let v66: T = a66[l];
+                    let v46: T = math::index::<T>(c);
+                    let v45: T = math::truth::<T>(v46 == v9);
+                    let v48: T = tx0c[l];
+                    let v47: T = math::truth::<T>(v48 < v31);
+                    let v44: T = math::truth::<T>((v45 != T::ZERO) | (v47 != T::ZERO));
+                    let v51: T = tx1c[l];
+                    let v50: T = v51 - v32;
+                    let v49: T = v50.exp::<F>();
+                    let v43: T = math::sel(v44 != T::ZERO, v49, v9);
+                    let v58: T = v51 * v48;
+                    let v57: T = math::truth::<T>(v58 == v18);
+                    let v56: T = math::sel(v57 != T::ZERO, v55, v9);
+                    let v54: T = v55 + v56;
+                    let v53: T = v48 * v54;
+                    let v42: T = v43 + v53;
+                    let v60: T = math::truth::<T>(v51 == v22);
+                    let v59: T = math::sel(v60 != T::ZERO, v61, v9);
+                    let v41: T = v42 + v59;
+                    let v64: T = math::truth::<T>(v48 > v9);
+                    let v63: T = math::truth::<T>((v64 != T::ZERO) | (v45 != T::ZERO));
+                    let v65: T = v51 * v66;
+                    let v62: T = math::sel(v63 != T::ZERO, v65, v9);
+                    let v40: T = v41 + v62;
+                    tg0c[l] = v40 * scale;
+                }
+            }
+            for l in 0..len {
+                let row = &mut g0[(r0 - b0 + l) * gw0..][..gw0];
+                for (c, o) in row.iter_mut().enumerate() {
+                    // SAFETY: c < gw0 and l < R, the buffer's shape.
+                    *o = unsafe { *tg0.get_unchecked(c * R + l) };
+                }
+            }
+            sums[0] += math::sum_lanes(&a0[..len]);
+            r0 += len;
+        }
+        ok & (bad == T::Bits::default())
     }
 }

@@ -72,7 +72,7 @@ pub mod triplet {
             let e4 = b.size(0);
             let e5 = b.size(0);
             if e1.max(e2).max(e3).max(e4).max(e5) < 32 {
-                return b.interpret(b0, b1, sums);
+                return unsafe { narrow0::<T, F>(b, b0, b1, sums) };
             }
             let mut ok = true;
             let mut bad = T::Bits::default();
@@ -170,5 +170,249 @@ pub mod triplet {
             }
             ok & (bad == T::Bits::default())
         }
+    }
+
+    #[inline(always)]
+    unsafe fn narrow0<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
+        const R: usize = 64;
+        let n = b.rows();
+        let scale = b.scale();
+        // `anchor`
+        let w0 = b.width(0);
+        let x0 = unsafe { std::slice::from_raw_parts(b.input(0), n * w0) };
+        // `positive`
+        let w1 = b.width(1);
+        let x1 = unsafe { std::slice::from_raw_parts(b.input(1), n * w1) };
+        // `negative`
+        let w2 = b.width(2);
+        let x2 = unsafe { std::slice::from_raw_parts(b.input(2), n * w2) };
+        let gw0 = b.width(0);
+        // SAFETY: each block writes only its own rows.
+        let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0 * gw0), (b1 - b0) * gw0) };
+        let gw1 = b.width(1);
+        // SAFETY: each block writes only its own rows.
+        let g1 = unsafe { std::slice::from_raw_parts_mut(b.grad(1).add(b0 * gw1), (b1 - b0) * gw1) };
+        let gw2 = b.width(2);
+        // SAFETY: each block writes only its own rows.
+        let g2 = unsafe { std::slice::from_raw_parts_mut(b.grad(2).add(b0 * gw2), (b1 - b0) * gw2) };
+        let e1 = b.size(0);
+        let e2 = b.size(0);
+        let e3 = b.size(0);
+        let e4 = b.size(0);
+        let e5 = b.size(0);
+        let mut ok = true;
+        let mut bad = T::Bits::default();
+        if !ok {
+            return false;
+        }
+        let mut scratch = b.scratch(w0 * R + w1 * R + w2 * R + gw0 * R + gw1 * R + gw2 * R);
+        let rest: &mut [T] = &mut scratch;
+        let (tx0, rest) = rest.split_at_mut(w0 * R);
+        let (tx1, rest) = rest.split_at_mut(w1 * R);
+        let (tx2, rest) = rest.split_at_mut(w2 * R);
+        let (tg0, rest) = rest.split_at_mut(gw0 * R);
+        let (tg1, rest) = rest.split_at_mut(gw1 * R);
+        let (tg2, rest) = rest.split_at_mut(gw2 * R);
+        let mut a0 = [T::ZERO; R];
+        let mut a1 = [T::ZERO; R];
+        let mut a2 = [T::ZERO; R];
+        let mut a3 = [T::ZERO; R];
+        let mut a4 = [T::ZERO; R];
+        let mut a5 = [T::ZERO; R];
+        let mut a10 = [T::ZERO; R];
+        let mut a13 = [T::ZERO; R];
+        let mut a18 = [T::ZERO; R];
+        let mut a22 = [T::ZERO; R];
+        let mut a25 = [T::ZERO; R];
+        let mut a32 = [T::ZERO; R];
+        let mut r0 = b0;
+        while r0 < b1 {
+            let len = R.min(b1 - r0);
+            if len == R {
+                let xb = &x0[r0 * w0..(r0 + R) * w0];
+                for (c, col) in tx0.chunks_exact_mut(R).enumerate() {
+                    for l in 0..R {
+                        // SAFETY: l < R and c < w0, and `xb` has R rows of w0.
+                        col[l] = unsafe { *xb.get_unchecked(l * w0 + c) };
+                    }
+                }
+            } else {
+                for l in 0..R {
+                    let r = r0 + l.min(len - 1);
+                    for (c, &v) in x0[r * w0..(r + 1) * w0].iter().enumerate() {
+                        tx0[c * R + l] = v;
+                    }
+                }
+            }
+            if len == R {
+                let xb = &x1[r0 * w1..(r0 + R) * w1];
+                for (c, col) in tx1.chunks_exact_mut(R).enumerate() {
+                    for l in 0..R {
+                        // SAFETY: l < R and c < w1, and `xb` has R rows of w1.
+                        col[l] = unsafe { *xb.get_unchecked(l * w1 + c) };
+                    }
+                }
+            } else {
+                for l in 0..R {
+                    let r = r0 + l.min(len - 1);
+                    for (c, &v) in x1[r * w1..(r + 1) * w1].iter().enumerate() {
+                        tx1[c * R + l] = v;
+                    }
+                }
+            }
+            if len == R {
+                let xb = &x2[r0 * w2..(r0 + R) * w2];
+                for (c, col) in tx2.chunks_exact_mut(R).enumerate() {
+                    for l in 0..R {
+                        // SAFETY: l < R and c < w2, and `xb` has R rows of w2.
+                        col[l] = unsafe { *xb.get_unchecked(l * w2 + c) };
+                    }
+                }
+            } else {
+                for l in 0..R {
+                    let r = r0 + l.min(len - 1);
+                    for (c, &v) in x2[r * w2..(r + 1) * w2].iter().enumerate() {
+                        tx2[c * R + l] = v;
+                    }
+                }
+            }
+            for l in 0..R {
+                let v1: T = T::of(0.0);
+                a1[l] = v1;
+                let v4: T = T::of(0.2);
+                a4[l] = v4;
+            }
+            a10 = [T::ZERO; R];
+            for c in 0..e1 {
+                let tx0c = &tx0[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v8: T = tx0c[l];
+                    bad |= check::out_of_range(v8, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    let v9: T = tx1c[l];
+                    bad |= check::out_of_range(v9, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    let v7: T = v8 - v9;
+                    let v6: T = v7 * v7;
+                    a10[l] = a10[l] + v6;
+                }
+            }
+            for l in 0..R {
+                let v4: T = a4[l];
+                let v10: T = a10[l];
+                let v5: T = v10.sqrt();
+                a5[l] = v5;
+                let v3: T = v4 + v5;
+                a3[l] = v3;
+            }
+            a18 = [T::ZERO; R];
+            for c in 0..e2 {
+                let tx0c = &tx0[c * R..][..R];
+                let tx2c = &tx2[c * R..][..R];
+                for l in 0..R {
+                    let v16: T = tx0c[l];
+                    let v17: T = tx2c[l];
+                    bad |= check::out_of_range(v17, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    let v15: T = v16 - v17;
+                    let v14: T = v15 * v15;
+                    a18[l] = a18[l] + v14;
+                }
+            }
+            for l in 0..R {
+                let v1: T = a1[l];
+                let v3: T = a3[l];
+                let v5: T = a5[l];
+                let v18: T = a18[l];
+                let v13: T = v18.sqrt();
+                a13[l] = v13;
+                let v2: T = v3 - v13;
+                a2[l] = v2;
+                let v0: T = v1.max(v2);
+                a0[l] = v0;
+                let v22: T = math::truth::<T>(v1 < v2);
+                a22[l] = v22;
+                let v25: T = T::ONE / v13;
+                a25[l] = v25;
+                let v32: T = T::ONE / v5;
+                a32[l] = v32;
+            }
+            for c in 0..e3 {
+                let tg0c = &mut tg0[c * R..][..R];
+                let tx0c = &tx0[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                let tx2c = &tx2[c * R..][..R];
+                for l in 0..R {
+                    let v1: T = a1[l];
+                    let v22: T = a22[l];
+                    let v25: T = a25[l];
+                    let v32: T = a32[l];
+                    let v27: T = tx2c[l];
+                    let v28: T = tx0c[l];
+                    let v26: T = v27 - v28;
+                    let v24: T = v25 * v26;
+                    let v31: T = tx1c[l];
+                    let v30: T = v28 - v31;
+                    let v29: T = v30 * v32;
+                    let v23: T = v24 + v29;
+                    let v21: T = math::sel(v22 != T::ZERO, v23, v1);
+                    tg0c[l] = v21 * scale;
+                }
+            }
+            for c in 0..e4 {
+                let tg1c = &mut tg1[c * R..][..R];
+                let tx0c = &tx0[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v1: T = a1[l];
+                    let v22: T = a22[l];
+                    let v32: T = a32[l];
+                    let v36: T = tx1c[l];
+                    let v37: T = tx0c[l];
+                    let v35: T = v36 - v37;
+                    let v34: T = v32 * v35;
+                    let v33: T = math::sel(v22 != T::ZERO, v34, v1);
+                    tg1c[l] = v33 * scale;
+                }
+            }
+            for c in 0..e5 {
+                let tg2c = &mut tg2[c * R..][..R];
+                let tx0c = &tx0[c * R..][..R];
+                let tx2c = &tx2[c * R..][..R];
+                for l in 0..R {
+                    let v1: T = a1[l];
+                    let v22: T = a22[l];
+                    let v25: T = a25[l];
+                    let v41: T = tx0c[l];
+                    let v42: T = tx2c[l];
+                    let v40: T = v41 - v42;
+                    let v39: T = v40 * v25;
+                    let v38: T = math::sel(v22 != T::ZERO, v39, v1);
+                    tg2c[l] = v38 * scale;
+                }
+            }
+            for l in 0..len {
+                let row = &mut g0[(r0 - b0 + l) * gw0..][..gw0];
+                for (c, o) in row.iter_mut().enumerate() {
+                    // SAFETY: c < gw0 and l < R, the buffer's shape.
+                    *o = unsafe { *tg0.get_unchecked(c * R + l) };
+                }
+            }
+            for l in 0..len {
+                let row = &mut g1[(r0 - b0 + l) * gw1..][..gw1];
+                for (c, o) in row.iter_mut().enumerate() {
+                    // SAFETY: c < gw1 and l < R, the buffer's shape.
+                    *o = unsafe { *tg1.get_unchecked(c * R + l) };
+                }
+            }
+            for l in 0..len {
+                let row = &mut g2[(r0 - b0 + l) * gw2..][..gw2];
+                for (c, o) in row.iter_mut().enumerate() {
+                    // SAFETY: c < gw2 and l < R, the buffer's shape.
+                    *o = unsafe { *tg2.get_unchecked(c * R + l) };
+                }
+            }
+            sums[0] += math::sum_lanes(&a0[..len]);
+            r0 += len;
+        }
+        ok & (bad == T::Bits::default())
     }
 }

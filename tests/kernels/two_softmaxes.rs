@@ -67,7 +67,7 @@ pub mod two_softmaxes {
             let e6 = b.size(0);
             let e5 = b.size(0);
             if e1.max(e3).max(e4).max(e2).max(e6).max(e5) < 32 {
-                return b.interpret(b0, b1, sums);
+                return unsafe { narrow0::<T, F>(b, b0, b1, sums) };
             }
             let mut ok = true;
             let mut bad = T::Bits::default();
@@ -241,5 +241,295 @@ pub mod two_softmaxes {
             }
             ok & (bad == T::Bits::default())
         }
+    }
+
+    #[inline(always)]
+    unsafe fn narrow0<T: Float, const F: bool>(b: &Block<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) -> bool {
+        const R: usize = 64;
+        let n = b.rows();
+        let scale = b.scale();
+        // `y`
+        let w0 = b.width(0);
+        let x0 = unsafe { std::slice::from_raw_parts(b.input(0), n * w0) };
+        // `t`
+        let w1 = b.width(1);
+        let x1 = unsafe { std::slice::from_raw_parts(b.input(1), n * w1) };
+        // `z`
+        let w2 = b.width(2);
+        let x2 = unsafe { std::slice::from_raw_parts(b.input(2), n * w2) };
+        let gw0 = b.width(2);
+        // SAFETY: each block writes only its own rows.
+        let g0 = unsafe { std::slice::from_raw_parts_mut(b.grad(0).add(b0 * gw0), (b1 - b0) * gw0) };
+        let e1 = b.size(0);
+        let e3 = b.size(0);
+        let e4 = b.size(0);
+        let e2 = b.size(0);
+        let e6 = b.size(0);
+        let e5 = b.size(0);
+        let mut ok = true;
+        let mut bad = T::Bits::default();
+        ok &= b.valid(0, b0, b1); // `y`
+        if !ok {
+            return false;
+        }
+        let mut tx0 = [T::ZERO; R];
+        let mut scratch = b.scratch(w1 * R + w2 * R + e1 * R + e3 * R + e4 * R + gw0 * R);
+        let rest: &mut [T] = &mut scratch;
+        let (tx1, rest) = rest.split_at_mut(w1 * R);
+        let (tx2, rest) = rest.split_at_mut(w2 * R);
+        let (k1, rest) = rest.split_at_mut(e1 * R);
+        let (k3, rest) = rest.split_at_mut(e3 * R);
+        let (k4, rest) = rest.split_at_mut(e4 * R);
+        let (tg0, rest) = rest.split_at_mut(gw0 * R);
+        let mut inv5 = [T::ONE; R];
+        let mut inv21 = [T::ONE; R];
+        let mut inv29 = [T::ONE; R];
+        let mut a0 = [T::ZERO; R];
+        let mut a2 = [T::ZERO; R];
+        let mut a5 = [T::ZERO; R];
+        let mut a8 = [T::ZERO; R];
+        let mut a9 = [T::ZERO; R];
+        let mut a10 = [T::ZERO; R];
+        let mut a11 = [T::ZERO; R];
+        let mut a12 = [T::ZERO; R];
+        let mut a13 = [T::ZERO; R];
+        let mut a17 = [T::ZERO; R];
+        let mut a21 = [T::ZERO; R];
+        let mut a29 = [T::ZERO; R];
+        let mut a32 = [T::ZERO; R];
+        let mut a42 = [T::ZERO; R];
+        let mut a49 = [T::ZERO; R];
+        let mut a54 = [T::ZERO; R];
+        let mut r0 = b0;
+        while r0 < b1 {
+            let len = R.min(b1 - r0);
+            for l in 0..R {
+                tx0[l] = x0[r0 + l.min(len - 1)];
+            }
+            if len == R {
+                let xb = &x1[r0 * w1..(r0 + R) * w1];
+                for (c, col) in tx1.chunks_exact_mut(R).enumerate() {
+                    for l in 0..R {
+                        // SAFETY: l < R and c < w1, and `xb` has R rows of w1.
+                        col[l] = unsafe { *xb.get_unchecked(l * w1 + c) };
+                    }
+                }
+            } else {
+                for l in 0..R {
+                    let r = r0 + l.min(len - 1);
+                    for (c, &v) in x1[r * w1..(r + 1) * w1].iter().enumerate() {
+                        tx1[c * R + l] = v;
+                    }
+                }
+            }
+            if len == R {
+                let xb = &x2[r0 * w2..(r0 + R) * w2];
+                for (c, col) in tx2.chunks_exact_mut(R).enumerate() {
+                    for l in 0..R {
+                        // SAFETY: l < R and c < w2, and `xb` has R rows of w2.
+                        col[l] = unsafe { *xb.get_unchecked(l * w2 + c) };
+                    }
+                }
+            } else {
+                for l in 0..R {
+                    let r = r0 + l.min(len - 1);
+                    for (c, &v) in x2[r * w2..(r + 1) * w2].iter().enumerate() {
+                        tx2[c * R + l] = v;
+                    }
+                }
+            }
+            a5 = [T::of(f64::NEG_INFINITY); R];
+            for c in 0..e1 {
+                let k1c = &mut k1[c * R..][..R];
+                let tx2c = &tx2[c * R..][..R];
+                for l in 0..R {
+                    let v4: T = tx2c[l];
+                    bad |= check::out_of_range(v4, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    k1c[l] = v4;
+                }
+            }
+            for col in k1.chunks_exact(R) {
+                for l in 0..R {
+                    a5[l] = a5[l].max(col[l]);
+                }
+            }
+            let mut sum5 = [T::ZERO; R];
+            for col in k1.chunks_exact_mut(R) {
+                for l in 0..R {
+                    let x = (col[l] - a5[l]).exp::<F>();
+                    col[l] = x;
+                    sum5[l] = sum5[l] + x;
+                }
+            }
+            for l in 0..R {
+                let m = a5[l];
+                let finite = (m > T::of(f64::NEG_INFINITY)) & (m < T::of(f64::INFINITY));
+                a5[l] = math::sel(finite, m + sum5[l].ln::<F>(), m);
+                inv5[l] = math::sel(finite, T::ONE / sum5[l], T::ONE);
+            }
+            for l in 0..R {
+                let v5: T = a5[l];
+                let v9: T = tx0[l];
+                a9[l] = v9;
+                let v8: T = math::gather_lane(tx2, w2, R, v9, l);
+                a8[l] = v8;
+                let v2: T = v8 - v5;
+                a2[l] = v2;
+                let v13: T = T::of(4.0);
+                a13[l] = v13;
+                let v12: T = v13 * v13;
+                a12[l] = v12;
+                let v11: T = -v12;
+                a11[l] = v11;
+                let v17: T = T::of(0.25);
+                a17[l] = v17;
+            }
+            a21 = [T::of(f64::NEG_INFINITY); R];
+            for c in 0..e3 {
+                let k3c = &mut k3[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v17: T = a17[l];
+                    let v20: T = tx1c[l];
+                    bad |= check::out_of_range(v20, f64::NEG_INFINITY, f64::INFINITY, false, false);
+                    let v19: T = v17 * v20;
+                    k3c[l] = v19;
+                }
+            }
+            for col in k3.chunks_exact(R) {
+                for l in 0..R {
+                    a21[l] = a21[l].max(col[l]);
+                }
+            }
+            let mut sum21 = [T::ZERO; R];
+            for col in k3.chunks_exact_mut(R) {
+                for l in 0..R {
+                    let x = (col[l] - a21[l]).exp::<F>();
+                    col[l] = x;
+                    sum21[l] = sum21[l] + x;
+                }
+            }
+            for l in 0..R {
+                let m = a21[l];
+                let finite = (m > T::of(f64::NEG_INFINITY)) & (m < T::of(f64::INFINITY));
+                a21[l] = math::sel(finite, m + sum21[l].ln::<F>(), m);
+                inv21[l] = math::sel(finite, T::ONE / sum21[l], T::ONE);
+            }
+            a29 = [T::of(f64::NEG_INFINITY); R];
+            for c in 0..e4 {
+                let k4c = &mut k4[c * R..][..R];
+                let tx2c = &tx2[c * R..][..R];
+                for l in 0..R {
+                    let v17: T = a17[l];
+                    let v28: T = tx2c[l];
+                    let v27: T = v28 * v17;
+                    k4c[l] = v27;
+                }
+            }
+            for col in k4.chunks_exact(R) {
+                for l in 0..R {
+                    a29[l] = a29[l].max(col[l]);
+                }
+            }
+            let mut sum29 = [T::ZERO; R];
+            for col in k4.chunks_exact_mut(R) {
+                for l in 0..R {
+                    let x = (col[l] - a29[l]).exp::<F>();
+                    col[l] = x;
+                    sum29[l] = sum29[l] + x;
+                }
+            }
+            for l in 0..R {
+                let m = a29[l];
+                let finite = (m > T::of(f64::NEG_INFINITY)) & (m < T::of(f64::INFINITY));
+                a29[l] = math::sel(finite, m + sum29[l].ln::<F>(), m);
+                inv29[l] = math::sel(finite, T::ONE / sum29[l], T::ONE);
+            }
+            a32 = [T::ZERO; R];
+            for c in 0..e2 {
+                let k3c = &k3[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                let tx2c = &tx2[c * R..][..R];
+                for l in 0..R {
+                    let v17: T = a17[l];
+                    let v29: T = a29[l];
+                    let v18: T = tx1c[l];
+                    let v16: T = v17 * v18;
+                    let v14: T = k3c[l] * inv21[l];
+                    let v26: T = tx2c[l];
+                    let v25: T = v26 * v17;
+                    let v24: T = v25 - v29;
+                    a32[l] = a32[l] + v14 * v24;
+                }
+            }
+            for l in 0..R {
+                let v2: T = a2[l];
+                let v11: T = a11[l];
+                let v32: T = a32[l];
+                let v10: T = v11 * v32;
+                a10[l] = v10;
+                let v0: T = v10 - v2;
+                a0[l] = v0;
+                let v42: T = T::of(-4.0);
+                a42[l] = v42;
+            }
+            a54 = [T::ZERO; R];
+            for c in 0..e6 {
+                let k3c = &k3[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                for l in 0..R {
+                    let v17: T = a17[l];
+                    let v53: T = tx1c[l];
+                    let v52: T = v17 * v53;
+                    let v50: T = k3c[l] * inv21[l];
+                    a54[l] = a54[l] + v50;
+                }
+            }
+            for l in 0..R {
+                let v13: T = a13[l];
+                let v54: T = a54[l];
+                let v49: T = v13 * v54;
+                a49[l] = v49;
+            }
+            for c in 0..e5 {
+                let k1c = &k1[c * R..][..R];
+                let k3c = &k3[c * R..][..R];
+                let k4c = &k4[c * R..][..R];
+                let tg0c = &mut tg0[c * R..][..R];
+                let tx1c = &tx1[c * R..][..R];
+                let tx2c = &tx2[c * R..][..R];
+                for l in 0..R {
+                    let v9: T = a9[l];
+                    let v17: T = a17[l];
+                    let v42: T = a42[l];
+                    let v49: T = a49[l];
+                    let v40: T = math::index::<T>(c);
+                    let v39: T = math::truth::<T>(v40 == v9);
+                    let v46: T = tx1c[l];
+                    let v45: T = v17 * v46;
+                    let v43: T = k3c[l] * inv21[l];
+                    let v41: T = v42 * v43;
+                    let v37: T = v41 - v39;
+                    let v60: T = tx2c[l];
+                    let v59: T = v60 * v17;
+                    let v57: T = k4c[l] * inv29[l];
+                    let v48: T = v49 * v57;
+                    let v36: T = v37 + v48;
+                    let v62: T = k1c[l] * inv5[l];
+                    let v35: T = v36 + v62;
+                    tg0c[l] = v35 * scale;
+                }
+            }
+            for l in 0..len {
+                let row = &mut g0[(r0 - b0 + l) * gw0..][..gw0];
+                for (c, o) in row.iter_mut().enumerate() {
+                    // SAFETY: c < gw0 and l < R, the buffer's shape.
+                    *o = unsafe { *tg0.get_unchecked(c * R + l) };
+                }
+            }
+            sums[0] += math::sum_lanes(&a0[..len]);
+            r0 += len;
+        }
+        ok & (bad == T::Bits::default())
     }
 }
