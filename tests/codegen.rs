@@ -150,27 +150,35 @@ fn outside(dom: &Dom) -> Vec<f64> {
 
 #[test]
 fn generated_kernels_report_the_same_input_errors_as_the_interpreter() {
-    // Generated single-pass kernels test values inline; the error must be
-    // the interpreter's, wherever the bad value is.
+    // In f64 an arithmetic-bound pass tests its inputs in a loop of their
+    // own, in f32 inline.
+    same_input_errors::<f32>();
+    same_input_errors::<f64>();
+}
+
+fn same_input_errors<T: Float>() {
+    // Generated single-pass kernels test values as they read them; the
+    // error must be the interpreter's, wherever the bad value is.
     let mut cases = 0;
     for path in examples() {
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
         let loss = Loss::from_file(&path).unwrap();
-        let interp = loss.compile::<f32>().unwrap();
+        let interp = loss.compile::<T>().unwrap();
         let generated = loss
-            .compile::<f32>()
+            .compile::<T>()
             .unwrap()
             .with_kernel(kernel(&stem))
             .unwrap();
         let n = if std::fs::read_to_string(&path).unwrap().contains('@') {
             40
         } else {
-            40_000
+            20_000
         };
         let c = loss.checked();
-        // Every vector 40 wide too, so that generated loops over components
-        // run (narrower ones run on the interpreter); the bad value in the
-        // first and in the last component of its row.
+        // Every vector 40 wide too, so that generated loops over each row's
+        // components run (narrower ones run on transposed blocks of rows);
+        // the bad value in the first and in the last component of its row,
+        // in a row inside a chunk and in the last chunk.
         let names: Vec<String> = c.sizes.keys().cloned().collect();
         let wide: Vec<(&str, usize)> = names.iter().map(|k| (k.as_str(), 40)).collect();
         let layouts: Vec<(bool, bool)> = if wide.is_empty() {
@@ -180,17 +188,18 @@ fn generated_kernels_report_the_same_input_errors_as_the_interpreter() {
         };
         for v in c.data.iter().chain(&c.preds) {
             for bad in outside(&v.dom) {
-                for &(is_wide, last) in &layouts {
+                for (&(is_wide, last), row) in
+                    layouts.iter().flat_map(|l| [(l, n / 2 + 1), (l, n - 3)])
+                {
                     let mut arrays = if is_wide {
-                        arrays_sized::<f32>(&loss, n, &wide)
+                        arrays_sized::<T>(&loss, n, &wide)
                     } else {
-                        arrays::<f32>(&loss, n)
+                        arrays::<T>(&loss, n)
                     };
                     let a = &mut arrays.iter_mut().find(|(k, _)| *k == v.name).unwrap().1;
-                    let row = n - 3;
                     let width = a.len() / n;
                     let at = width * row + if last { width - 1 } else { 0 };
-                    a.as_slice_mut().unwrap()[at] = bad as f32;
+                    a.as_slice_mut().unwrap()[at] = T::of(bad);
                     let inputs = inputs_of(&arrays);
                     let want = interp.eval(&inputs).err().map(|e| e.to_string());
                     let got = generated.eval(&inputs).err().map(|e| e.to_string());
