@@ -552,6 +552,23 @@ impl<T: Float> Hand<T> {
     }
 }
 
+/// An InfoNCE hand loop: `(q, k, d, dq, dk)` to the loss.
+type InfonceLoop<T> = fn(&[T], &[T], usize, &mut [T], &mut [T]) -> f64;
+
+/// An InfoNCE hand loop over the whole batch.
+fn infonce_case<T: Float>(f: InfonceLoop<T>, d: usize) -> Hand<T> {
+    Hand::Whole(Box::new(move |a, g| {
+        let (gq, gk) = g.split_at_mut(1);
+        f(
+            a[0].as_slice().unwrap(),
+            a[1].as_slice().unwrap(),
+            d,
+            gq[0].as_slice_mut().unwrap(),
+            gk[0].as_slice_mut().unwrap(),
+        )
+    }))
+}
+
 /// One benchmark case: its inputs in `T` and its hand loops, named (the
 /// faster on this machine is the baseline).
 struct Case<T> {
@@ -704,32 +721,8 @@ fn cases<T: Float + LinalgScalar>() -> Vec<Case<T>> {
             ],
             arrays: vec![("q", q), ("k", k)],
             hands: vec![
-                (
-                    "sweep",
-                    Hand::Whole(Box::new(move |a, g| {
-                        let (gq, gk) = g.split_at_mut(1);
-                        infonce_hand::<T>(
-                            a[0].as_slice().unwrap(),
-                            a[1].as_slice().unwrap(),
-                            d,
-                            gq[0].as_slice_mut().unwrap(),
-                            gk[0].as_slice_mut().unwrap(),
-                        )
-                    })),
-                ),
-                (
-                    "gemm",
-                    Hand::Whole(Box::new(move |a, g| {
-                        let (gq, gk) = g.split_at_mut(1);
-                        infonce_gemm::<T>(
-                            a[0].as_slice().unwrap(),
-                            a[1].as_slice().unwrap(),
-                            d,
-                            gq[0].as_slice_mut().unwrap(),
-                            gk[0].as_slice_mut().unwrap(),
-                        )
-                    })),
-                ),
+                ("sweep", infonce_case(infonce_hand::<T>, d)),
+                ("gemm", infonce_case(infonce_gemm::<T>, d)),
             ],
         });
     }

@@ -834,49 +834,8 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
             }
         }
     }
-    for slot in &slots {
-        let _ = writeln!(
-            s,
-            "            // `{}`\n            let w{slot} = b.width({slot});\n            let x{slot} = unsafe {{ std::slice::from_raw_parts(b.input({slot}), n * w{slot}) }};",
-            plan.inputs[*slot as usize].name
-        );
-    }
-    for t in &tables_in {
-        let _ = writeln!(
-            s,
-            "            let t{t} = unsafe {{ std::slice::from_raw_parts(b.table({t}), n) }};"
-        );
-    }
-    // Outputs from row b0 on, `ow` values per row.
-    let mut outs = BTreeSet::new();
-    for sc in &pass.scopes {
-        for item in &sc.items {
-            if let Item::Op(Op::Store {
-                output, hessian, ..
-            }) = item
-            {
-                outs.insert((*hessian, *output));
-            }
-        }
-    }
-    for (hessian, output) in &outs {
-        let (v, get, decl) = if *hessian {
-            ("h", "hessian", &plan.hessians[*output as usize])
-        } else {
-            ("g", "grad", &plan.grads[*output as usize])
-        };
-        let _ = writeln!(
-            s,
-            "            let {v}w{output} = b.width({});\n            // SAFETY: each block writes only its own rows.\n            let {v}{output} = unsafe {{ std::slice::from_raw_parts_mut(b.{get}({output}).add(b0 * {v}w{output}), (b1 - b0) * {v}w{output}) }};",
-            decl.slot
-        );
-    }
-    for (_, t) in &pass.tables {
-        let _ = writeln!(
-            s,
-            "            let to{t} = unsafe {{ std::slice::from_raw_parts_mut(b.table_out({t}).add(b0), b1 - b0) }};"
-        );
-    }
+    let outs = stores(pass);
+    looped_io(plan, pass, &slots, &tables_in, &outs, "            ", s);
     let _ = writeln!(s, "            let scale = b.scale();");
     // Loop extents, and a scratch buffer per reducing loop.
     let mut reducing = Vec::new();
@@ -905,32 +864,9 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
                 .fold(first.clone(), |a, w| format!("{a}.max({w})"))
         );
     }
-    // Values a block cannot test as it reads them (label sets, classes,
-    // rows, components read only by index) are tested before any is read:
-    // an index is only used once known to be valid.
     let checked = plan.checks_per_block();
-    let _ = writeln!(
-        s,
-        "            let mut ok = true;\n            let mut bad = T::Bits::default();"
-    );
-    let inline = |slot: u16| {
-        test_at.contains_key(&slot) && check_expr(&plan.inputs[slot as usize].dom, "v").is_some()
-    };
-    if checked {
-        for slot in 0..plan.inputs.len() as u16 {
-            if !inline(slot) {
-                let _ = writeln!(
-                    s,
-                    "            ok &= b.valid({slot}, b0, b1); // `{}`",
-                    plan.inputs[slot as usize].name
-                );
-            }
-        }
-        let _ = writeln!(
-            s,
-            "            if !ok {{\n                return false;\n            }}"
-        );
-    }
+    let inline = |slot: u16| inline_test(plan, &test_at, slot);
+    block_tests(plan, &test_at, "            ", s);
     if !reducing.is_empty() {
         let total: Vec<String> = reducing.iter().map(|l| format!("e{l}")).collect();
         let _ = writeln!(
@@ -1262,6 +1198,96 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
     }
 }
 
+/// Every output a pass stores, as `(hessian, output)`.
+fn stores(pass: &Pass) -> BTreeSet<(bool, u16)> {
+    let mut outs = BTreeSet::new();
+    for sc in &pass.scopes {
+        for item in &sc.items {
+            if let Item::Op(Op::Store {
+                output, hessian, ..
+            }) = item
+            {
+                outs.insert((*hessian, *output));
+            }
+        }
+    }
+    outs
+}
+
+/// A looped pass's inputs (`w` values per row), tables, outputs (from row
+/// `b0` on, `gw`/`hw` values per row) and output tables as slices, each
+/// line indented by `pad`.
+fn looped_io(
+    plan: &Plan,
+    pass: &Pass,
+    slots: &BTreeSet<u16>,
+    tables_in: &BTreeSet<u16>,
+    outs: &BTreeSet<(bool, u16)>,
+    pad: &str,
+    s: &mut String,
+) {
+    for slot in slots {
+        let _ = writeln!(
+            s,
+            "{pad}// `{}`\n{pad}let w{slot} = b.width({slot});\n{pad}let x{slot} = unsafe {{ std::slice::from_raw_parts(b.input({slot}), n * w{slot}) }};",
+            plan.inputs[*slot as usize].name
+        );
+    }
+    for t in tables_in {
+        let _ = writeln!(
+            s,
+            "{pad}let t{t} = unsafe {{ std::slice::from_raw_parts(b.table({t}), n) }};"
+        );
+    }
+    for (hessian, output) in outs {
+        let (v, get, decl) = if *hessian {
+            ("h", "hessian", &plan.hessians[*output as usize])
+        } else {
+            ("g", "grad", &plan.grads[*output as usize])
+        };
+        let _ = writeln!(
+            s,
+            "{pad}let {v}w{output} = b.width({});\n{pad}// SAFETY: each block writes only its own rows.\n{pad}let {v}{output} = unsafe {{ std::slice::from_raw_parts_mut(b.{get}({output}).add(b0 * {v}w{output}), (b1 - b0) * {v}w{output}) }};",
+            decl.slot
+        );
+    }
+    for (_, t) in &pass.tables {
+        let _ = writeln!(
+            s,
+            "{pad}let to{t} = unsafe {{ std::slice::from_raw_parts_mut(b.table_out({t}).add(b0), b1 - b0) }};"
+        );
+    }
+}
+
+/// Whether a looped pass tests input `slot` as it reads it (a plain test
+/// of each value, at its first full read `test_at`).
+fn inline_test(plan: &Plan, test_at: &BTreeMap<u16, Reg>, slot: u16) -> bool {
+    test_at.contains_key(&slot) && check_expr(&plan.inputs[slot as usize].dom, "v").is_some()
+}
+
+/// A looped pass's `ok` and `bad`, and, when the plan tests block by
+/// block, the values it cannot test as it reads them (label sets, classes,
+/// rows, components read only by index), tested before any is read: an
+/// index is only used once known to be valid.
+fn block_tests(plan: &Plan, test_at: &BTreeMap<u16, Reg>, pad: &str, s: &mut String) {
+    let _ = writeln!(
+        s,
+        "{pad}let mut ok = true;\n{pad}let mut bad = T::Bits::default();"
+    );
+    if plan.checks_per_block() {
+        for slot in 0..plan.inputs.len() as u16 {
+            if !inline_test(plan, test_at, slot) {
+                let _ = writeln!(
+                    s,
+                    "{pad}ok &= b.valid({slot}, b0, b1); // `{}`",
+                    plan.inputs[slot as usize].name
+                );
+            }
+        }
+        let _ = writeln!(s, "{pad}if !ok {{\n{pad}    return false;\n{pad}}}");
+    }
+}
+
 /// A looped pass's body for narrow vectors (every loop under `NARROW`
 /// components): rows in blocks of `NARROW_ROWS`, each input's block
 /// transposed into scratch so that a component's values lie contiguous
@@ -1299,7 +1325,6 @@ fn narrow_fn(
     let all_ops: Vec<&Op> = (0..pass.scopes.len() as u16).flat_map(ops_of).collect();
     let mut slots = BTreeSet::new();
     let mut tables_in = BTreeSet::new();
-    let mut outs = BTreeSet::new();
     for op in &all_ops {
         match op {
             Op::Load { slot, .. } => {
@@ -1308,47 +1333,16 @@ fn narrow_fn(
             Op::TableLoad { table, .. } => {
                 tables_in.insert(*table);
             }
-            Op::Store {
-                output, hessian, ..
-            } => {
-                outs.insert((*hessian, *output));
-            }
             _ => {}
         }
     }
+    let outs = stores(pass);
     let is_vector = |slot: u16| plan.inputs[slot as usize].size.is_some();
-    for slot in &slots {
-        let _ = writeln!(
-            s,
-            "        // `{}`\n        let w{slot} = b.width({slot});\n        let x{slot} = unsafe {{ std::slice::from_raw_parts(b.input({slot}), n * w{slot}) }};",
-            plan.inputs[*slot as usize].name
-        );
-    }
+    looped_io(plan, pass, &slots, &tables_in, &outs, "        ", s);
     for t in &tables_in {
-        let _ = writeln!(
-            s,
-            "        let t{t} = unsafe {{ std::slice::from_raw_parts(b.table({t}), n) }};\n        let mut tt{t} = [T::ZERO; R];"
-        );
+        let _ = writeln!(s, "        let mut tt{t} = [T::ZERO; R];");
     }
     let out_name = |hessian: bool| if hessian { "h" } else { "g" };
-    for (hessian, output) in &outs {
-        let (v, get, decl) = if *hessian {
-            ("h", "hessian", &plan.hessians[*output as usize])
-        } else {
-            ("g", "grad", &plan.grads[*output as usize])
-        };
-        let _ = writeln!(
-            s,
-            "        let {v}w{output} = b.width({});\n        // SAFETY: each block writes only its own rows.\n        let {v}{output} = unsafe {{ std::slice::from_raw_parts_mut(b.{get}({output}).add(b0 * {v}w{output}), (b1 - b0) * {v}w{output}) }};",
-            decl.slot
-        );
-    }
-    for (_, t) in &pass.tables {
-        let _ = writeln!(
-            s,
-            "        let to{t} = unsafe {{ std::slice::from_raw_parts_mut(b.table_out({t}).add(b0), b1 - b0) }};"
-        );
-    }
     // Loops: extents; a logsumexp's values wait in a transposed buffer for
     // its maximum.
     let mut lse_loops = Vec::new();
@@ -1369,28 +1363,8 @@ fn narrow_fn(
     }
     // Input tests, as in the row-by-row body.
     let checked = plan.checks_per_block();
-    let inline = |slot: u16| {
-        test_at.contains_key(&slot) && check_expr(&plan.inputs[slot as usize].dom, "v").is_some()
-    };
-    let _ = writeln!(
-        s,
-        "        let mut ok = true;\n        let mut bad = T::Bits::default();"
-    );
-    if checked {
-        for slot in 0..plan.inputs.len() as u16 {
-            if !inline(slot) {
-                let _ = writeln!(
-                    s,
-                    "        ok &= b.valid({slot}, b0, b1); // `{}`",
-                    plan.inputs[slot as usize].name
-                );
-            }
-        }
-        let _ = writeln!(
-            s,
-            "        if !ok {{\n            return false;\n        }}"
-        );
-    }
+    let inline = |slot: u16| inline_test(plan, test_at, slot);
+    block_tests(plan, test_at, "        ", s);
     // Scratch: the transposed inputs, logsumexp values and outputs.
     let mut parts: Vec<(String, String)> = Vec::new();
     for slot in &slots {
