@@ -251,6 +251,7 @@ fn loop_kernels_agree_for_every_vector_width_and_thread_count() {
         ("contrastive", "D"),
         ("reductions", "C"),
         ("two_softmaxes", "C"),
+        ("scalar_pred_of_a_row", "C"),
     ] {
         let path = examples()
             .into_iter()

@@ -69,6 +69,9 @@ pub use peel_file::peel;
 #[path = "reductions.rs"]
 mod reductions_file;
 pub use reductions_file::reductions;
+#[path = "scalar_pred_of_a_row.rs"]
+mod scalar_pred_of_a_row_file;
+pub use scalar_pred_of_a_row_file::scalar_pred_of_a_row;
 #[path = "two_softmaxes.rs"]
 mod two_softmaxes_file;
 pub use two_softmaxes_file::two_softmaxes;
@@ -99,6 +102,7 @@ pub fn by_name<T: lossc::Float>(name: &str) -> Option<lossc::Kernel<T>> {
         "xray_triage" => Some(xray_triage::kernel()),
         "peel" => Some(peel::kernel()),
         "reductions" => Some(reductions::kernel()),
+        "scalar_pred_of_a_row" => Some(scalar_pred_of_a_row::kernel()),
         "two_softmaxes" => Some(two_softmaxes::kernel()),
         _ => None,
     }
