@@ -334,7 +334,8 @@ dispatch!(softmax_rows_hand, softmax_rows_body, (sim: &mut [T], n: usize, i0: us
 /// InfoNCE as an expert with a matrix-product library writes it: per block
 /// of queries, S = Q Kᵀ / t, its row softmax, then dQ = P K and dK += Pᵀ Q,
 /// the three products by `matrixmultiply` (ndarray's `general_mat_mul`:
-/// packed, cache-blocked, register-tiled kernels chosen at run time).
+/// packed, cache-blocked, register-tiled kernels chosen at run time, its
+/// AVX-512 ones included: the dev-dependency turns on their feature).
 /// O(block x n) memory.
 fn infonce_gemm<T: Float + LinalgScalar>(
     q: &[T],
