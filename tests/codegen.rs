@@ -242,8 +242,9 @@ fn both<T: Float>(path: &str, stem: &str) -> (Loss, Evaluator<T>, Evaluator<T>) 
 fn loop_kernels_agree_for_every_vector_width_and_thread_count() {
     // Generated loops over components: widths that are not, are, and are
     // just past a multiple of the eight and sixteen lanes, one component,
-    // and 1000; a row count that leaves a short last block; results
-    // identical with one and two threads.
+    // and 1000; a row count that leaves a short last block, a single row,
+    // and one row past a block of 64; results identical with one and two
+    // threads.
     for (stem, size) in [
         ("cce_logits", "C"),
         ("multilabel", "L"),
@@ -258,8 +259,12 @@ fn loop_kernels_agree_for_every_vector_width_and_thread_count() {
             .find(|p| p.file_stem().is_some_and(|f| f == stem))
             .unwrap();
         let loss = Loss::from_file(&path).unwrap();
-        for width in [1usize, 7, 8, 9, 31, 32, 33, 47, 48, 64, 100, 1000] {
-            let n = if width == 1000 { 300 } else { 16_384 + 37 };
+        let cases = [1usize, 7, 8, 9, 31, 32, 33, 47, 48, 64, 100, 1000]
+            .into_iter()
+            .map(|w| (w, if w == 1000 { 300 } else { 16_384 + 37 }))
+            // (one row, and a block of rows and one more, on both bodies)
+            .chain([(1, 1), (10, 1), (10, 65), (40, 1), (40, 65)]);
+        for (width, n) in cases {
             let arrays = arrays_sized::<f64>(&loss, n, &[(size, width)]);
             let inputs = inputs_of(&arrays);
             let reference = loss.compile::<f64>().unwrap().eval(&inputs).unwrap();
