@@ -274,30 +274,6 @@ fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) 
             }
         }
     }
-    // Where arithmetic bounds the loop, values are tested in a loop of
-    // their own over each chunk, in f64 (see `tests_apart`).
-    let tested: Vec<(u16, String)> = if checked {
-        slots
-            .iter()
-            .filter_map(|&slot| check_expr(&plan.inputs[slot as usize].dom, "v").map(|t| (slot, t)))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let streams = slots.len()
-        + tables_in.len()
-        + pass.tables.len()
-        + items
-            .iter()
-            .filter(|op| matches!(op, Op::Store { .. }))
-            .count();
-    let apart = !tested.is_empty() && tests_apart(&items, streams);
-    if apart {
-        let _ = writeln!(
-            s,
-            "            // Arithmetic bounds this pass: in f64 its inputs are tested in a\n            // loop of their own over each chunk.\n            let apart = std::mem::size_of::<T>() == 8;"
-        );
-    }
     // Row-independent values once, before the loop.
     for op in &items {
         if let Some(out) = super::plan::op_writes(op)
@@ -337,16 +313,6 @@ fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) 
             "                let to{t} = &mut to{t}[r0 - b0..r0 - b0 + len];"
         );
     }
-    if apart {
-        let _ = writeln!(s, "                if apart {{");
-        for (slot, test) in &tested {
-            let _ = writeln!(
-                s,
-                "                    for &v in x{slot} {{\n                        bad |= {test};\n                    }}"
-            );
-        }
-        let _ = writeln!(s, "                }}");
-    }
     let _ = writeln!(s, "                for l in 0..len {{");
     for op in &items {
         match op {
@@ -373,14 +339,7 @@ fn pass_fn(plan: &Plan, pass: &super::plan::Pass, index: usize, s: &mut String) 
                         && let Some(test) =
                             check_expr(&plan.inputs[*slot as usize].dom, &format!("v{out}"))
                     {
-                        if apart {
-                            let _ = writeln!(
-                                s,
-                                "                    if !apart {{\n                        bad |= {test};\n                    }}"
-                            );
-                        } else {
-                            let _ = writeln!(s, "                    bad |= {test};");
-                        }
+                        let _ = writeln!(s, "                    bad |= {test};");
                     }
                 }
             }
@@ -502,53 +461,6 @@ fn check_expr(dom: &Dom, v: &str) -> Option<String> {
             lit(vs[1])
         )),
         _ => None,
-    }
-}
-
-/// Arithmetic per row and per array a flat pass reads or writes (in units
-/// of [`op_cost`]) above which, in f64, its input tests run in a loop of
-/// their own over each chunk rather than inline. Measured on Zen 5
-/// (AVX-512): `focal_logits` (about 24 units per array) ran 1.16-1.23x the
-/// hand loop in f64 with its tests inline and 1.02-1.04x with them apart;
-/// `xray_triage` (about 8) and `huber` (about 3), bound by memory, ran 1.31x
-/// and 1.35-1.47x with them apart against 1.08-1.18x inline. Inline, a test
-/// accumulator in an arithmetic-bound loop changes how the compiler
-/// schedules it; apart, each test is a plain vector loop over values already
-/// in cache, cheap where the loop waits on arithmetic and a second read
-/// where it waits on memory. In f32 `focal_logits` was better inline
-/// (0.98-1.02x against 1.05-1.07x apart), so f32 keeps its tests inline.
-const APART_COST_PER_ARRAY: usize = 12;
-
-/// Whether a flat pass's input tests run apart from its row loop in f64
-/// (see [`APART_COST_PER_ARRAY`]); `arrays` is how many arrays a row reads
-/// and writes.
-fn tests_apart(items: &[&Op], arrays: usize) -> bool {
-    let cost: u32 = items.iter().map(|op| op_cost(op)).sum();
-    cost as usize > APART_COST_PER_ARRAY * arrays
-}
-
-/// A rough cost of one instruction per row, in simple vector operations:
-/// a polynomial `exp` or `log` is about 16 of them, a division about 4.
-fn op_cost(op: &Op) -> u32 {
-    match op {
-        Op::Const { .. } | Op::Uniform { .. } | Op::Load { .. } | Op::TableLoad { .. } => 0,
-        Op::Store { .. } => 0,
-        Op::Un { f, .. } => match f {
-            UFn::Recip => 4,
-            UFn::F(func) => match func {
-                Func::Exp | Func::Log | Func::Log1p | Func::Expm1 => 16,
-                Func::Sigmoid | Func::Softplus | Func::Tanh | Func::Cosh | Func::Sinh => 24,
-                Func::Sqrt => 4,
-                Func::Abs | Func::Sign | Func::Relu => 1,
-            },
-            UFn::Neg | UFn::Not => 1,
-        },
-        Op::Bin { f, .. } => match f {
-            BFn::Div => 4,
-            BFn::Pow => 40,
-            _ => 1,
-        },
-        _ => 1,
     }
 }
 
