@@ -1362,13 +1362,15 @@ impl<T: Float> Gemm<T> {
         })
     }
 
-    /// Two vectors of rows, `VB` bytes each: with 4 positions, 8
+    /// Blocks of two vectors of rows, `VB` bytes each, by 4 positions (8
     /// independent multiply-add chains, enough to keep both FMA pipes busy
-    /// across their latency (one vector of rows would leave half idle).
+    /// across their latency; one vector of rows would leave half idle), or
+    /// by 8 positions for `f64` in 64-byte vectors (16 chains; 8 positions
+    /// of 32 `f32` rows spilled registers and ran 2.2x slower).
     #[inline(always)]
     unsafe fn run<const F: bool, const VB: usize>(&self) {
-        // Rows short of a whole block (a chunk of 16) go by half blocks
-        // before they go one at a time.
+        // Rows short of a whole block (the rest of a chunk) go by half
+        // blocks before they go one at a time.
         unsafe {
             let done = match (VB, std::mem::size_of::<T>()) {
                 (64, 4) => self.blocked::<F, 16, 4>(self.blocked::<F, 32, 4>(0)),
@@ -1380,7 +1382,7 @@ impl<T: Float> Gemm<T> {
         }
     }
 
-    /// Blocks of 4 positions by `RB` rows from row `from` on, and the
+    /// Blocks of `AB` positions by `RB` rows from row `from` on, and the
     /// positions left over one at a time; returns the first row not done.
     #[inline(always)]
     unsafe fn blocked<const F: bool, const RB: usize, const AB: usize>(
