@@ -778,7 +778,7 @@ fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
 /// (On this project's Intel machines AVX-512 wins where a loop computes,
 /// and can lose a little where it only streams memory, since unaligned
 /// 64-byte loads split cache lines.)
-fn best_hand(variants: usize, run: impl FnMut(usize)) -> (usize, Isa) {
+fn best_hand(variants: usize, mut run: impl FnMut(usize)) -> (usize, Isa) {
     // Within `LOSSC_BENCH_ISA`'s cap, like lossc.
     let cap = lossc::exec::isa::active();
     let wide: Vec<Isa> = Isa::available()
@@ -790,13 +790,12 @@ fn best_hand(variants: usize, run: impl FnMut(usize)) -> (usize, Isa) {
     } else {
         wide
     };
-    let both: Vec<(usize, Isa)> = (0..variants)
+    let candidates: Vec<(usize, Isa)> = (0..variants)
         .flat_map(|v| tiers.iter().map(move |&t| (v, t)))
         .collect();
-    if both.len() < 2 {
-        return both[0];
+    if candidates.len() < 2 {
+        return candidates[0];
     }
-    let mut run = run;
     let mut timed = |(v, t): (usize, Isa)| {
         set_hand_isa(t);
         let start = Instant::now();
@@ -805,20 +804,20 @@ fn best_hand(variants: usize, run: impl FnMut(usize)) -> (usize, Isa) {
     };
     // One untimed call each first: the first round would otherwise pay
     // the first touches of the gradient for the first alone.
-    for &b in &both {
-        timed(b);
+    for &c in &candidates {
+        timed(c);
     }
-    let mut times = vec![Vec::new(); both.len()];
+    let mut times = vec![Vec::new(); candidates.len()];
     for _ in 0..7 {
-        for (&b, t) in both.iter().zip(times.iter_mut()) {
-            t.push(timed(b));
+        for (&c, t) in candidates.iter().zip(times.iter_mut()) {
+            t.push(timed(c));
         }
     }
     let medians: Vec<f64> = times.into_iter().map(median).collect();
-    let best = (0..both.len())
+    let best = (0..candidates.len())
         .min_by(|&a, &b| medians[a].total_cmp(&medians[b]))
         .unwrap();
-    both[best]
+    candidates[best]
 }
 
 static TABLE: Mutex<Vec<String>> = Mutex::new(Vec::new());

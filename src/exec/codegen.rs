@@ -997,27 +997,11 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
                         op, fold, filter, ..
                     } = kind
                     {
-                        let val = match fold {
-                            Fold::Reg(r) => format!("v{r}"),
-                            Fold::Prod(a, b) => format!("v{a} * v{b}"),
-                        };
-                        let val = match filter {
-                            None => val,
-                            Some(f) => {
-                                let skip = match op {
-                                    RedOp::Sum | RedOp::Mean => "T::ZERO",
-                                    RedOp::Max | RedOp::Min => "T::of(f64::NAN)",
-                                    RedOp::LogSumExp => "T::of(f64::NEG_INFINITY)",
-                                };
-                                if count {
-                                    let _ = writeln!(
-                                        s,
-                                        "{inner}cnt{scope} += usize::from(v{f} != T::ZERO);"
-                                    );
-                                }
-                                format!("math::sel(v{f} != T::ZERO, {val}, {skip})")
-                            }
-                        };
+                        if let (true, Some(f)) = (count, filter) {
+                            let _ =
+                                writeln!(s, "{inner}cnt{scope} += usize::from(v{f} != T::ZERO);");
+                        }
+                        let val = fold_value(*op, fold, *filter);
                         let _ = writeln!(s, "{inner}k{scope}[c] = {val};");
                     }
                 };
@@ -1107,6 +1091,30 @@ fn loop_pass_fn(plan: &Plan, pass: &Pass, index: usize, s: &mut String) {
     pass_footer(pass, "r - b0", s);
     if !widths.is_empty() {
         narrow_fn(plan, pass, index, &soft, &test_at, s);
+    }
+}
+
+/// What a reduction starts from, and what a component its filter drops
+/// adds: nothing to a sum, a NaN to a maximum or minimum (which ignore it),
+/// `-inf` to a logsumexp.
+fn fold_identity(op: RedOp) -> &'static str {
+    match op {
+        RedOp::Sum | RedOp::Mean => "T::ZERO",
+        RedOp::Max | RedOp::Min => "T::of(f64::NAN)",
+        RedOp::LogSumExp => "T::of(f64::NEG_INFINITY)",
+    }
+}
+
+/// The value a reduction folds at one component (`v{reg}` locals), the
+/// identity where its filter drops the component.
+fn fold_value(op: RedOp, fold: &Fold, filter: Option<Reg>) -> String {
+    let val = match fold {
+        Fold::Reg(r) => format!("v{r}"),
+        Fold::Prod(a, b) => format!("v{a} * v{b}"),
+    };
+    match filter {
+        None => val,
+        Some(f) => format!("math::sel(v{f} != T::ZERO, {val}, {})", fold_identity(op)),
     }
 }
 
@@ -1455,24 +1463,13 @@ fn narrow_fn(
                 let e = format!("e{sc}");
                 let body: Vec<&Op> = ops_of(sc).collect();
                 let mut reads: BTreeSet<Reg> = body.iter().flat_map(|op| reads_of(op)).collect();
-                if let LoopKind::Reduce { fold, filter, .. } = kind {
-                    match fold {
-                        Fold::Reg(r) => reads.insert(*r),
-                        Fold::Prod(a, b) => reads.insert(*a) | reads.insert(*b),
-                    };
-                    reads.extend(filter);
-                }
+                reads.extend(super::plan::loop_reads(kind));
                 // Accumulators' starting values.
                 if let LoopKind::Reduce {
                     op, acc, filter, ..
                 } = kind
                 {
-                    let init = match op {
-                        RedOp::Sum | RedOp::Mean => "T::ZERO",
-                        RedOp::Max | RedOp::Min => "T::of(f64::NAN)",
-                        RedOp::LogSumExp => "T::of(f64::NEG_INFINITY)",
-                    };
-                    let _ = writeln!(s, "            a{acc} = [{init}; R];");
+                    let _ = writeln!(s, "            a{acc} = [{}; R];", fold_identity(*op));
                     if *op == RedOp::Mean && filter.is_some() {
                         let _ = writeln!(s, "            let mut cnt{sc} = [T::ZERO; R];");
                     }
@@ -1525,27 +1522,13 @@ fn narrow_fn(
                     ..
                 } = kind
                 {
-                    let val = match fold {
-                        Fold::Reg(r) => format!("v{r}"),
-                        Fold::Prod(a, b) => format!("v{a} * v{b}"),
-                    };
-                    let val = match filter {
-                        None => val,
-                        Some(f) => {
-                            let skip = match op {
-                                RedOp::Sum | RedOp::Mean => "T::ZERO",
-                                RedOp::Max | RedOp::Min => "T::of(f64::NAN)",
-                                RedOp::LogSumExp => "T::of(f64::NEG_INFINITY)",
-                            };
-                            if *op == RedOp::Mean {
-                                let _ = writeln!(
-                                    s,
-                                    "{p5}cnt{sc}[l] = cnt{sc}[l] + math::truth::<T>(v{f} != T::ZERO);"
-                                );
-                            }
-                            format!("math::sel(v{f} != T::ZERO, {val}, {skip})")
-                        }
-                    };
+                    if let (RedOp::Mean, Some(f)) = (op, filter) {
+                        let _ = writeln!(
+                            s,
+                            "{p5}cnt{sc}[l] = cnt{sc}[l] + math::truth::<T>(v{f} != T::ZERO);"
+                        );
+                    }
+                    let val = fold_value(*op, fold, *filter);
                     let line = match op {
                         RedOp::Sum | RedOp::Mean => format!("a{acc}[l] = a{acc}[l] + {val};"),
                         RedOp::Max => format!("a{acc}[l] = a{acc}[l].max({val});"),
