@@ -130,7 +130,10 @@ fn check<T: Float>(path: &std::path::Path, n: usize, sizes: usize, seed: u64, to
     }
     let out = eval.eval(&inputs).unwrap();
     let name = format!("{} ({}, n = {n}, size {sizes})", path.display(), T::NAME);
-    let floor = if T::NAME == "f32" { 1.0 } else { 1e-3 };
+    // In f64 the reference itself is off by a few ulp of the scale where
+    // terms cancel: on InfoNCE (n = 58, size 6) its d/dk is 5.4e-15 of the
+    // scale from the exact value (mpmath, 50 digits), lossc's 5.9e-16.
+    let floor = if T::NAME == "f32" { 1.0 } else { 1e-2 };
     assert_close(
         &format!("{name} loss"),
         &[out.loss().f64()],
@@ -249,9 +252,46 @@ fn focal_inputs(n: usize) -> (ndarray::Array1<f64>, ndarray::Array1<f64>) {
 }
 
 #[test]
+fn a_gather_that_reads_other_rows_reductions_is_scattered() {
+    // InfoNCE's dK (a vector per row) and a scalar score's gradient under a
+    // softmax over the batch with a sharpness per row: both are computed by
+    // scattering into a buffer that a second pass reads.
+    for (path, pred) in [
+        ("examples/infonce.loss", "k"),
+        ("tests/kernels/specs/batch_softmax_scalar.loss", "s"),
+    ] {
+        let loss = Loss::from_file(path).unwrap();
+        let ev = loss.compile::<f64>().unwrap();
+        let plan = ev.describe();
+        // One pass computes each pair's softmax weight once, for the value,
+        // the gathered gradient and the scattered one; no table pass.
+        assert_eq!(ev.passes(), 2, "{plan}");
+        assert!(!plan.contains("table"), "{plan}");
+        let into = format!("into rows of scatter 0 (for grad {pred})");
+        let read = format!("= load scatter 0 (for grad {pred}) row Cur");
+        assert!(plan.contains(&into) && plan.contains(&read), "{plan}");
+        assert!(plan.contains("exps kept in"), "{plan}");
+        let path = std::path::Path::new(path);
+        for (n, sizes) in [(1, 1), (2, 3), (7, 1), (45, 3), (58, 6)] {
+            check::<f64>(path, n, sizes, 11 + n as u64, 1e-12);
+        }
+        for (n, sizes) in [(1, 1), (7, 5), (58, 3)] {
+            check::<f32>(path, n, sizes, 5 + n as u64, 1e-5);
+        }
+        same_bits_with_threads(path);
+    }
+}
+
+#[test]
 fn results_are_the_same_bits_with_one_and_two_threads() {
     for path in examples() {
-        let loss = Loss::from_file(&path).unwrap();
+        same_bits_with_threads(&path);
+    }
+}
+
+fn same_bits_with_threads(path: &std::path::Path) {
+    {
+        let loss = Loss::from_file(path).unwrap();
         // Enough rows for several parallel blocks (fewer for O(n²) specs).
         let n = if coupled(&loss) { 700 } else { 70_001 };
         let batch = lossc::grad::random_batch(loss.checked(), n, &mut Rng::new(9));

@@ -87,6 +87,19 @@ pub(crate) fn fingerprint(plan: &Plan) -> u64 {
     h
 }
 
+/// Whether a pass is generated at all: one of the two kinds below, reading
+/// only the spec's inputs (a scatter's buffer is the interpreter's own; its
+/// values need no domain tests either).
+fn generable(plan: &Plan, pass: &Pass) -> bool {
+    let own = |sc: &super::plan::ScopeDef| {
+        sc.items.iter().all(|i| match i {
+            Item::Op(Op::Load { slot, .. }) => (*slot as usize) < plan.inputs.len(),
+            _ => true,
+        })
+    };
+    pass.scopes.iter().all(own) && (flat(pass) || looped(plan, pass))
+}
+
 /// Whether a pass can be generated: no loops, and only current-row reads.
 fn flat(pass: &super::plan::Pass) -> bool {
     pass.scopes.len() == 1
@@ -127,7 +140,7 @@ pub(crate) fn rust_module(plan: &Plan, module: &str, origin: &str) -> String {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            if flat(p) || looped(plan, p) {
+            if generable(plan, p) {
                 format!("Some(pass{i}::<T>)")
             } else {
                 "None".to_string()
@@ -145,6 +158,9 @@ pub(crate) fn rust_module(plan: &Plan, module: &str, origin: &str) -> String {
         entries.join(", ")
     );
     for (i, pass) in plan.passes.iter().enumerate() {
+        if !generable(plan, pass) {
+            continue;
+        }
         if flat(pass) {
             pass_fn(plan, pass, i, &mut s);
         } else if looped(plan, pass) {

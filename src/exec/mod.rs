@@ -251,8 +251,27 @@ impl<T: Float> Block<'_, T> {
                 return false;
             }
         }
-        run::run_block(self.cx, &mut self.worker(), b0, b1, sums);
+        run::run_block(self.cx, &mut self.worker(), b0, b1, sums, 0);
         true
+    }
+
+    /// Runs the blocks `blocks` of a pass that scatters, one after another
+    /// (block `b` is rows `[b * block, (b + 1) * block)`), adding into
+    /// `group`'s scatter buffers; `parts` holds their partial sums.
+    fn scatter_group(
+        &self,
+        blocks: std::ops::Range<usize>,
+        block: usize,
+        parts: &mut [f64],
+        group: usize,
+    ) {
+        let width = parts.len() / blocks.len().max(1);
+        let mut worker = self.worker();
+        for (b, part) in blocks.zip(parts.chunks_mut(width.max(1))) {
+            let b0 = b * block;
+            let b1 = (b0 + block).min(self.rows);
+            run::run_block(self.cx, &mut worker, b0, b1, part, group);
+        }
     }
     /// This worker's buffers (the evaluator keeps one set per thread).
     fn worker(&self) -> std::sync::MutexGuard<'_, run::Scratch<T>> {
@@ -464,6 +483,9 @@ struct State<T> {
     sink_hessians: Vec<(*mut T, usize)>,
     sink_tables: Vec<*mut T>,
     table_ptrs: Vec<*const T>,
+    /// Each scatter's buffers, [`SCATTER_GROUPS`] of `n` rows each.
+    scatters: Vec<Vec<T>>,
+    sink_scatters: Vec<(*mut T, usize, usize)>,
     reduced: Vec<f64>,
     uniforms: Vec<T>,
 }
@@ -483,6 +505,8 @@ impl<T> Default for State<T> {
             sink_hessians: Vec::new(),
             sink_tables: Vec::new(),
             table_ptrs: Vec::new(),
+            scatters: Vec::new(),
+            sink_scatters: Vec::new(),
             reduced: Vec::new(),
             uniforms: Vec::new(),
         }
@@ -499,6 +523,12 @@ unsafe impl<T: Sync> Sync for State<T> {}
 /// amortise scheduling, small enough to balance two to a few dozen threads
 /// at a million scalar rows or a hundred thousand rows of 1000 logits.
 const BLOCK_VALUES: usize = 16 * 1024;
+
+/// The groups of blocks a pass that scatters runs in: each adds into its
+/// own buffers, its blocks in order, and the buffers are added in group
+/// order, so that the sums do not depend on the thread count. Two keep
+/// both cores of the machines we measure on busy, for one more buffer.
+const SCATTER_GROUPS: usize = 2;
 
 impl<T: Float> Evaluator<T> {
     pub(crate) fn new(
@@ -630,10 +660,21 @@ impl<T: Float> Evaluator<T> {
             sink_hessians,
             sink_tables,
             table_ptrs,
+            scatters,
+            sink_scatters,
             reduced,
             uniforms,
         } = &mut out.state;
         let rows = self.validate(inputs, sizes, size_src)?;
+        if scatters.len() < plan.scatters.len() {
+            scatters.resize_with(plan.scatters.len(), Vec::new);
+        }
+        sink_scatters.clear();
+        for (sc, buf) in plan.scatters.iter().zip(scatters.iter_mut()) {
+            let width = sc.size.map_or(1, |s| sizes[s as usize]);
+            buf.resize(SCATTER_GROUPS * rows * width, T::ZERO);
+            sink_scatters.push((buf.as_mut_ptr(), width, rows * width));
+        }
         // Inputs: in place when contiguous, else copied.
         if copies.len() < plan.inputs.len() {
             copies.resize_with(plan.inputs.len(), Vec::new);
@@ -651,6 +692,10 @@ impl<T: Float> Evaluator<T> {
                     c.as_ptr()
                 }
             };
+            data.push(run::InputData { ptr, width });
+        }
+        // A scatter's buffer is read like an input by the passes after it.
+        for &(ptr, width, _) in sink_scatters.iter() {
             data.push(run::InputData { ptr, width });
         }
         // Outputs with the preds' shapes.
@@ -682,6 +727,7 @@ impl<T: Float> Evaluator<T> {
             grads: sink_grads,
             hessians: sink_hessians,
             tables: sink_tables,
+            scatters: sink_scatters,
             scale,
         };
         let threads = rayon::current_num_threads();
@@ -700,7 +746,8 @@ impl<T: Float> Evaluator<T> {
                     plan::UniformSrc::Reduced(i) => T::of(reduced[*i]),
                 };
             }
-            let layout = cached_layout(layouts, pi, pass, sizes, rows);
+            let width = |slot: u16| data[slot as usize].width;
+            let layout = cached_layout(layouts, pi, pass, sizes, rows, &width);
             let cx = run::Ctx {
                 pass,
                 layout,
@@ -742,7 +789,39 @@ impl<T: Float> Evaluator<T> {
                     invalid.store(true, Ordering::Relaxed);
                 }
             };
-            if threads == 1 || nblocks == 1 {
+            if !pass.scatters.is_empty() {
+                for &i in &pass.scatters {
+                    let (ptr, _, stride) = sinks.scatters[i as usize];
+                    // SAFETY: the buffer holds `SCATTER_GROUPS * stride` values.
+                    unsafe { std::slice::from_raw_parts_mut(ptr, SCATTER_GROUPS * stride) }
+                        .fill(T::ZERO);
+                }
+                // Two groups of consecutive blocks (see `SCATTER_GROUPS`).
+                let mid = nblocks / SCATTER_GROUPS;
+                let (p0, p1) = partials.split_at_mut(mid * width);
+                let b = &blk;
+                let mut first = move || b.scatter_group(0..mid, block, p0, 0);
+                let mut second = move || b.scatter_group(mid..nblocks, block, p1, 1);
+                if threads == 1 {
+                    first();
+                    second();
+                } else {
+                    rayon::join(first, second);
+                }
+                for &i in &pass.scatters {
+                    let (ptr, _, stride) = sinks.scatters[i as usize];
+                    // SAFETY: as above; the two groups' buffers do not overlap.
+                    let (g0, g1) = unsafe {
+                        (
+                            std::slice::from_raw_parts_mut(ptr, stride),
+                            std::slice::from_raw_parts(ptr.add(stride), stride),
+                        )
+                    };
+                    for (a, &b) in g0.iter_mut().zip(g1) {
+                        *a = *a + b;
+                    }
+                }
+            } else if threads == 1 || nblocks == 1 {
                 for (b, part) in partials.chunks_mut(width).enumerate() {
                     work(b, part);
                 }
@@ -913,13 +992,14 @@ fn cached_layout<'a>(
     pass: &plan::Pass,
     sizes: &[usize],
     rows: usize,
+    width: &dyn Fn(u16) -> usize,
 ) -> &'a run::Layout {
     if cache.len() <= pass_index {
         cache.resize_with(pass_index + 1, || (Vec::new(), usize::MAX, layout_empty()));
     }
     let (s, r, l) = &mut cache[pass_index];
     if s.as_slice() != sizes || *r != rows {
-        *l = run::layout(pass, sizes, rows);
+        *l = run::layout(pass, sizes, rows, width);
         s.clear();
         s.extend_from_slice(sizes);
         *r = rows;
@@ -934,6 +1014,8 @@ fn layout_empty() -> run::Layout {
         extent: Vec::new(),
         offset: Vec::new(),
         arena: 0,
+        skip: Vec::new(),
+        in_place: Vec::new(),
     }
 }
 

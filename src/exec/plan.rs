@@ -428,6 +428,178 @@ impl PGraph {
     }
 }
 
+impl PGraph {
+    /// `p` with the current row and the row bound by index `b` exchanged:
+    /// a term of row `i`'s gather over rows `j`, seen from row `j`.
+    fn swap_rows(&mut self, p: P, b: u16, memo: &mut HashMap<(P, u16), P>) -> P {
+        let info = &self.info[p as usize];
+        if !info.rowdep && !info.free.contains(&b) {
+            return p;
+        }
+        if let Some(&r) = memo.get(&(p, b)) {
+            return r;
+        }
+        let row = |r: RowRef| match r {
+            RowRef::Var(v) if v == b => RowRef::Cur,
+            RowRef::Cur => RowRef::Var(b),
+            other => other,
+        };
+        let n = match self.nodes[p as usize].clone() {
+            PNode::Input { slot, row: r, comp } => PNode::Input {
+                slot,
+                row: row(r),
+                comp: comp.map(|c| self.swap_rows(c, b, memo)),
+            },
+            PNode::Table { table, row: r } => PNode::Table { table, row: row(r) },
+            PNode::Var(v) if v == b => PNode::CurRow,
+            PNode::CurRow => PNode::Var(b),
+            PNode::Un(f, a) => PNode::Un(f, self.swap_rows(a, b, memo)),
+            PNode::Powi(a, k) => PNode::Powi(self.swap_rows(a, b, memo), k),
+            PNode::Bin(f, x, y) => {
+                PNode::Bin(f, self.swap_rows(x, b, memo), self.swap_rows(y, b, memo))
+            }
+            PNode::Sel(c, x, y) => PNode::Sel(
+                self.swap_rows(c, b, memo),
+                self.swap_rows(x, b, memo),
+                self.swap_rows(y, b, memo),
+            ),
+            PNode::Red {
+                op,
+                range,
+                filter,
+                body,
+            } => PNode::Red {
+                op,
+                range,
+                filter: filter.map(|f| self.swap_rows(f, b + 1, memo)),
+                body: self.swap_rows(body, b + 1, memo),
+            },
+            other => other,
+        };
+        let r = self.intern(n);
+        memo.insert((p, b), r);
+        r
+    }
+
+    /// Whether `p` reads a per-row quantity with a reduction inside (one
+    /// the tabulator would move to a table) at the row bound by index `b`.
+    fn reads_reduced_at(&self, p: P, b: u16, memo: &mut HashMap<(P, u16), bool>) -> bool {
+        let info = &self.info[p as usize];
+        if !info.has_red || !info.free.contains(&b) {
+            return false;
+        }
+        if !info.rowdep && info.free == [b] {
+            return true;
+        }
+        if let Some(&r) = memo.get(&(p, b)) {
+            return r;
+        }
+        let r = match self.nodes[p as usize].clone() {
+            PNode::Input { comp: Some(c), .. } => self.reads_reduced_at(c, b, memo),
+            PNode::Un(_, a) | PNode::Powi(a, _) => self.reads_reduced_at(a, b, memo),
+            PNode::Bin(_, x, y) => {
+                self.reads_reduced_at(x, b, memo) || self.reads_reduced_at(y, b, memo)
+            }
+            PNode::Sel(c, x, y) => [c, x, y]
+                .into_iter()
+                .any(|q| self.reads_reduced_at(q, b, memo)),
+            PNode::Red { filter, body, .. } => {
+                self.reads_reduced_at(body, b + 1, memo)
+                    || filter.is_some_and(|f| self.reads_reduced_at(f, b + 1, memo))
+            }
+            _ => false,
+        };
+        memo.insert((p, b), r);
+        r
+    }
+}
+
+/// A gradient's gather over the batch computed by scattering instead.
+///
+/// Autodiff gives the gradient at row `m` of a pred that row `i`'s loss
+/// reads at row `j` as a gather, `Σ_i t(i, m)`, written from row `m` as
+/// `Σ_j t'(m, j)` with the rows exchanged. When `t'` reads a per-row
+/// reduction at the other row `j` (InfoNCE's `dK`: row `j`'s softmax needs
+/// row `j`'s logsumexp), the gather needs a table pass before it and
+/// computes every pair's term again, transposed. Scattered, the term is
+/// `t(i, m)` computed at the current row `i` for every row `m`, the very
+/// pairs row `i`'s own gradient and logsumexp compute: one pass computes
+/// them once, adds `Σ_i t(i, m)` into a buffer of `n` rows, and a later
+/// pass reads the buffer like an input (slot `inputs.len()` on).
+#[derive(Clone, Debug)]
+pub(crate) struct ScatterDecl {
+    /// `t(i, m)`: the current row is `i`, index 0 the row `m` it adds to,
+    /// index 1 the output component (for a vector).
+    pub body: P,
+    /// The components per row: the gradient's size slot, or `None` for
+    /// one value per row.
+    pub size: Option<u16>,
+    /// For messages: the gradient the buffer feeds.
+    pub pred: String,
+}
+
+/// Replaces each batch gather in `root` (a gradient's root, `depth` bound
+/// indices around it: 1 for a vector pred's component) that reads a
+/// reduction at its other row by a read of a scatter buffer, and records
+/// the scatter. Only gathers outside any other reduction: their value is
+/// one per row (and component), as a buffer holds.
+fn scatter_gathers(
+    g: &mut PGraph,
+    root: P,
+    depth: u16,
+    pred: &str,
+    sizes: (u16, Option<u16>),
+    scatters: &mut Vec<ScatterDecl>,
+) -> P {
+    let (first_slot, size) = sizes;
+    let node = g.nodes[root as usize].clone();
+    let n = match node {
+        PNode::Red {
+            op: RedOp::Sum,
+            range: Range::Batch,
+            filter: None,
+            body,
+        } => {
+            let mut memo = HashMap::default();
+            if !g.reads_reduced_at(body, 0, &mut memo) {
+                return root;
+            }
+            let swapped = g.swap_rows(body, 0, &mut HashMap::default());
+            if g.reads_reduced_at(swapped, 0, &mut HashMap::default()) {
+                return root;
+            }
+            // Index 1 is the component (index 0 the row added to).
+            let vector = depth == 1 && g.info[swapped as usize].free.contains(&1);
+            let slot = first_slot + scatters.len() as u16;
+            scatters.push(ScatterDecl {
+                body: swapped,
+                size: if vector { size } else { None },
+                pred: pred.to_string(),
+            });
+            let comp = vector.then(|| g.intern(PNode::Var(0)));
+            return g.intern(PNode::Input {
+                slot,
+                row: RowRef::Cur,
+                comp,
+            });
+        }
+        PNode::Un(f, a) => PNode::Un(f, scatter_gathers(g, a, depth, pred, sizes, scatters)),
+        PNode::Powi(a, k) => PNode::Powi(scatter_gathers(g, a, depth, pred, sizes, scatters), k),
+        PNode::Bin(f, a, b) => PNode::Bin(
+            f,
+            scatter_gathers(g, a, depth, pred, sizes, scatters),
+            scatter_gathers(g, b, depth, pred, sizes, scatters),
+        ),
+        PNode::Sel(c, a, b) => PNode::Sel(
+            scatter_gathers(g, c, depth, pred, sizes, scatters),
+            scatter_gathers(g, a, depth, pred, sizes, scatters),
+            scatter_gathers(g, b, depth, pred, sizes, scatters),
+        ),
+        _ => return root,
+    };
+    g.intern(n)
+}
+
 /// Whether a constant the planner folds is also a normal number (or 0) in
 /// f32, where the evaluator may run: `1e20·(1e20·x)` folded is not.
 fn f32_constant(v: f64) -> bool {
@@ -482,6 +654,9 @@ pub(crate) struct Plan {
     pub hessians: Vec<OutputDecl>,
     /// Tabulated per-row quantities (closed nodes), in dependency order.
     pub tables: Vec<P>,
+    /// Gathers computed by scattering, read as inputs from slot
+    /// `inputs.len()` on.
+    pub scatters: Vec<ScatterDecl>,
     /// The objective over the sample reductions (uniforms).
     pub outer: P,
     pub passes: Vec<Pass>,
@@ -618,8 +793,17 @@ pub(crate) enum LoopKind {
         /// their sum; generated code keeps both in its row buffer and locals.
         cache: Option<Reg>,
     },
-    /// The components of a vector pred's gradient.
+    /// The components of a vector pred's gradient (or of a scatter's
+    /// rows): a loop whose items store them.
     Store,
+    /// Adds, for every row `m` of the batch tile (and component, in loop
+    /// `comp`), the fold summed over the chunk's rows into row `m` of
+    /// scatter `target`'s buffer.
+    Scatter {
+        target: u16,
+        fold: Fold,
+        comp: Option<u16>,
+    },
 }
 
 /// An item of a scope.
@@ -656,6 +840,8 @@ pub(crate) struct Pass {
     pub tables: Vec<(Reg, u16)>,
     /// Whether any loop ranges over the batch (the pass is O(n²)).
     pub coupled: bool,
+    /// The scatters whose buffers this pass fills.
+    pub scatters: Vec<u16>,
 }
 
 /// The deepest loop nest the evaluator runs.
@@ -1039,6 +1225,16 @@ pub(crate) fn plan(d: &Derivation, checked: &crate::Checked) -> Result<Plan, Pla
         }
     }
 
+    // Gathers over the batch that read other rows' reductions, scattered.
+    let mut scatters = Vec::new();
+    let first_slot = inputs.len() as u16;
+    for o in grads.iter_mut() {
+        let decl = &inputs[o.slot as usize];
+        let depth = decl.size.is_some() as u16;
+        let sizes = (first_slot, decl.size);
+        o.root = scatter_gathers(&mut pg, o.root, depth, &decl.name, sizes, &mut scatters);
+    }
+
     // Tabulation.
     let mut tab = Tabulator::default();
     let reductions: Vec<P> = reductions
@@ -1055,6 +1251,14 @@ pub(crate) fn plan(d: &Derivation, checked: &crate::Checked) -> Result<Plan, Pla
     for o in grads.iter_mut().chain(hessians.iter_mut()) {
         o.root = tab.rewrite(&mut pg, o.root, &vec_ctx(o.slot));
     }
+    for sc in scatters.iter_mut() {
+        let ctx = if sc.size.is_some() {
+            vec![false, true]
+        } else {
+            vec![true]
+        };
+        sc.body = tab.rewrite(&mut pg, sc.body, &ctx);
+    }
     let tables = tab.tables.clone();
 
     let mut plan = Plan {
@@ -1067,6 +1271,7 @@ pub(crate) fn plan(d: &Derivation, checked: &crate::Checked) -> Result<Plan, Pla
         grads,
         hessians,
         tables,
+        scatters,
         outer,
         passes: Vec::new(),
     };
@@ -1222,6 +1427,35 @@ fn reads_reduced(plan: &Plan, p: P) -> bool {
     false
 }
 
+/// Whether `p` reads a scatter's buffer (an input slot past the plan's).
+fn reads_scatter(plan: &Plan, p: P) -> bool {
+    let first = plan.inputs.len() as u16;
+    let mut stack = vec![p];
+    let mut seen = vec![false; plan.g.nodes.len()];
+    while let Some(x) = stack.pop() {
+        if std::mem::replace(&mut seen[x as usize], true) {
+            continue;
+        }
+        match &plan.g.nodes[x as usize] {
+            PNode::Input { slot, comp, .. } => {
+                if *slot >= first {
+                    return true;
+                }
+                stack.extend(comp.iter().copied());
+            }
+            PNode::Un(_, a) | PNode::Powi(a, _) => stack.push(*a),
+            PNode::Bin(_, a, b) => stack.extend([*a, *b]),
+            PNode::Sel(c, a, b) => stack.extend([*c, *a, *b]),
+            PNode::Red { filter, body, .. } => {
+                stack.push(*body);
+                stack.extend(filter.iter().copied());
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Orders the work into passes: tables by dependency level, then the
 /// reductions when a gradient needs their values, then the rest.
 fn schedule(plan: &mut Plan) -> Result<Vec<Pass>, PlanError> {
@@ -1263,7 +1497,8 @@ fn schedule(plan: &mut Plan) -> Result<Vec<Pass>, PlanError> {
         .map(|o| (o.clone(), false))
         .chain(plan.hessians.iter().map(|o| (o.clone(), true)))
         .collect();
-    let needs_reduced = outputs.iter().any(|(o, _)| reads_reduced(plan, o.root));
+    let needs_reduced = outputs.iter().any(|(o, _)| reads_reduced(plan, o.root))
+        || plan.scatters.iter().any(|sc| reads_reduced(plan, sc.body));
     let mut em = Emitter::new(plan, all_tables);
     for (i, &r) in plan.reductions.iter().enumerate() {
         let reg = em.emit(r, &[]);
@@ -1273,11 +1508,27 @@ fn schedule(plan: &mut Plan) -> Result<Vec<Pass>, PlanError> {
         passes.push(em.finish());
         em = Emitter::new(plan, all_tables);
     }
+    for i in 0..plan.scatters.len() {
+        em.scatter(i as u16);
+    }
+    // Outputs that read a scatter's buffer wait for a pass after it.
     let mut out_index = [0u16; 2];
+    let mut late = Vec::new();
     for (o, hessian) in outputs {
         let k = &mut out_index[hessian as usize];
-        em.store(&o, *k, hessian);
+        if reads_scatter(plan, o.root) {
+            late.push((o, *k, hessian));
+        } else {
+            em.store(&o, *k, hessian);
+        }
         *k += 1;
+    }
+    if !late.is_empty() {
+        passes.push(em.finish());
+        em = Emitter::new(plan, all_tables);
+        for (o, k, hessian) in late {
+            em.store(&o, k, hessian);
+        }
     }
     passes.push(em.finish());
     for p in &mut passes {
@@ -1643,6 +1894,52 @@ impl<'a, F: Fn(u16) -> bool> Emitter<'a, F> {
         out
     }
 
+    /// Emits scatter `index`: a loop over the batch (inside one over the
+    /// components for a vector) adding its terms into its buffer.
+    fn scatter(&mut self, index: u16) {
+        let sc = &self.plan.scatters[index as usize];
+        let (body, size) = (sc.body, sc.size);
+        let comp = size.map(|size| {
+            self.pass.scopes.push(ScopeDef {
+                depth: 1,
+                range: Some(Range::Feature(size)),
+                items: Vec::new(),
+            });
+            (self.pass.scopes.len() - 1) as u16
+        });
+        let rows = self.pass.scopes.len() as u16;
+        self.pass.scopes.push(ScopeDef {
+            depth: comp.map_or(1, |_| 2),
+            range: Some(Range::Batch),
+            items: Vec::new(),
+        });
+        self.pass.coupled = true;
+        let ctx: Vec<u16> = comp.into_iter().chain([rows]).collect();
+        let fold = match self.plan.g.nodes[body as usize] {
+            PNode::Bin(BFn::Mul, a, b) => Fold::Prod(self.emit(a, &ctx), self.emit(b, &ctx)),
+            _ => Fold::Reg(self.emit(body, &ctx)),
+        };
+        let item = Item::Loop {
+            scope: rows,
+            kind: LoopKind::Scatter {
+                target: index,
+                fold,
+                comp,
+            },
+        };
+        match comp {
+            Some(c) => {
+                self.pass.scopes[c as usize].items.push(item);
+                self.pass.scopes[0].items.push(Item::Loop {
+                    scope: c,
+                    kind: LoopKind::Store,
+                });
+            }
+            None => self.pass.scopes[0].items.push(item),
+        }
+        self.pass.scatters.push(index);
+    }
+
     /// Emits a gradient (or Hessian) output and its store.
     fn store(&mut self, o: &OutputDecl, index: u16, hessian: bool) {
         let vector = self.plan.inputs[o.slot as usize].size;
@@ -1721,6 +2018,10 @@ pub(crate) fn loop_reads(kind: &LoopKind) -> Vec<Reg> {
             v.extend(*filter);
             v
         }
+        LoopKind::Scatter { fold, .. } => match fold {
+            Fold::Reg(r) => vec![*r],
+            Fold::Prod(a, b) => vec![*a, *b],
+        },
         LoopKind::Store => Vec::new(),
     }
 }
@@ -1736,7 +2037,7 @@ pub(crate) fn loop_state(kind: &LoopKind) -> Vec<Reg> {
             cache,
             ..
         } => [*acc, *aux, *aux2].into_iter().chain(*cache).collect(),
-        LoopKind::Store => Vec::new(),
+        LoopKind::Store | LoopKind::Scatter { .. } => Vec::new(),
     }
 }
 
@@ -1830,6 +2131,18 @@ impl Plan {
         s
     }
 
+    /// An input slot's name for messages: a scatter's buffer is named
+    /// after the gradient it feeds.
+    pub(crate) fn slot_name(&self, slot: u16) -> String {
+        match self.inputs.get(slot as usize) {
+            Some(d) => d.name.clone(),
+            None => {
+                let i = slot as usize - self.inputs.len();
+                format!("scatter {i} (for grad {})", self.scatters[i].pred)
+            }
+        }
+    }
+
     fn describe_scope(&self, p: &Pass, scope: u16, indent: usize, s: &mut String) {
         let pad = "  ".repeat(indent);
         let reg = |r: Reg| {
@@ -1859,7 +2172,7 @@ impl Plan {
                         } => format!(
                             "{} = load {} row {row:?} comp {comp:?}",
                             reg(*out),
-                            self.inputs[*slot as usize].name
+                            self.slot_name(*slot)
                         ),
                         Op::TableLoad { out, table, row } => {
                             format!("{} = table {table} row {row:?}", reg(*out))
@@ -1936,6 +2249,14 @@ impl Plan {
                             ));
                         }
                         LoopKind::Store => s.push_str(&format!("{pad}for L{sc} {range:?}:\n")),
+                        LoopKind::Scatter { target, fold, .. } => s.push_str(&format!(
+                            "{pad}scatter {} over L{sc} {range:?} into rows of {}:\n",
+                            match fold {
+                                Fold::Reg(r) => reg(*r),
+                                Fold::Prod(a, b) => format!("{} * {}", reg(*a), reg(*b)),
+                            },
+                            self.slot_name(self.inputs.len() as u16 + target)
+                        )),
                     }
                     self.describe_scope(p, *sc, indent + 1, s);
                 }

@@ -21,6 +21,23 @@ use crate::ir::{Cmp, Func, RedOp};
 const BUDGET: usize = 16 * 1024;
 /// The longest chunk of rows.
 const MAX_CHUNK: usize = 512;
+/// Values per chunk of a logsumexp over the batch kept whole for its
+/// softmaxes (`n` exps per row): 1 MiB of f32, 2 MiB of f64.
+const CACHE_VALUES: usize = 256 * 1024;
+#[cfg(test)]
+thread_local! {
+    /// `CACHE_VALUES` for this thread's layouts, so that a test can run the
+    /// layout that keeps no exps at small sizes.
+    static CACHE_LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(CACHE_VALUES) };
+}
+
+fn cache_values() -> usize {
+    #[cfg(test)]
+    return CACHE_LIMIT.with(|c| c.get());
+    #[cfg(not(test))]
+    CACHE_VALUES
+}
+
 /// The longest chunk of rows when a vector is split into tiles.
 const SPLIT_CHUNK: usize = 64;
 
@@ -37,10 +54,22 @@ pub(crate) struct Layout {
     pub offset: Vec<usize>,
     /// Arena length.
     pub arena: usize,
+    /// Registers not computed at these shapes: those only a softmax's
+    /// fallback reads (`exp(x - lse)` from `x`) where its logsumexp runs in
+    /// one tile and keeps its exps.
+    pub skip: Vec<bool>,
+    /// Registers read in place, without a buffer: an input's or a table's
+    /// values (for another row's vector, whole rows of it).
+    pub in_place: Vec<bool>,
 }
 
 /// Chooses chunk and tile sizes and assigns buffers.
-pub(crate) fn layout(pass: &Pass, sizes: &[usize], rows: usize) -> Layout {
+pub(crate) fn layout(
+    pass: &Pass,
+    sizes: &[usize],
+    rows: usize,
+    width: &dyn Fn(u16) -> usize,
+) -> Layout {
     let extent: Vec<usize> = pass
         .scopes
         .iter()
@@ -52,11 +81,44 @@ pub(crate) fn layout(pass: &Pass, sizes: &[usize], rows: usize) -> Layout {
         .collect();
     let mut tile: Vec<usize> = extent.iter().map(|&e| e.clamp(1, 4096)).collect();
     let mut chunk = rows.clamp(1, MAX_CHUNK);
-    let cap = |tile: &[usize], chunk: usize, r: usize| -> usize {
+    // A logsumexp over the batch whose exps a softmax reads runs in one
+    // tile when a chunk's rows of it fit `CACHE_VALUES` (at 16 rows or
+    // more): the softmaxes then read the exps and nothing computes their
+    // `x` again (for InfoNCE, a whole product of the two embeddings).
+    let mut pinned = vec![false; pass.scopes.len()];
+    for item in &pass.scopes[0].items {
+        if let Item::Loop {
+            scope,
+            kind: LoopKind::Reduce { cache: Some(_), .. },
+        } = item
+            && pass.scopes[*scope as usize].range == Some(Range::Batch)
+        {
+            let e = extent[*scope as usize].max(1);
+            let fit = cache_values() / e / 16 * 16;
+            if fit >= 16 {
+                chunk = chunk.min(fit);
+                tile[*scope as usize] = e;
+                pinned[*scope as usize] = true;
+            }
+        }
+    }
+    // (a pinned scope counts as one tile against the budget: its
+    // registers are as large as they must be)
+    let cap_of = |tile: &[usize], chunk: usize, r: usize, pin: bool| -> usize {
         let d = &pass.regs[r];
-        d.loops.iter().map(|&l| tile[l as usize]).product::<usize>()
+        d.loops
+            .iter()
+            .map(|&l| {
+                if pin && pinned[l as usize] {
+                    1
+                } else {
+                    tile[l as usize]
+                }
+            })
+            .product::<usize>()
             * if d.rowdep { chunk } else { 1 }
     };
+    let cap = |tile: &[usize], chunk: usize, r: usize| cap_of(tile, chunk, r, true);
     // A loop with loops inside reruns them for each of its tiles: shrink
     // the chunk before its tile.
     let nested: Vec<bool> = pass
@@ -84,13 +146,13 @@ pub(crate) fn layout(pass: &Pass, sizes: &[usize], rows: usize) -> Layout {
             .loops
             .iter()
             .copied()
-            .filter(|&l| !nested[l as usize] && tile[l as usize] > 64)
+            .filter(|&l| !nested[l as usize] && !pinned[l as usize] && tile[l as usize] > 64)
             .max_by_key(|&l| (tile[l as usize], l));
         let any = d
             .loops
             .iter()
             .copied()
-            .filter(|&l| tile[l as usize] > 1)
+            .filter(|&l| !pinned[l as usize] && tile[l as usize] > 1)
             .max_by_key(|&l| (!nested[l as usize], tile[l as usize], l));
         match (leaf, any) {
             (Some(l), _) => tile[l as usize] = tile[l as usize].div_ceil(2),
@@ -136,21 +198,70 @@ pub(crate) fn layout(pass: &Pass, sizes: &[usize], rows: usize) -> Layout {
     order.sort_by_key(|&r| (def[r], r));
     let mut offset = vec![0usize; n];
     let mut arena = 0usize;
-    // (free from position, offset, capacity)
-    let mut bufs: Vec<(usize, usize, usize)> = Vec::new();
+    // How each register is defined: registers read in place (an input's or
+    // a table's values) need no buffer; an elementwise instruction may
+    // write over an operand of its shape that it is the last to read.
+    let mut in_place = vec![false; n];
+    let mut elementwise: Vec<Vec<Reg>> = vec![Vec::new(); n];
+    for sc in &pass.scopes {
+        for item in &sc.items {
+            let Item::Op(op) = item else { continue };
+            match *op {
+                Op::TableLoad { out, .. }
+                | Op::Load {
+                    out,
+                    comp: CompSrc::None,
+                    ..
+                } => in_place[out as usize] = true,
+                Op::Load {
+                    out,
+                    slot,
+                    row: RowSrc::Loop(j),
+                    comp: CompSrc::Loop(c),
+                } => {
+                    // Whole rows of another row's vector (see `load`).
+                    in_place[out as usize] = pass.regs[out as usize].loops == [j, c]
+                        && tile[c as usize] == extent[c as usize]
+                        && extent[c as usize] == width(slot);
+                }
+                Op::Un { out, .. }
+                | Op::Bin { out, .. }
+                | Op::Sel { out, .. }
+                | Op::Powi { out, .. } => {
+                    let d = &pass.regs[out as usize];
+                    elementwise[out as usize] = super::plan::op_reads(op)
+                        .into_iter()
+                        .filter(|&a| {
+                            let da = &pass.regs[a as usize];
+                            da.loops == d.loops && da.rowdep == d.rowdep
+                        })
+                        .collect();
+                }
+                _ => {}
+            }
+        }
+    }
+    // (free from position, offset, capacity, the register last in it)
+    let mut bufs: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let skip = skipped(pass, &tile, &extent);
     for r in order {
-        let c = cap(&tile, chunk, r).max(1);
-        match bufs
-            .iter_mut()
-            .find(|(free, _, bc)| *free < def[r] && *bc == c)
-        {
+        if skip[r] || in_place[r] {
+            continue;
+        }
+        let c = cap_of(&tile, chunk, r, false).max(1);
+        let fits = |&&mut (free, _, bc, prev): &&mut (usize, usize, usize, usize)| {
+            bc == c
+                && (free < def[r] || (free == def[r] && elementwise[r].contains(&(prev as Reg))))
+        };
+        match bufs.iter_mut().find(fits) {
             Some(b) => {
                 offset[r] = b.1;
                 b.0 = last[r];
+                b.3 = r;
             }
             None => {
                 offset[r] = arena;
-                bufs.push((last[r], arena, c));
+                bufs.push((last[r], arena, c, r));
                 arena += c;
             }
         }
@@ -161,6 +272,80 @@ pub(crate) fn layout(pass: &Pass, sizes: &[usize], rows: usize) -> Layout {
         extent,
         offset,
         arena,
+        skip,
+        in_place,
+    }
+}
+
+/// The registers nothing needs at these tiles: live registers are found
+/// back from the pass's effects (stores, scatters, sums, tables), and a
+/// softmax over the batch needs its `x` only when its logsumexp runs in
+/// several tiles. (Over a vector's components `x` is cheap and kept, so
+/// that a row whose maximum is not finite gets exactly `exp(x - lse)`;
+/// over the batch `x` is a product, and such a row, whose loss is
+/// infinite or NaN, gets the kept exps times the reciprocal of their sum:
+/// NaN, or 0 where `exp(x)` is finite.)
+fn skipped(pass: &Pass, tile: &[usize], extent: &[usize]) -> Vec<bool> {
+    let mut need = vec![false; pass.regs.len()];
+    for r in pass
+        .sums
+        .iter()
+        .map(|s| s.0)
+        .chain(pass.tables.iter().map(|t| t.0))
+    {
+        need[r as usize] = true;
+    }
+    loop {
+        let mut changed = false;
+        let mut mark = |r: Reg, need: &mut Vec<bool>| {
+            changed |= !std::mem::replace(&mut need[r as usize], true);
+        };
+        for sc in &pass.scopes {
+            for item in &sc.items {
+                match item {
+                    Item::Op(op) => {
+                        let live = super::plan::op_writes(op).is_none_or(|w| need[w as usize]);
+                        if !live {
+                            continue;
+                        }
+                        let mut reads = super::plan::op_reads(op);
+                        if let Op::Softmax {
+                            x: SoftmaxX::Reg(x),
+                            scope,
+                            ..
+                        } = op
+                            && pass.scopes[*scope as usize].range == Some(Range::Batch)
+                            && tile[*scope as usize] >= extent[*scope as usize]
+                        {
+                            reads.retain(|r| r != x);
+                        }
+                        for r in reads {
+                            mark(r, &mut need);
+                        }
+                    }
+                    Item::Loop { kind, .. } => {
+                        let live = match kind {
+                            LoopKind::Reduce { acc, cache, .. } => {
+                                need[*acc as usize] || cache.is_some_and(|c| need[c as usize])
+                            }
+                            LoopKind::Scatter { .. } => true,
+                            LoopKind::Store => false,
+                        };
+                        if live {
+                            for r in super::plan::loop_reads(kind)
+                                .into_iter()
+                                .chain(super::plan::loop_state(kind))
+                            {
+                                mark(r, &mut need);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !changed {
+            return need.into_iter().map(|n| !n).collect();
+        }
     }
 }
 
@@ -224,10 +409,15 @@ pub(crate) struct Sinks<'a, T> {
     pub grads: &'a [(*mut T, usize)],
     pub hessians: &'a [(*mut T, usize)],
     pub tables: &'a [*mut T],
+    /// Each scatter's buffers: the first group's rows, the values per row,
+    /// and the distance from one group's buffer to the next.
+    pub scatters: &'a [(*mut T, usize, usize)],
     pub scale: T,
 }
 
-// SAFETY: the blocks of a pass write disjoint rows of every sink.
+// SAFETY: the blocks of a pass write disjoint rows of every sink, except
+// the scatters' buffers, where each group of blocks has its own and runs
+// its blocks one after another.
 unsafe impl<T: Sync> Sync for Sinks<'_, T> {}
 
 /// Everything a block reads.
@@ -255,6 +445,8 @@ pub(crate) struct Scratch<T> {
     ptr: Vec<*const T>,
     off: Vec<usize>,
     ext: Vec<usize>,
+    /// A scatter's transposed operand.
+    tmp: Vec<T>,
 }
 
 // SAFETY: the pointers are only used by the worker that owns the scratch,
@@ -268,18 +460,23 @@ pub(crate) struct Exec<'a, T> {
     ptr: &'a mut [*const T],
     off: &'a mut [usize],
     ext: &'a mut [usize],
+    tmp: &'a mut Vec<T>,
     row0: usize,
     len: usize,
+    /// The group of blocks whose scatter buffers this block adds into.
+    group: usize,
 }
 
 /// Runs rows `[b0, b1)` of a pass and adds each sample reduction's partial
-/// sum into `sums`.
+/// sum into `sums` (and, for a pass that scatters, its terms into group
+/// `group`'s buffers).
 pub(crate) fn run_block<T: Float>(
     cx: &Ctx<'_, T>,
     scratch: &mut Scratch<T>,
     b0: usize,
     b1: usize,
     sums: &mut [f64],
+    group: usize,
 ) {
     let nregs = cx.pass.regs.len();
     let nscopes = cx.pass.scopes.len();
@@ -299,8 +496,10 @@ pub(crate) fn run_block<T: Float>(
         ptr: &mut scratch.ptr,
         off: &mut scratch.off,
         ext: &mut scratch.ext,
+        tmp: &mut scratch.tmp,
         row0: 0,
         len: 0,
+        group,
     };
     match isa::active() {
         // SAFETY: the CPU has AVX-512 and FMA (checked at run time).
@@ -313,7 +512,7 @@ pub(crate) fn run_block<T: Float>(
 }
 
 macro_rules! variant {
-    ($block:ident, $scope:ident, $op:ident, $fold:ident, $fma:literal $(, $feat:literal)?) => {
+    ($block:ident, $scope:ident, $op:ident, $fold:ident, $fma:literal, $VB:literal $(, $feat:literal)?) => {
         $(#[target_feature(enable = $feat)])?
         #[allow(unused_unsafe)]
         unsafe fn $block<T: Float>(ex: &mut Exec<'_, T>, b0: usize, b1: usize, sums: &mut [f64]) {
@@ -332,9 +531,17 @@ macro_rules! variant {
         #[allow(unused_unsafe)]
         unsafe fn $scope<T: Float>(ex: &mut Exec<'_, T>, s: u16) {
             let pass = ex.cx.pass;
+            let skip = &ex.cx.layout.skip;
             for item in &pass.scopes[s as usize].items {
                 match item {
-                    Item::Op(op) => unsafe { $op::<T>(ex, op) },
+                    Item::Op(op) => {
+                        if super::plan::op_writes(op).is_some_and(|w| skip[w as usize]) {
+                            continue;
+                        }
+                        unsafe { $op::<T>(ex, op) }
+                    }
+                    Item::Loop { kind: LoopKind::Reduce { acc, cache, .. }, .. }
+                        if skip[*acc as usize] && cache.is_none_or(|c| skip[c as usize]) => {}
                     Item::Loop { scope, kind } => {
                         let sc = *scope as usize;
                         let extent = ex.cx.layout.extent[sc];
@@ -351,9 +558,15 @@ macro_rules! variant {
                             ex.off[sc] = o;
                             ex.ext[sc] = tile.min(extent - o);
                             unsafe { $scope::<T>(ex, *scope) };
-                            if let LoopKind::Reduce { op, acc, aux, aux2, fold, filter, cache } = kind {
-                                let regs = [*acc, *aux, *aux2];
-                                unsafe { $fold::<T>(ex, *scope, *op, regs, *fold, *filter, keep(*cache)) };
+                            match kind {
+                                LoopKind::Reduce { op, acc, aux, aux2, fold, filter, cache } => {
+                                    let regs = [*acc, *aux, *aux2];
+                                    unsafe { $fold::<T>(ex, *scope, *op, regs, *fold, *filter, keep(*cache)) };
+                                }
+                                LoopKind::Scatter { target, fold, comp } => {
+                                    unsafe { scatter_fold::<T, $fma, $VB>(ex, *scope, *target, *fold, *comp) };
+                                }
+                                LoopKind::Store => {}
                             }
                             o += tile;
                         }
@@ -882,9 +1095,15 @@ unsafe fn $name<T: Float>(ex: &mut Exec<'_, T>, op: &Op) {
                         *o.add(i) = *c.add(i) * *pi.add(i);
                     }
                 }
+                // (where `x` is not computed, see `Layout::skip`, such a row
+                // keeps the kept exps times the reciprocal of their sum)
+                let has_x = match x {
+                    SoftmaxX::Reg(xr) => !layout.skip[xr as usize],
+                    SoftmaxX::Input(_) => true,
+                };
                 for i in 0..r {
                     let l = *pl.add(i);
-                    if !finite(l) {
+                    if has_x && !finite(l) {
                         for p in 0..nb {
                             *o.add(p * r + i) = exp_at(p, i);
                         }
@@ -941,7 +1160,7 @@ fn load<T: Float>(ex: &mut Exec<'_, T>, out: Reg, slot: u16, row: RowSrc, comp: 
         let (oj, nj) = (ex.off[j as usize], ex.ext[j as usize]);
         let (oc, nc) = (ex.off[c as usize], ex.ext[c as usize]);
         let src = |t: usize| unsafe { input.ptr.add((oj + t) * input.width + oc) };
-        if d.loops[0] == j && oc == 0 && nc == input.width {
+        if ex.cx.layout.in_place[out as usize] {
             ex.ptr[out as usize] = src(0);
             return;
         }
@@ -1454,6 +1673,109 @@ impl<T: Float> Gemm<T> {
     }
 }
 
+/// Adds a scatter's terms for the current tiles: for each row `m` of the
+/// batch tile and component `c` of the component tile, the terms of the
+/// chunk's rows, in row order, into row `m`, component `c` of this group's
+/// buffer (one `madd` at a time, whichever way the loop is blocked).
+///
+/// A term that is a product of a value per batch row and one per
+/// component (InfoNCE's `P[i, m] q[i, c]`) is a matrix product: the
+/// component operand is transposed once per tile so that components are
+/// contiguous, and the buffer's rows, components contiguous, are blocked
+/// in registers as in [`Gemm`].
+#[inline(always)]
+unsafe fn scatter_fold<T: Float, const F: bool, const VB: usize>(
+    ex: &mut Exec<'_, T>,
+    rows_scope: u16,
+    target: u16,
+    fold: Fold,
+    comp: Option<u16>,
+) {
+    let pass = ex.cx.pass;
+    let (base, width, stride) = ex.cx.sinks.scatters[target as usize];
+    // SAFETY: a group's buffer holds `stride` values.
+    let dst = unsafe { base.add(ex.group * stride) };
+    let (oj, nj) = (ex.off[rows_scope as usize], ex.ext[rows_scope as usize]);
+    let (oc, nc) = comp.map_or((0, 1), |c| (ex.off[c as usize], ex.ext[c as usize]));
+    let len = ex.len;
+    if let (Fold::Prod(p, q), Some(cs)) = (fold, comp) {
+        let per_row =
+            |r: Reg| pass.regs[r as usize].rowdep && pass.regs[r as usize].loops == [rows_scope];
+        let per_comp = |r: Reg| pass.regs[r as usize].rowdep && pass.regs[r as usize].loops == [cs];
+        let ab = if per_row(p) && per_comp(q) {
+            Some((p, q))
+        } else if per_row(q) && per_comp(p) {
+            Some((q, p))
+        } else {
+            None
+        };
+        if let Some((a, b)) = ab {
+            if ex.tmp.len() < len * nc {
+                ex.tmp.resize(len * nc, T::ZERO);
+            }
+            let pb = ex.ptr[b as usize];
+            for c in 0..nc {
+                for i in 0..len {
+                    // SAFETY: `b` holds `nc` components of `len` rows.
+                    ex.tmp[i * nc + c] = unsafe { *pb.add(c * len + i) };
+                }
+            }
+            let g = Gemm {
+                dims: [nj, len, nc],
+                // SAFETY: rows `oj..oj + nj`, components `oc..oc + nc`.
+                acc: unsafe { dst.add(oj * width + oc) },
+                sa: width,
+                x: ex.tmp.as_ptr(),
+                sxt: nc,
+                y: ex.ptr[a as usize],
+                sya: len,
+                syt: 1,
+            };
+            // SAFETY: as above; `a` holds `nj` batch rows of `len` rows.
+            unsafe { g.run::<F, VB>() };
+            return;
+        }
+    }
+    // An operand at component `c`, batch row `m`: its values over the rows
+    // and their stride (0 when it does not depend on the row).
+    let at = |r: Reg, c: usize, m: usize| -> (*const T, usize) {
+        let d = &pass.regs[r as usize];
+        let mut pos = 0;
+        for &l in &d.loops {
+            let (i, e) = if l == rows_scope { (m, nj) } else { (c, nc) };
+            pos = pos * e + i;
+        }
+        let rs = if d.rowdep { len } else { 1 };
+        (
+            unsafe { ex.ptr[r as usize].add(pos * rs) },
+            d.rowdep as usize,
+        )
+    };
+    for m in 0..nj {
+        for c in 0..nc {
+            // SAFETY: row `oj + m` of the batch, component `oc + c` of its
+            // `width`.
+            let o = unsafe { dst.add((oj + m) * width + oc + c) };
+            let mut s = unsafe { *o };
+            match fold {
+                Fold::Reg(x) => {
+                    let (px, sx) = at(x, c, m);
+                    for i in 0..len {
+                        s = s + unsafe { *px.add(i * sx) };
+                    }
+                }
+                Fold::Prod(a, b) => {
+                    let ((pa, sa), (pb, sb)) = (at(a, c, m), at(b, c, m));
+                    for i in 0..len {
+                        s = unsafe { T::madd::<F>(*pa.add(i * sa), *pb.add(i * sb), s) };
+                    }
+                }
+            }
+            unsafe { *o = s };
+        }
+    }
+}
+
 #[inline(always)]
 fn finish_acc<T: Float, const F: bool>(
     ex: &mut Exec<'_, T>,
@@ -1513,13 +1835,15 @@ fn finish_chunk<T: Float>(ex: &mut Exec<'_, T>, sums: &mut [f64]) {
 
 def_op!(op_base, false);
 def_fold!(fold_base, false, 32);
-variant!(block_base, scope_base, op_base, fold_base, false);
+variant!(block_base, scope_base, op_base, fold_base, false, 32);
 #[cfg(target_arch = "x86_64")]
 def_op!(op_avx2, true, "avx2,fma");
 #[cfg(target_arch = "x86_64")]
 def_fold!(fold_avx2, true, 32, "avx2,fma");
 #[cfg(target_arch = "x86_64")]
-variant!(block_avx2, scope_avx2, op_avx2, fold_avx2, true, "avx2,fma");
+variant!(
+    block_avx2, scope_avx2, op_avx2, fold_avx2, true, 32, "avx2,fma"
+);
 #[cfg(target_arch = "x86_64")]
 def_op!(
     op_avx512,
@@ -1540,6 +1864,7 @@ variant!(
     op_avx512,
     fold_avx512,
     true,
+    64,
     "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"
 );
 
@@ -1555,28 +1880,97 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_logsumexp_keeps_its_exps_while_they_fit() {
+        let pass = first_pass("infonce");
+        let kept = |l: &Layout| {
+            pass.scopes[0].items.iter().any(|i| match i {
+                Item::Loop {
+                    scope,
+                    kind: LoopKind::Reduce { cache: Some(_), .. },
+                } => l.tile[*scope as usize] == l.extent[*scope as usize],
+                _ => false,
+            })
+        };
+        let products = |l: &Layout| {
+            pass.scopes
+                .iter()
+                .flat_map(|s| &s.items)
+                .filter(|i| match i {
+                    Item::Loop {
+                        kind:
+                            LoopKind::Reduce {
+                                acc,
+                                fold: Fold::Prod(..),
+                                ..
+                            },
+                        ..
+                    } => !l.skip[*acc as usize],
+                    _ => false,
+                })
+                .count()
+        };
+        // n = 4096: 64 rows of 4096 exps; the gradient's and the scatter's
+        // softmaxes read them, so the two products that computed their `x`
+        // again are skipped (the logsumexp's, the row's own dot product and
+        // the gradient's `P K` remain).
+        let l = layout(&pass, &[128], 4096, &|_| 128);
+        assert!(kept(&l) && l.chunk == 64, "{l:?}");
+        assert_eq!(products(&l), 3);
+        // Past 16384 rows even 16 rows of exps do not fit: nothing is kept
+        // and every softmax computes its exps from `x`.
+        let l = layout(&pass, &[128], 20_000, &|_| 128);
+        assert!(!kept(&l), "{l:?}");
+        assert_eq!(products(&l), 5);
+    }
+
+    #[test]
+    fn a_batch_softmax_gives_the_same_with_and_without_its_kept_exps() {
+        let loss = crate::Loss::from_file("examples/infonce.loss").unwrap();
+        let mut rng = crate::grad::Rng::new(5);
+        let (n, d) = (300, 7);
+        let q = ndarray::Array2::from_shape_fn((n, d), |_| rng.normal()).into_dyn();
+        let k = ndarray::Array2::from_shape_fn((n, d), |_| rng.normal()).into_dyn();
+        let inputs = crate::Inputs::new().with("q", q.view()).with("k", k.view());
+        let run = |limit: usize| {
+            CACHE_LIMIT.with(|c| c.set(limit));
+            let out = loss.compile::<f64>().unwrap().eval(&inputs).unwrap();
+            CACHE_LIMIT.with(|c| c.set(CACHE_VALUES));
+            out
+        };
+        let (kept, recomputed) = (run(CACHE_VALUES), run(0));
+        assert!((kept.loss() - recomputed.loss()).abs() <= 1e-14 * kept.loss().abs());
+        for name in ["q", "k"] {
+            let (a, b) = (kept.grad(name), recomputed.grad(name));
+            let scale = b.iter().fold(0f64, |m, x| m.max(x.abs()));
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert!((x - y).abs() <= 1e-14 * scale, "d/d{name}: {x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
     fn a_vector_split_into_tiles_is_read_a_few_rows_at_a_time() {
         let pass = first_pass("cce_logits");
         let feature = |l: &Layout| l.tile.iter().zip(&l.extent).skip(1).all(|(t, e)| t == e);
         // 10 and 64 logits: one tile, as many rows as the budget allows.
-        let l = layout(&pass, &[10], 100_000);
+        let l = layout(&pass, &[10], 100_000, &|_| 10);
         assert!(feature(&l) && l.chunk == MAX_CHUNK, "{l:?}");
-        let l = layout(&pass, &[64], 100_000);
+        let l = layout(&pass, &[64], 100_000, &|_| 64);
         assert!(feature(&l) && l.chunk == 256, "{l:?}");
         // 100 and 256 logits are split at 256 rows, and whole at 64.
         for c in [100, 256] {
-            let l = layout(&pass, &[c], 100_000);
+            let l = layout(&pass, &[c], 100_000, &|_| c);
             assert!(feature(&l) && l.chunk == SPLIT_CHUNK, "{l:?}");
         }
         // 1000 logits: tiles of 63, and 64 rows per chunk.
-        let l = layout(&pass, &[1000], 100_000);
+        let l = layout(&pass, &[1000], 100_000, &|_| 1000);
         assert!(!feature(&l) && l.chunk == SPLIT_CHUNK, "{l:?}");
         assert!(l.tile[1..].iter().all(|&t| t == 63), "{l:?}");
         // A batch loop is split into tiles whatever its size, and keeps
         // its chunk.
         let pass = first_pass("pairwise_hinge_ranking");
         assert!(pass.coupled);
-        let l = layout(&pass, &[], 4096);
+        let l = layout(&pass, &[], 4096, &|_| 1);
         assert!(
             l.tile[1..].iter().zip(&l.extent[1..]).any(|(t, e)| t < e),
             "{l:?}"

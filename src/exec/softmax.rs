@@ -35,8 +35,11 @@ pub(crate) fn fuse(pass: &mut Pass) {
         .filter_map(|(r, (ls, acc, x))| {
             let (d, a) = (&pass.regs[r as usize], &pass.regs[acc as usize]);
             let st = *d.loops.first()?;
+            // (a softmax over the batch may sit in a loop over a gradient's
+            // components: only the interpreter runs batch loops)
+            let over_batch = pass.scopes[st as usize].range == Some(super::plan::Range::Batch);
             let fits = d.loops.len() == 1
-                && pass.scopes[st as usize].depth == 1
+                && (pass.scopes[st as usize].depth == 1 || over_batch)
                 && pass.scopes[ls as usize].depth == 1
                 && a.loops.is_empty()
                 && d.rowdep == a.rowdep;
@@ -132,31 +135,87 @@ fn definitions(pass: &Pass) -> BTreeMap<Reg, (&Op, u16)> {
 
 /// Whether register `a`, read in loop `la`, computes what `b` computes in
 /// loop `lb` at the same component.
-fn same_at(def: &BTreeMap<Reg, (&Op, u16)>, a: Reg, la: u16, b: Reg, lb: u16) -> bool {
-    same_memo(def, a, la, b, lb, &mut BTreeSet::new())
+fn same_at(pass: &Pass, def: &BTreeMap<Reg, (&Op, u16)>, a: Reg, la: u16, b: Reg, lb: u16) -> bool {
+    let folds = folds(pass);
+    same_memo(def, &folds, a, b, &mut vec![(la, lb)], &mut BTreeSet::new())
+}
+
+/// Each reduction's accumulator: its loop's scope, kind and fold.
+fn folds(pass: &Pass) -> BTreeMap<Reg, (u16, RedOp, Fold)> {
+    let mut out = BTreeMap::new();
+    for sc in &pass.scopes {
+        for item in &sc.items {
+            if let Item::Loop {
+                scope,
+                kind:
+                    LoopKind::Reduce {
+                        op,
+                        acc,
+                        fold,
+                        filter: None,
+                        ..
+                    },
+            } = item
+            {
+                out.insert(*acc, (*scope, *op, *fold));
+            }
+        }
+    }
+    out
 }
 
 /// `same_at`, remembering the pairs already found equal, so that shared
 /// subexpressions (`a2 = a1 + a1`, ...) are compared once, not once per path.
+/// `loops` pairs the loops the two sides are compared in (the softmax's
+/// and the logsumexp's, then those of reductions inside them).
 fn same_memo(
     def: &BTreeMap<Reg, (&Op, u16)>,
+    folds: &BTreeMap<Reg, (u16, RedOp, Fold)>,
     a: Reg,
-    la: u16,
     b: Reg,
-    lb: u16,
+    loops: &mut Vec<(u16, u16)>,
     seen: &mut BTreeSet<(Reg, Reg)>,
 ) -> bool {
     if a == b || seen.contains(&(a, b)) {
         return true;
     }
+    // Two reductions of the same kind over paired loops.
+    if let (Some(&(sa, opa, fa)), Some(&(sb, opb, fb))) = (folds.get(&a), folds.get(&b)) {
+        if opa != opb {
+            return false;
+        }
+        loops.push((sa, sb));
+        let mut same =
+            |p: Reg, q: Reg, loops: &mut Vec<(u16, u16)>| same_memo(def, folds, p, q, loops, seen);
+        let equal = match (fa, fb) {
+            (Fold::Reg(x), Fold::Reg(y)) => same(x, y, loops),
+            (Fold::Prod(x1, y1), Fold::Prod(x2, y2)) => {
+                (same(x1, x2, loops) && same(y1, y2, loops))
+                    || (same(x1, y2, loops) && same(y1, x2, loops))
+            }
+            _ => false,
+        };
+        loops.pop();
+        if equal {
+            seen.insert((a, b));
+        }
+        return equal;
+    }
+    let paired = |i: u16, j: u16, loops: &Vec<(u16, u16)>| loops.contains(&(i, j));
     let (Some(&(x, _)), Some(&(y, _))) = (def.get(&a), def.get(&b)) else {
         return false;
     };
-    let mut same = |p: Reg, q: Reg| same_memo(def, p, la, q, lb, seen);
+    let rows_paired = |p: &RowSrc, q: &RowSrc, loops: &Vec<(u16, u16)>| match (p, q) {
+        (RowSrc::Cur, RowSrc::Cur) => true,
+        (RowSrc::Loop(i), RowSrc::Loop(j)) => paired(*i, *j, loops),
+        _ => false,
+    };
+    let pairs = loops.clone();
+    let mut same = |p: Reg, q: Reg| same_memo(def, folds, p, q, loops, seen);
     let equal = match (x, y) {
         (Op::Const { v: p, .. }, Op::Const { v: q, .. }) => p.to_bits() == q.to_bits(),
         (Op::Uniform { u: p, .. }, Op::Uniform { u: q, .. }) => p == q,
-        (Op::Iota { scope: p, .. }, Op::Iota { scope: q, .. }) => *p == la && *q == lb,
+        (Op::Iota { scope: p, .. }, Op::Iota { scope: q, .. }) => paired(*p, *q, &pairs),
         (Op::CurRow { .. }, Op::CurRow { .. }) => true,
         (
             Op::TableLoad {
@@ -173,21 +232,22 @@ fn same_memo(
         (
             Op::Load {
                 slot: p,
-                row: RowSrc::Cur,
+                row: rp,
                 comp: cp,
                 ..
             },
             Op::Load {
                 slot: q,
-                row: RowSrc::Cur,
+                row: rq,
                 comp: cq,
                 ..
             },
         ) => {
             p == q
+                && rows_paired(rp, rq, &pairs)
                 && match (cp, cq) {
                     (CompSrc::None, CompSrc::None) => true,
-                    (CompSrc::Loop(i), CompSrc::Loop(j)) => *i == la && *j == lb,
+                    (CompSrc::Loop(i), CompSrc::Loop(j)) => paired(*i, *j, &pairs),
                     (CompSrc::Reg(i), CompSrc::Reg(j)) => same(*i, *j),
                     _ => false,
                 }
@@ -290,7 +350,7 @@ fn find(pass: &Pass, def: &BTreeMap<Reg, (&Op, u16)>) -> BTreeMap<Reg, (u16, Reg
         for (x, l) in split {
             if let Some(&(ls, body)) = lse.get(&l)
                 && pass.scopes[ls as usize].range == pass.scopes[st as usize].range
-                && same_at(def, x, st, body, ls)
+                && same_at(pass, def, x, st, body, ls)
             {
                 out.insert(r, (ls, l, x));
                 break;

@@ -9,7 +9,7 @@ pub mod infonce {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x99712547e9b142dd;
+    pub const FINGERPRINT: u64 = 0x51da11c4bf0fdce7;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).

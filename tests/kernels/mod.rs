@@ -63,6 +63,9 @@ pub use weighted_bce_entropy_file::weighted_bce_entropy;
 #[path = "xray_triage.rs"]
 mod xray_triage_file;
 pub use xray_triage_file::xray_triage;
+#[path = "batch_softmax_scalar.rs"]
+mod batch_softmax_scalar_file;
+pub use batch_softmax_scalar_file::batch_softmax_scalar;
 #[path = "peel.rs"]
 mod peel_file;
 pub use peel_file::peel;
@@ -100,6 +103,7 @@ pub fn by_name<T: lossc::Float>(name: &str) -> Option<lossc::Kernel<T>> {
         "triplet" => Some(triplet::kernel()),
         "weighted_bce_entropy" => Some(weighted_bce_entropy::kernel()),
         "xray_triage" => Some(xray_triage::kernel()),
+        "batch_softmax_scalar" => Some(batch_softmax_scalar::kernel()),
         "peel" => Some(peel::kernel()),
         "reductions" => Some(reductions::kernel()),
         "scalar_pred_of_a_row" => Some(scalar_pred_of_a_row::kernel()),
