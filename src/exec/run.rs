@@ -241,11 +241,51 @@ pub(crate) fn layout(
             }
         }
     }
+    // A kept logsumexp's exps overwrite its body, `x`, as the fold computes
+    // them, and `x` the registers it was computed from in place (for
+    // InfoNCE, the products `S` and `S / t`): one buffer of a chunk's `n`
+    // values per row rather than three.
+    let skip = skipped(pass, &tile, &extent);
+    let mut alias: Vec<Option<usize>> = vec![None; n];
+    for item in &pass.scopes[0].items {
+        if let Item::Loop {
+            scope,
+            kind:
+                LoopKind::Reduce {
+                    fold: Fold::Reg(body),
+                    cache: Some(c),
+                    ..
+                },
+        } = item
+            && pinned[*scope as usize]
+            && !skip[*c as usize]
+        {
+            let shape = |r: Reg| (&pass.regs[r as usize].loops, pass.regs[r as usize].rowdep);
+            let mut x = *body;
+            while shape(x) == shape(*c)
+                && alias[x as usize].is_none()
+                && last[x as usize] <= last[*c as usize]
+            {
+                alias[x as usize] = Some(*c as usize);
+                // The operand `x` was computed from in place, if any.
+                match elementwise[x as usize]
+                    .iter()
+                    .find(|&&y| last[y as usize] == def[x as usize])
+                {
+                    Some(&y) => x = y,
+                    None => break,
+                }
+            }
+        }
+    }
     // (free from position, offset, capacity, the register last in it)
     let mut bufs: Vec<(usize, usize, usize, usize)> = Vec::new();
-    let skip = skipped(pass, &tile, &extent);
     for r in order {
         if skip[r] || in_place[r] {
+            continue;
+        }
+        if let Some(c) = alias[r] {
+            offset[r] = offset[c];
             continue;
         }
         let c = cap_of(&tile, chunk, r, false).max(1);
@@ -807,6 +847,14 @@ k2! {
 #[inline(always)]
 unsafe fn run1<T: Float, const F: bool, K: K1<T, F>>(o: *mut T, a: *const T, sa: usize, n: usize) {
     unsafe {
+        // In place (see `layout`): one slice, never a shared and a mutable
+        // one over the same values.
+        if sa == 1 && std::ptr::eq(o, a) {
+            for v in std::slice::from_raw_parts_mut(o, n) {
+                *v = K::f(*v);
+            }
+            return;
+        }
         let o = std::slice::from_raw_parts_mut(o, n);
         if sa == 1 {
             let a = std::slice::from_raw_parts(a, n);
@@ -831,6 +879,35 @@ unsafe fn run2<T: Float, const F: bool, K: K2<T, F>>(
     n: usize,
 ) {
     unsafe {
+        // In place over an operand (see `layout`): one slice for both.
+        let (on_a, on_b) = (sa == 1 && std::ptr::eq(o, a), sb == 1 && std::ptr::eq(o, b));
+        if on_a || on_b {
+            let v = std::slice::from_raw_parts_mut(o, n);
+            match (on_a, on_b, sa, sb) {
+                (true, true, ..) => v.iter_mut().for_each(|x| *x = K::f(*x, *x)),
+                (true, false, _, 1) => {
+                    let b = std::slice::from_raw_parts(b, n);
+                    for (x, &b) in v.iter_mut().zip(b) {
+                        *x = K::f(*x, b);
+                    }
+                }
+                (true, false, ..) => {
+                    let b = *b;
+                    v.iter_mut().for_each(|x| *x = K::f(*x, b));
+                }
+                (false, true, 1, _) => {
+                    let a = std::slice::from_raw_parts(a, n);
+                    for (x, &a) in v.iter_mut().zip(a) {
+                        *x = K::f(a, *x);
+                    }
+                }
+                _ => {
+                    let a = *a;
+                    v.iter_mut().for_each(|x| *x = K::f(a, *x));
+                }
+            }
+            return;
+        }
         let o = std::slice::from_raw_parts_mut(o, n);
         match (sa, sb) {
             (1, 1) => {
@@ -1445,6 +1522,17 @@ unsafe fn $name<T: Float>(
                 if !has_filter && s[0] == 1 && s[1] == 1 && s[3] == 1 {
                     // Unit strides, no filter: the loop the compiler vectorises.
                     match pc {
+                        // The exps over their `x` (see `Layout`): one pointer,
+                        // so that the compiler's overlap test before its
+                        // vector loop does not send it to the scalar one.
+                        Some(pc) if std::ptr::eq(pc.add(off[0]), b) => {
+                            let c = pc.add(off[0]);
+                            for i in 0..n {
+                                let e = (*c.add(i) - *sh.add(i)).exp::<F>();
+                                *c.add(i) = e;
+                                *x.add(i) = *x.add(i) + e;
+                            }
+                        }
                         Some(pc) => {
                             let c = pc.add(off[0]);
                             for i in 0..n {
