@@ -747,7 +747,8 @@ impl<T: Float> Evaluator<T> {
                 };
             }
             let width = |slot: u16| data[slot as usize].width;
-            let layout = cached_layout(layouts, pi, pass, sizes, rows, &width);
+            let value_bytes = std::mem::size_of::<T>();
+            let layout = cached_layout(layouts, pi, pass, sizes, rows, &width, value_bytes);
             let cx = run::Ctx {
                 pass,
                 layout,
@@ -993,13 +994,14 @@ fn cached_layout<'a>(
     sizes: &[usize],
     rows: usize,
     width: &dyn Fn(u16) -> usize,
+    value_bytes: usize,
 ) -> &'a run::Layout {
     if cache.len() <= pass_index {
         cache.resize_with(pass_index + 1, || (Vec::new(), usize::MAX, layout_empty()));
     }
     let (s, r, l) = &mut cache[pass_index];
     if s.as_slice() != sizes || *r != rows {
-        *l = run::layout(pass, sizes, rows, width);
+        *l = run::layout(pass, sizes, rows, width, value_bytes);
         s.clear();
         s.extend_from_slice(sizes);
         *r = rows;
