@@ -256,21 +256,45 @@ fn a_gather_that_reads_other_rows_reductions_is_scattered() {
     // InfoNCE's dK (a vector per row) and a scalar score's gradient under a
     // softmax over the batch with a sharpness per row: both are computed by
     // scattering into a buffer that a second pass reads.
-    for (path, pred) in [
-        ("examples/infonce.loss", "k"),
-        ("tests/kernels/specs/batch_softmax_scalar.loss", "s"),
+    // A vector pred whose gathered term does not depend on the component:
+    // one value per row, which the gradient's array (a vector per row)
+    // cannot hold, so both groups get buffers of their own.
+    let per_row = std::env::temp_dir().join("lossc_scatter_per_row.loss");
+    std::fs::write(
+        &per_row,
+        "loss t\ntask ranking\ndata w : real [0, 4]\npred z : vector [C]\n\
+         minimize mean(logsumexp[j](w * sum[c](z@j[c])) - w * sum[c](z[c]))\n",
+    )
+    .unwrap();
+    for (path, pred, first, tables) in [
+        (
+            "examples/infonce.loss",
+            "k",
+            "first group in grad 1's array",
+            0,
+        ),
+        (
+            "tests/kernels/specs/batch_softmax_scalar.loss",
+            "s",
+            "first group in grad 0's array",
+            0,
+        ),
+        // (its row sums are a table: the logsumexp reads them at other rows)
+        (per_row.to_str().unwrap(), "z", "two buffers", 1),
     ] {
         let loss = Loss::from_file(path).unwrap();
         let ev = loss.compile::<f64>().unwrap();
         let plan = ev.describe();
         // One pass computes each pair's softmax weight once, for the value,
         // the gathered gradient and the scattered one; no table pass.
-        assert_eq!(ev.passes(), 2, "{plan}");
-        assert!(!plan.contains("table"), "{plan}");
+        assert_eq!(ev.passes(), 2 + tables, "{plan}");
+        assert_eq!(plan.matches("into table").count(), tables, "{plan}");
         let into = format!("into rows of scatter 0 (for grad {pred})");
         let read = format!("= load scatter 0 (for grad {pred}) row Cur");
         assert!(plan.contains(&into) && plan.contains(&read), "{plan}");
         assert!(plan.contains("exps kept in"), "{plan}");
+        // Where the first group of sums is added.
+        assert!(plan.contains(first), "{plan}");
         let path = std::path::Path::new(path);
         for (n, sizes) in [(1, 1), (2, 3), (7, 1), (45, 3), (58, 6)] {
             check::<f64>(path, n, sizes, 11 + n as u64, 1e-12);
@@ -279,6 +303,25 @@ fn a_gather_that_reads_other_rows_reductions_is_scattered() {
             check::<f32>(path, n, sizes, 5 + n as u64, 1e-5);
         }
         same_bits_with_threads(path);
+        // A repeated evaluation into the same arrays (the gradient's among
+        // them) gives the same bits.
+        let batch = lossc::grad::random_batch(loss.checked(), 300, &mut Rng::new(4));
+        let arrays = arrays::<f64>(&loss, &batch);
+        let mut inputs = Inputs::new();
+        for (k, a) in &arrays {
+            inputs.insert(k.clone(), a.view());
+        }
+        let mut out = ev.eval(&inputs).unwrap();
+        let first: Vec<Vec<u64>> = out
+            .grads()
+            .map(|(_, g)| g.iter().map(|x| x.to_bits()).collect())
+            .collect();
+        ev.eval_into(&inputs, &mut out).unwrap();
+        let again: Vec<Vec<u64>> = out
+            .grads()
+            .map(|(_, g)| g.iter().map(|x| x.to_bits()).collect())
+            .collect();
+        assert_eq!(first, again, "{}", path.display());
     }
 }
 

@@ -483,9 +483,10 @@ struct State<T> {
     sink_hessians: Vec<(*mut T, usize)>,
     sink_tables: Vec<*mut T>,
     table_ptrs: Vec<*const T>,
-    /// Each scatter's buffers, [`SCATTER_GROUPS`] of `n` rows each.
+    /// Each scatter's buffers: [`SCATTER_GROUPS`] of `n` rows each, or
+    /// one where the first group is in a gradient's array.
     scatters: Vec<Vec<T>>,
-    sink_scatters: Vec<(*mut T, usize, usize)>,
+    sink_scatters: Vec<(*mut T, *mut T, usize)>,
     reduced: Vec<f64>,
     uniforms: Vec<T>,
 }
@@ -669,11 +670,24 @@ impl<T: Float> Evaluator<T> {
         if scatters.len() < plan.scatters.len() {
             scatters.resize_with(plan.scatters.len(), Vec::new);
         }
+        // Outputs with the preds' shapes.
+        reshape(&mut out.grads, &plan.grads, plan, inputs);
+        reshape(&mut out.hessians, &plan.hessians, plan, inputs);
+        // Each scatter's two groups of sums: the first in the gradient it
+        // feeds where that is safe (`ScatterDecl::into`), else in its own
+        // buffer.
         sink_scatters.clear();
         for (sc, buf) in plan.scatters.iter().zip(scatters.iter_mut()) {
             let width = sc.size.map_or(1, |s| sizes[s as usize]);
-            buf.resize(SCATTER_GROUPS * rows * width, T::ZERO);
-            sink_scatters.push((buf.as_mut_ptr(), width, rows * width));
+            let own = if sc.into.is_some() { 1 } else { 2 };
+            buf.resize(own * rows * width, T::ZERO);
+            let first = match sc.into {
+                Some(o) => out.grads[o as usize].1.as_mut_ptr(),
+                None => buf.as_mut_ptr(),
+            };
+            // SAFETY: the second group's values follow the first's in `buf`.
+            let second = unsafe { buf.as_mut_ptr().add((own - 1) * rows * width) };
+            sink_scatters.push((first, second, width));
         }
         // Inputs: in place when contiguous, else copied.
         if copies.len() < plan.inputs.len() {
@@ -695,12 +709,9 @@ impl<T: Float> Evaluator<T> {
             data.push(run::InputData { ptr, width });
         }
         // A scatter's buffer is read like an input by the passes after it.
-        for &(ptr, width, _) in sink_scatters.iter() {
+        for &(ptr, _, width) in sink_scatters.iter() {
             data.push(run::InputData { ptr, width });
         }
-        // Outputs with the preds' shapes.
-        reshape(&mut out.grads, &plan.grads, plan, inputs);
-        reshape(&mut out.hessians, &plan.hessians, plan, inputs);
         let scale = match sh.derivation.factor {
             Factor::OneOverN => T::of(1.0 / rows as f64),
             Factor::One => T::ONE,
@@ -791,11 +802,21 @@ impl<T: Float> Evaluator<T> {
                 }
             };
             if !pass.scatters.is_empty() {
+                let groups = |i: u16| {
+                    let (first, second, width) = sinks.scatters[i as usize];
+                    // SAFETY: each group holds `rows * width` values, in
+                    // two buffers (or the gradient's array and a buffer).
+                    unsafe {
+                        (
+                            std::slice::from_raw_parts_mut(first, rows * width),
+                            std::slice::from_raw_parts_mut(second, rows * width),
+                        )
+                    }
+                };
                 for &i in &pass.scatters {
-                    let (ptr, _, stride) = sinks.scatters[i as usize];
-                    // SAFETY: the buffer holds `SCATTER_GROUPS * stride` values.
-                    unsafe { std::slice::from_raw_parts_mut(ptr, SCATTER_GROUPS * stride) }
-                        .fill(T::ZERO);
+                    let (g0, g1) = groups(i);
+                    g0.fill(T::ZERO);
+                    g1.fill(T::ZERO);
                 }
                 // Two groups of consecutive blocks (see `SCATTER_GROUPS`).
                 let mid = nblocks / SCATTER_GROUPS;
@@ -810,15 +831,8 @@ impl<T: Float> Evaluator<T> {
                     rayon::join(first, second);
                 }
                 for &i in &pass.scatters {
-                    let (ptr, _, stride) = sinks.scatters[i as usize];
-                    // SAFETY: as above; the two groups' buffers do not overlap.
-                    let (g0, g1) = unsafe {
-                        (
-                            std::slice::from_raw_parts_mut(ptr, stride),
-                            std::slice::from_raw_parts(ptr.add(stride), stride),
-                        )
-                    };
-                    for (a, &b) in g0.iter_mut().zip(g1) {
+                    let (g0, g1) = groups(i);
+                    for (a, &b) in g0.iter_mut().zip(g1.iter()) {
                         *a = *a + b;
                     }
                 }

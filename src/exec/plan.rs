@@ -481,15 +481,16 @@ impl PGraph {
         r
     }
 
-    /// Whether `p` reads a per-row quantity with a reduction inside (one
-    /// the tabulator would move to a table) at the row bound by index `b`.
+    /// Whether `p` reads, at the row bound by index `b`, a per-row quantity
+    /// (one the tabulator would move to a table) with a reduction over the
+    /// batch inside: one that costs a pass over all pairs of rows.
     fn reads_reduced_at(&self, p: P, b: u16, memo: &mut HashMap<(P, u16), bool>) -> bool {
         let info = &self.info[p as usize];
         if !info.has_red || !info.free.contains(&b) {
             return false;
         }
         if !info.rowdep && info.free == [b] {
-            return true;
+            return self.has_batch_reduction(p);
         }
         if let Some(&r) = memo.get(&(p, b)) {
             return r;
@@ -511,6 +512,35 @@ impl PGraph {
         };
         memo.insert((p, b), r);
         r
+    }
+}
+
+impl PGraph {
+    /// Whether a reduction over the batch occurs in `p`.
+    fn has_batch_reduction(&self, p: P) -> bool {
+        let mut stack = vec![p];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(x) = stack.pop() {
+            if !self.info[x as usize].has_red || !seen.insert(x) {
+                continue;
+            }
+            match &self.nodes[x as usize] {
+                PNode::Red {
+                    range: Range::Batch,
+                    ..
+                } => return true,
+                PNode::Red { filter, body, .. } => {
+                    stack.push(*body);
+                    stack.extend(filter.iter().copied());
+                }
+                PNode::Input { comp: Some(c), .. } => stack.push(*c),
+                PNode::Un(_, a) | PNode::Powi(a, _) => stack.push(*a),
+                PNode::Bin(_, a, b) => stack.extend([*a, *b]),
+                PNode::Sel(c, a, b) => stack.extend([*c, *a, *b]),
+                _ => {}
+            }
+        }
+        false
     }
 }
 
@@ -536,6 +566,11 @@ pub(crate) struct ScatterDecl {
     pub size: Option<u16>,
     /// For messages: the gradient the buffer feeds.
     pub pred: String,
+    /// The gradient output (its index) whose array can hold the first
+    /// group's sums: the one pass that reads the buffer copies each
+    /// row's values before it stores that row's gradient there (see
+    /// `output_for_scatter`).
+    pub into: Option<u16>,
 }
 
 /// Replaces each batch gather in `root` (a gradient's root, `depth` bound
@@ -575,6 +610,7 @@ fn scatter_gathers(
                 body: swapped,
                 size: if vector { size } else { None },
                 pred: pred.to_string(),
+                into: None,
             });
             let comp = vector.then(|| g.intern(PNode::Var(0)));
             return g.intern(PNode::Input {
@@ -1276,7 +1312,81 @@ pub(crate) fn plan(d: &Derivation, checked: &crate::Checked) -> Result<Plan, Pla
         passes: Vec::new(),
     };
     plan.passes = schedule(&mut plan)?;
+    for i in 0..plan.scatters.len() {
+        plan.scatters[i].into = output_for_scatter(&plan, i);
+    }
     Ok(plan)
+}
+
+/// The gradient output whose array can hold scatter `i`'s first group of
+/// sums (an `n` x width buffer fewer): the scatter's own pred's gradient,
+/// as wide as the scatter, stored by the one pass that reads the buffer,
+/// in the scope that reads it once, after that read. A vector's read
+/// copies the tile before the tile is stored; a scalar's read is in place,
+/// so every instruction reading it must come before the store too.
+fn output_for_scatter(plan: &Plan, i: usize) -> Option<u16> {
+    let sc = &plan.scatters[i];
+    let slot = (plan.inputs.len() + i) as u16;
+    let output = plan
+        .grads
+        .iter()
+        .position(|o| plan.inputs[o.slot as usize].name == sc.pred)?;
+    if plan.inputs[plan.grads[output].slot as usize].size != sc.size {
+        return None;
+    }
+    let reads = |op: &Op| matches!(op, Op::Load { slot: s, .. } if *s == slot);
+    let mut readers = plan.passes.iter().filter(|p| {
+        p.scopes.iter().any(|sc| {
+            sc.items
+                .iter()
+                .any(|it| matches!(it, Item::Op(op) if reads(op)))
+        })
+    });
+    let pass = readers.next()?;
+    if readers.next().is_some() {
+        return None;
+    }
+    let loads: Vec<(usize, usize, &Op)> = pass
+        .scopes
+        .iter()
+        .enumerate()
+        .flat_map(|(si, sc)| {
+            sc.items
+                .iter()
+                .enumerate()
+                .filter_map(move |(ii, it)| match it {
+                    Item::Op(op) if reads(op) => Some((si, ii, op)),
+                    _ => None,
+                })
+        })
+        .collect();
+    let [(si, li, load)] = loads[..] else {
+        return None;
+    };
+    let scope = &pass.scopes[si];
+    let store = scope.items.iter().position(|it| {
+        matches!(it, Item::Op(Op::Store { output: o, hessian: false, .. }) if *o as usize == output)
+    })?;
+    let Op::Load { out, comp, .. } = *load else {
+        return None;
+    };
+    let ok = match comp {
+        // The tile's components, copied, in the store's own loop.
+        CompSrc::Loop(c) => c as usize == si && si != 0 && li < store,
+        // In place: nothing reads it from the store on, nor in a loop.
+        CompSrc::None => {
+            si == 0
+                && li < store
+                && pass.scopes.iter().enumerate().all(|(k, sc)| {
+                    sc.items.iter().enumerate().all(|(j, it)| match it {
+                        Item::Op(op) => !op_reads(op).contains(&out) || (k == 0 && j < store),
+                        Item::Loop { kind, .. } => !loop_reads(kind).contains(&out),
+                    })
+                })
+        }
+        CompSrc::Reg(_) => false,
+    };
+    ok.then_some(output as u16)
 }
 
 fn slot_of(sizes: &mut Vec<Size>, s: &Size) -> u16 {
@@ -2127,6 +2237,13 @@ impl Plan {
             for (r, t) in &p.tables {
                 s.push_str(&format!("  store r{r} into table {t}\n"));
             }
+        }
+        for (i, sc) in self.scatters.iter().enumerate() {
+            let name = self.slot_name((self.inputs.len() + i) as u16);
+            s.push_str(&match sc.into {
+                Some(o) => format!("{name}: first group in grad {o}'s array\n"),
+                None => format!("{name}: two buffers\n"),
+            });
         }
         s
     }

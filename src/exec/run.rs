@@ -454,9 +454,9 @@ pub(crate) struct Sinks<'a, T> {
     pub grads: &'a [(*mut T, usize)],
     pub hessians: &'a [(*mut T, usize)],
     pub tables: &'a [*mut T],
-    /// Each scatter's buffers: the first group's rows, the values per row,
-    /// and the distance from one group's buffer to the next.
-    pub scatters: &'a [(*mut T, usize, usize)],
+    /// Each scatter's buffers: the first group's rows, the second's, and
+    /// the values per row.
+    pub scatters: &'a [(*mut T, *mut T, usize)],
     pub scale: T,
 }
 
@@ -1785,9 +1785,8 @@ unsafe fn scatter_fold<T: Float, const F: bool, const VB: usize>(
     comp: Option<u16>,
 ) {
     let pass = ex.cx.pass;
-    let (base, width, stride) = ex.cx.sinks.scatters[target as usize];
-    // SAFETY: a group's buffer holds `stride` values.
-    let dst = unsafe { base.add(ex.group * stride) };
+    let (first, second, width) = ex.cx.sinks.scatters[target as usize];
+    let dst = if ex.group == 0 { first } else { second };
     let (oj, nj) = (ex.off[rows_scope as usize], ex.ext[rows_scope as usize]);
     let (oc, nc) = comp.map_or((0, 1), |c| (ex.off[c as usize], ex.ext[c as usize]));
     let len = ex.len;

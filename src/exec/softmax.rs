@@ -219,16 +219,12 @@ fn same_memo(
         (Op::CurRow { .. }, Op::CurRow { .. }) => true,
         (
             Op::TableLoad {
-                table: p,
-                row: RowSrc::Cur,
-                ..
+                table: p, row: rp, ..
             },
             Op::TableLoad {
-                table: q,
-                row: RowSrc::Cur,
-                ..
+                table: q, row: rq, ..
             },
-        ) => p == q,
+        ) => p == q && rows_paired(rp, rq, &pairs),
         (
             Op::Load {
                 slot: p,

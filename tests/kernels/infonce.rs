@@ -9,7 +9,7 @@ pub mod infonce {
     use lossc::exec::{Block, Kernel};
 
     /// The plan this kernel implements.
-    pub const FINGERPRINT: u64 = 0x51da11c4bf0fdce7;
+    pub const FINGERPRINT: u64 = 0x31f33495d9445f4e;
 
     /// The kernel, for `Evaluator::with_kernel` (passes marked `None` run on
     /// lossc's interpreter).
