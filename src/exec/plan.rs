@@ -379,7 +379,23 @@ impl PGraph {
     /// `p` with the batch index `b` (a free de Bruijn index) made the
     /// current row: the per-row quantity that `p` reads at row `b`.
     fn at_current_row(&mut self, p: P, b: u16, memo: &mut HashMap<(P, u16), P>) -> P {
-        if !self.info[p as usize].free.contains(&b) {
+        self.rows_mapped(p, b, false, memo)
+    }
+
+    /// `p` with the current row and the row bound by index `b` exchanged:
+    /// a term of row `i`'s gather over rows `j`, seen from row `j`.
+    fn swap_rows(&mut self, p: P, b: u16, memo: &mut HashMap<(P, u16), P>) -> P {
+        self.rows_mapped(p, b, true, memo)
+    }
+
+    /// `p` with row `b` read at the current row instead, and (`swap`) the
+    /// current row read at row `b`.
+    fn rows_mapped(&mut self, p: P, b: u16, swap: bool, memo: &mut HashMap<(P, u16), P>) -> P {
+        let info = &self.info[p as usize];
+        // (nothing to exchange: row `b` not read, and the current row not
+        // read or not moved)
+        let moved = info.free.contains(&b) || (swap && info.rowdep);
+        if !moved {
             return p;
         }
         if let Some(&r) = memo.get(&(p, b)) {
@@ -387,28 +403,23 @@ impl PGraph {
         }
         let row = |r: RowRef| match r {
             RowRef::Var(v) if v == b => RowRef::Cur,
+            RowRef::Cur if swap => RowRef::Var(b),
             other => other,
         };
+        let mut map = |g: &mut PGraph, x: P, b: u16| g.rows_mapped(x, b, swap, memo);
         let n = match self.nodes[p as usize].clone() {
             PNode::Input { slot, row: r, comp } => PNode::Input {
                 slot,
                 row: row(r),
-                comp: comp.map(|c| self.at_current_row(c, b, memo)),
+                comp: comp.map(|c| map(self, c, b)),
             },
             PNode::Table { table, row: r } => PNode::Table { table, row: row(r) },
             PNode::Var(v) if v == b => PNode::CurRow,
-            PNode::Un(f, a) => PNode::Un(f, self.at_current_row(a, b, memo)),
-            PNode::Powi(a, k) => PNode::Powi(self.at_current_row(a, b, memo), k),
-            PNode::Bin(f, x, y) => PNode::Bin(
-                f,
-                self.at_current_row(x, b, memo),
-                self.at_current_row(y, b, memo),
-            ),
-            PNode::Sel(c, x, y) => PNode::Sel(
-                self.at_current_row(c, b, memo),
-                self.at_current_row(x, b, memo),
-                self.at_current_row(y, b, memo),
-            ),
+            PNode::CurRow if swap => PNode::Var(b),
+            PNode::Un(f, a) => PNode::Un(f, map(self, a, b)),
+            PNode::Powi(a, k) => PNode::Powi(map(self, a, b), k),
+            PNode::Bin(f, x, y) => PNode::Bin(f, map(self, x, b), map(self, y, b)),
+            PNode::Sel(c, x, y) => PNode::Sel(map(self, c, b), map(self, x, b), map(self, y, b)),
             PNode::Red {
                 op,
                 range,
@@ -417,8 +428,8 @@ impl PGraph {
             } => PNode::Red {
                 op,
                 range,
-                filter: filter.map(|f| self.at_current_row(f, b + 1, memo)),
-                body: self.at_current_row(body, b + 1, memo),
+                filter: filter.map(|f| map(self, f, b + 1)),
+                body: map(self, body, b + 1),
             },
             other => other,
         };
@@ -429,58 +440,6 @@ impl PGraph {
 }
 
 impl PGraph {
-    /// `p` with the current row and the row bound by index `b` exchanged:
-    /// a term of row `i`'s gather over rows `j`, seen from row `j`.
-    fn swap_rows(&mut self, p: P, b: u16, memo: &mut HashMap<(P, u16), P>) -> P {
-        let info = &self.info[p as usize];
-        if !info.rowdep && !info.free.contains(&b) {
-            return p;
-        }
-        if let Some(&r) = memo.get(&(p, b)) {
-            return r;
-        }
-        let row = |r: RowRef| match r {
-            RowRef::Var(v) if v == b => RowRef::Cur,
-            RowRef::Cur => RowRef::Var(b),
-            other => other,
-        };
-        let n = match self.nodes[p as usize].clone() {
-            PNode::Input { slot, row: r, comp } => PNode::Input {
-                slot,
-                row: row(r),
-                comp: comp.map(|c| self.swap_rows(c, b, memo)),
-            },
-            PNode::Table { table, row: r } => PNode::Table { table, row: row(r) },
-            PNode::Var(v) if v == b => PNode::CurRow,
-            PNode::CurRow => PNode::Var(b),
-            PNode::Un(f, a) => PNode::Un(f, self.swap_rows(a, b, memo)),
-            PNode::Powi(a, k) => PNode::Powi(self.swap_rows(a, b, memo), k),
-            PNode::Bin(f, x, y) => {
-                PNode::Bin(f, self.swap_rows(x, b, memo), self.swap_rows(y, b, memo))
-            }
-            PNode::Sel(c, x, y) => PNode::Sel(
-                self.swap_rows(c, b, memo),
-                self.swap_rows(x, b, memo),
-                self.swap_rows(y, b, memo),
-            ),
-            PNode::Red {
-                op,
-                range,
-                filter,
-                body,
-            } => PNode::Red {
-                op,
-                range,
-                filter: filter.map(|f| self.swap_rows(f, b + 1, memo)),
-                body: self.swap_rows(body, b + 1, memo),
-            },
-            other => other,
-        };
-        let r = self.intern(n);
-        memo.insert((p, b), r);
-        r
-    }
-
     /// Whether `p` reads, at the row bound by index `b`, a per-row quantity
     /// (one the tabulator would move to a table) with a reduction over the
     /// batch inside: one that costs a pass over all pairs of rows.
@@ -513,30 +472,41 @@ impl PGraph {
         memo.insert((p, b), r);
         r
     }
-}
 
-impl PGraph {
     /// Whether a reduction over the batch occurs in `p`.
     fn has_batch_reduction(&self, p: P) -> bool {
-        let mut stack = vec![p];
-        let mut seen = std::collections::HashSet::new();
-        while let Some(x) = stack.pop() {
-            if !self.info[x as usize].has_red || !seen.insert(x) {
-                continue;
-            }
-            match &self.nodes[x as usize] {
+        self.any_node(p, |n| {
+            matches!(
+                n,
                 PNode::Red {
                     range: Range::Batch,
                     ..
-                } => return true,
-                PNode::Red { filter, body, .. } => {
-                    stack.push(*body);
-                    stack.extend(filter.iter().copied());
                 }
+            )
+        })
+    }
+
+    /// Whether `found` holds for `p` or a node inside it.
+    fn any_node(&self, p: P, mut found: impl FnMut(&PNode) -> bool) -> bool {
+        let mut stack = vec![p];
+        let mut seen = vec![false; self.nodes.len()];
+        while let Some(x) = stack.pop() {
+            if std::mem::replace(&mut seen[x as usize], true) {
+                continue;
+            }
+            let node = &self.nodes[x as usize];
+            if found(node) {
+                return true;
+            }
+            match node {
                 PNode::Input { comp: Some(c), .. } => stack.push(*c),
                 PNode::Un(_, a) | PNode::Powi(a, _) => stack.push(*a),
                 PNode::Bin(_, a, b) => stack.extend([*a, *b]),
                 PNode::Sel(c, a, b) => stack.extend([*c, *a, *b]),
+                PNode::Red { filter, body, .. } => {
+                    stack.push(*body);
+                    stack.extend(filter.iter().copied());
+                }
                 _ => {}
             }
         }
@@ -1511,59 +1481,18 @@ fn tables_read(g: &PGraph, p: P, out: &mut Vec<u16>, seen: &mut Vec<bool>) {
 }
 
 fn reads_reduced(plan: &Plan, p: P) -> bool {
-    let mut stack = vec![p];
-    let mut seen = vec![false; plan.g.nodes.len()];
-    while let Some(x) = stack.pop() {
-        if std::mem::replace(&mut seen[x as usize], true) {
-            continue;
-        }
-        match &plan.g.nodes[x as usize] {
-            PNode::Uniform(u) => {
-                if matches!(plan.uniforms[*u as usize], UniformSrc::Reduced(_)) {
-                    return true;
-                }
-            }
-            PNode::Input { comp: Some(c), .. } => stack.push(*c),
-            PNode::Un(_, a) | PNode::Powi(a, _) => stack.push(*a),
-            PNode::Bin(_, a, b) => stack.extend([*a, *b]),
-            PNode::Sel(c, a, b) => stack.extend([*c, *a, *b]),
-            PNode::Red { filter, body, .. } => {
-                stack.push(*body);
-                stack.extend(filter.iter().copied());
-            }
-            _ => {}
-        }
-    }
-    false
+    plan.g.any_node(p, |n| {
+        matches!(n, PNode::Uniform(u) if matches!(plan.uniforms[*u as usize], UniformSrc::Reduced(_)))
+    })
 }
 
 /// Whether `p` reads a scatter's buffer (an input slot past the plan's).
 fn reads_scatter(plan: &Plan, p: P) -> bool {
     let first = plan.inputs.len() as u16;
-    let mut stack = vec![p];
-    let mut seen = vec![false; plan.g.nodes.len()];
-    while let Some(x) = stack.pop() {
-        if std::mem::replace(&mut seen[x as usize], true) {
-            continue;
-        }
-        match &plan.g.nodes[x as usize] {
-            PNode::Input { slot, comp, .. } => {
-                if *slot >= first {
-                    return true;
-                }
-                stack.extend(comp.iter().copied());
-            }
-            PNode::Un(_, a) | PNode::Powi(a, _) => stack.push(*a),
-            PNode::Bin(_, a, b) => stack.extend([*a, *b]),
-            PNode::Sel(c, a, b) => stack.extend([*c, *a, *b]),
-            PNode::Red { filter, body, .. } => {
-                stack.push(*body);
-                stack.extend(filter.iter().copied());
-            }
-            _ => {}
-        }
-    }
-    false
+    plan.g.any_node(
+        p,
+        |n| matches!(n, PNode::Input { slot, .. } if *slot >= first),
+    )
 }
 
 /// Orders the work into passes: tables by dependency level, then the
