@@ -742,7 +742,8 @@ pub(crate) enum Op {
     /// components: `cache * inv`, the exp the logsumexp kept times the
     /// reciprocal of its sum (see `softmax`). A row whose `lse` is not
     /// finite, or a logsumexp the interpreter ran in several tiles, takes
-    /// `exp(x - lse)`.
+    /// `exp(x - lse)`, except over the batch where the exps were kept and
+    /// `x` is not computed (`Layout::skip`).
     Softmax {
         out: Reg,
         x: SoftmaxX,
@@ -1282,8 +1283,14 @@ pub(crate) fn plan(d: &Derivation, checked: &crate::Checked) -> Result<Plan, Pla
         passes: Vec::new(),
     };
     plan.passes = schedule(&mut plan)?;
+    // (one scatter per gradient array: two adding into one would each
+    // read the other's sums)
     for i in 0..plan.scatters.len() {
-        plan.scatters[i].into = output_for_scatter(&plan, i);
+        let into = output_for_scatter(&plan, i);
+        let taken = plan.scatters[..i]
+            .iter()
+            .any(|s| s.into.is_some() && s.into == into);
+        plan.scatters[i].into = into.filter(|_| !taken);
     }
     Ok(plan)
 }

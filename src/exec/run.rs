@@ -107,21 +107,36 @@ pub(crate) fn layout(
             }
         }
     }
-    // (a pinned scope counts as one tile against the budget: its
-    // registers are as large as they must be)
+    // Another row's vector, read in place when its rows are whole: no
+    // buffer to budget for.
+    let other_rows: Vec<bool> = (0..pass.regs.len())
+        .map(|r| {
+            pass.scopes.iter().flat_map(|s| &s.items).any(|i| {
+                matches!(i, Item::Op(Op::Load { out, row: RowSrc::Loop(_), comp: CompSrc::Loop(_), .. }) if *out as usize == r)
+            })
+        })
+        .collect();
+    // Against the budget (`pin`), a register in a pinned loop may hold a
+    // chunk's rows of the whole batch, and no more: its other loops shrink
+    // until it does (a squared distance's components, for one).
     let cap_of = |tile: &[usize], chunk: usize, r: usize, pin: bool| -> usize {
         let d = &pass.regs[r];
-        d.loops
+        let rows = if d.rowdep { chunk } else { 1 };
+        let in_pinned = pin && d.loops.iter().any(|&l| pinned[l as usize]);
+        if in_pinned && other_rows[r] {
+            return 0;
+        }
+        let others: usize = d
+            .loops
             .iter()
-            .map(|&l| {
-                if pin && pinned[l as usize] {
-                    1
-                } else {
-                    tile[l as usize]
-                }
-            })
-            .product::<usize>()
-            * if d.rowdep { chunk } else { 1 }
+            .filter(|&&l| !(in_pinned && pinned[l as usize]))
+            .map(|&l| tile[l as usize])
+            .product();
+        if in_pinned {
+            others * rows * BUDGET / chunk.max(1)
+        } else {
+            others * rows
+        }
     };
     let cap = |tile: &[usize], chunk: usize, r: usize| cap_of(tile, chunk, r, true);
     // A loop with loops inside reruns them for each of its tiles: shrink
@@ -285,8 +300,22 @@ pub(crate) fn layout(
     }
     // (free from position, offset, capacity, the register last in it)
     let mut bufs: Vec<(usize, usize, usize, usize)> = Vec::new();
+    // A reduction's running count (a mean's) and previous maximum (a
+    // logsumexp's) exist only for those: a sum's take no buffer, nor
+    // are they written (`init_acc`).
+    let mut idle = vec![false; n];
+    for item in pass.scopes.iter().flat_map(|s| &s.items) {
+        if let Item::Loop {
+            kind: LoopKind::Reduce { op, aux, aux2, .. },
+            ..
+        } = item
+        {
+            idle[*aux as usize] = !matches!(op, RedOp::Mean | RedOp::LogSumExp);
+            idle[*aux2 as usize] = *op != RedOp::LogSumExp;
+        }
+    }
     for r in order {
-        if skip[r] || in_place[r] {
+        if skip[r] || in_place[r] || idle[r] {
             continue;
         }
         if let Some(c) = alias[r] {
@@ -1405,7 +1434,11 @@ fn init_acc<T: Float>(
     }
     unsafe {
         std::slice::from_raw_parts_mut(pa, n).fill(init);
-        std::slice::from_raw_parts_mut(px, n).fill(T::ZERO);
+        // (only a mean's count and a logsumexp's sum have a buffer, see
+        // `layout`)
+        if matches!(op, RedOp::Mean | RedOp::LogSumExp) {
+            std::slice::from_raw_parts_mut(px, n).fill(T::ZERO);
+        }
     }
 }
 
@@ -1572,7 +1605,8 @@ unsafe fn $name<T: Float>(
             let (qb, qf) = (ex.ptr[body as usize], ex.ptr[f as usize]);
             w.each(4, |off, n, s| unsafe {
                 let o = pa.add(off[3]);
-                let x = px.add(off[3]);
+                // (a mean's count; a sum's `aux` has no buffer)
+                let x = px.wrapping_add(off[3]);
                 let (b, fl) = (qb.add(off[1]), qf.add(off[2]));
                 let keep = |i: usize| !has_filter || *fl.add(i * s[2]) != T::ZERO;
                 match op {

@@ -15,7 +15,9 @@
 //! The two forms differ by rounding only (a few ulp), within the tolerance
 //! of the reference tests. A row whose maximum is not finite (all `-inf`,
 //! an `inf` or a NaN) takes the `exp` it replaced, so that it gets exactly
-//! what the unfused pass would give.
+//! what the unfused pass would give; over the batch, where the interpreter
+//! keeps the exps and skips computing `x` (a product), such a row (whose
+//! loss is infinite or NaN) keeps `cache * inv` (see `run::skipped`).
 
 use super::plan::{
     BFn, CompSrc, Fold, Item, LoopKind, Op, Pass, Reg, RegDef, RowSrc, SoftmaxX, UFn,
