@@ -529,6 +529,8 @@ const BLOCK_VALUES: usize = 16 * 1024;
 /// own buffers, its blocks in order, and the buffers are added in group
 /// order, so that the sums do not depend on the thread count. Two keep
 /// both cores of the machines we measure on busy, for one more buffer.
+/// (The pass is written for exactly two: one split, one `rayon::join`, the
+/// first group's sums possibly in a gradient's array.)
 const SCATTER_GROUPS: usize = 2;
 
 impl<T: Float> Evaluator<T> {

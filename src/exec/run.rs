@@ -109,13 +109,18 @@ pub(crate) fn layout(
     }
     // Another row's vector, read in place when its rows are whole: no
     // buffer to budget for.
-    let other_rows: Vec<bool> = (0..pass.regs.len())
-        .map(|r| {
-            pass.scopes.iter().flat_map(|s| &s.items).any(|i| {
-                matches!(i, Item::Op(Op::Load { out, row: RowSrc::Loop(_), comp: CompSrc::Loop(_), .. }) if *out as usize == r)
-            })
-        })
-        .collect();
+    let mut other_rows = vec![false; pass.regs.len()];
+    for item in pass.scopes.iter().flat_map(|s| &s.items) {
+        if let Item::Op(Op::Load {
+            out,
+            row: RowSrc::Loop(_),
+            comp: CompSrc::Loop(_),
+            ..
+        }) = item
+        {
+            other_rows[*out as usize] = true;
+        }
+    }
     // Against the budget (`pin`), a register in a pinned loop may hold a
     // chunk's rows of the whole batch, and no more: its other loops shrink
     // until it does (a squared distance's components, for one).
